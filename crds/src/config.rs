@@ -1,0 +1,760 @@
+//! The streamer's configuration file (DESIGN.md §3).
+//!
+//! One YAML (or JSON, which is YAML) document. Every key is camelCase; an
+//! unknown key is an error that names the key's path, because a typo that is
+//! silently ignored (`rewindSecs: 60`) is a radio station that loses its rewind.
+//! Defaults give a working standalone server.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default listener port.
+pub const DEFAULT_LISTENER_PORT: u16 = 8000;
+/// Default Icecast source port.
+pub const DEFAULT_SOURCE_PORT: u16 = 8001;
+/// Default admin/metrics port.
+pub const DEFAULT_ADMIN_PORT: u16 = 8002;
+
+/// Stream keys that cannot be used because listener routes of that name exist.
+pub const RESERVED_STREAM_KEYS: &[&str] = &[
+    "healthz",
+    "readyz",
+    "metrics",
+    "status-json.xsl",
+    "sg",
+    "api",
+    "admin",
+    "index.html",
+    "crossdomain.xml",
+];
+
+/// Errors from loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The document is not valid YAML/JSON or does not fit the schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// Where in the document, e.g. `streams[0].rewindSeconds`.
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
+    /// The document parsed, but a value is not allowed.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// Where in the document.
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What this process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Everything in one process: sources, buffers and listeners.
+    #[default]
+    Standalone,
+    /// Takes sources, keeps the buffers, feeds slaves.
+    Master,
+    /// Serves listeners from a replica of the master's buffers.
+    Slave,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Standalone => "standalone",
+            Mode::Master => "master",
+            Mode::Slave => "slave",
+        })
+    }
+}
+
+/// Audio format of a source or a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioFormat {
+    /// MPEG audio (MPEG 1/2/2.5, Layer I–III; in practice MP3).
+    #[default]
+    Mp3,
+    /// AAC in ADTS framing (AAC-LC, HE-AAC).
+    Aac,
+}
+
+impl fmt::Display for AudioFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AudioFormat::Mp3 => "mp3",
+            AudioFormat::Aac => "aac",
+        })
+    }
+}
+
+/// A secret string: never shown by `Debug`, so it cannot end up in a log line.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The whole configuration document.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// `standalone` (default), `master` or `slave`.
+    pub mode: Mode,
+    /// The listener HTTP port (standalone and slave).
+    pub listeners: ListenersConfig,
+    /// The Icecast source port (standalone and master).
+    pub sources: SourcesConfig,
+    /// The admin port: `/metrics`, `/healthz`, status; the slave link on a master.
+    pub admin: AdminConfig,
+    /// Master↔slave link authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkConfig>,
+    /// Slave mode: where the master is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<MasterConfig>,
+    /// Dynamic configuration store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+    /// Where encoders connect. A stream without `sourceMount` is its own mount.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_mounts: Vec<SourceMountConfig>,
+    /// What listeners hear.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamConfig>,
+}
+
+/// The listener port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// Address to bind (default `0.0.0.0`).
+    pub address: String,
+    /// Port (default 8000; 0 picks a free port).
+    pub port: u16,
+    /// The listen socket's accept backlog. Large, because a reconnect storm after a
+    /// network blip is exactly when a small one (Icecast's is 5) turns listeners away.
+    pub backlog: u32,
+    /// `Access-Control-Allow-Origin` for web players; `*` by default.
+    pub cors_origin: String,
+    /// Public base URL for playlists (`.pls`, `.m3u`); default: from the request's Host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        ListenersConfig {
+            address: "0.0.0.0".into(),
+            port: DEFAULT_LISTENER_PORT,
+            backlog: 4096,
+            cors_origin: "*".into(),
+            public_url: None,
+        }
+    }
+}
+
+/// The Icecast source port and its timeouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Address to bind (default `0.0.0.0`).
+    pub address: String,
+    /// Port (default 8001; 0 picks a free port).
+    pub port: u16,
+    /// Seconds a client has to send its complete request head.
+    pub header_timeout_seconds: f64,
+    /// Seconds a source has, after being accepted, to send its first valid frame.
+    pub first_frame_timeout_seconds: f64,
+    /// Seconds without any data after which a source is considered dead.
+    pub data_timeout_seconds: f64,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            address: "0.0.0.0".into(),
+            port: DEFAULT_SOURCE_PORT,
+            header_timeout_seconds: 5.0,
+            first_frame_timeout_seconds: 10.0,
+            data_timeout_seconds: 10.0,
+        }
+    }
+}
+
+/// The admin port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address to bind (default `0.0.0.0`).
+    pub address: String,
+    /// Port (default 8002; 0 picks a free port).
+    pub port: u16,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: "0.0.0.0".into(),
+            port: DEFAULT_ADMIN_PORT,
+        }
+    }
+}
+
+/// Master↔slave link authentication.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// File holding the shared secret (a mounted Kubernetes Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Slave mode: the master to follow.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MasterConfig {
+    /// The master's admin port URL, e.g. `http://master:8002`.
+    pub url: String,
+}
+
+/// Redis config store.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// e.g. `redis://localhost:6379/0`.
+    pub url: String,
+}
+
+/// Where an encoder connects (an Icecast mount point).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceMountConfig {
+    /// Mount name: the encoder connects to `/<key>`.
+    pub key: String,
+    /// What the encoder sends: `mp3` (default) or `aac` (ADTS).
+    #[serde(default)]
+    pub format: AudioFormat,
+    /// Source password (HTTP Basic; the user name is ignored, as in Icecast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// File holding the source password (e.g. a mounted Secret); read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Raise an alert when this mount has no source.
+    #[serde(default)]
+    pub monitored: bool,
+}
+
+/// HLS output settings (served once HLS is implemented).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Target segment length in seconds.
+    pub segment_seconds: u32,
+    /// Stream group for the multivariant playlist `/sg/<group>.m3u8`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            segment_seconds: 10,
+            group: None,
+        }
+    }
+}
+
+/// A transcoded output: the stream differs from its source mount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// Output format.
+    pub format: AudioFormat,
+    /// Output bitrate in kbit/s.
+    pub bitrate: u32,
+}
+
+/// What listeners hear: one rewind buffer and its outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Stream name: listeners get `/<key>`.
+    pub key: String,
+    /// The source mount feeding it. Omitted: the stream is its own mount, with
+    /// `format` and `password` given here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mount: Option<String>,
+    /// Own mount only: what the encoder sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<AudioFormat>,
+    /// Own mount only: source password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Own mount only: file holding the source password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Seconds of audio kept for rewind (default 14400 = 4 h).
+    #[serde(default = "default_rewind_seconds")]
+    pub rewind_seconds: u32,
+    /// Seconds sent at once when a listener connects, so players start at once (default 10).
+    #[serde(default = "default_burst_seconds")]
+    pub burst_seconds: u32,
+    /// ICY metadata interval in audio bytes (default 16000).
+    #[serde(default = "default_icy_meta_interval")]
+    pub icy_meta_interval: u32,
+    /// A listener whose unsent backlog grows beyond this many bytes is disconnected,
+    /// so a client that stops reading never holds anything up (default 2 MiB).
+    #[serde(default = "default_max_buffer_bytes")]
+    pub max_buffer_bytes: u64,
+    /// Title until a source or the admin API sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// `icy-name`; default: the source's `ice-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `icy-description`; default: the source's `ice-description`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `icy-genre`; default: the source's `ice-genre`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genre: Option<String>,
+    /// `icy-url`; default: the source's `ice-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// HLS output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<HlsConfig>,
+    /// Transcode the source into another format or bitrate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcode: Option<TranscodeConfig>,
+}
+
+fn default_rewind_seconds() -> u32 {
+    14_400
+}
+fn default_burst_seconds() -> u32 {
+    10
+}
+fn default_icy_meta_interval() -> u32 {
+    16_000
+}
+fn default_max_buffer_bytes() -> u64 {
+    2 * 1024 * 1024
+}
+
+impl StreamConfig {
+    /// A stream with every optional setting at its default.
+    pub fn new(key: impl Into<String>) -> Self {
+        StreamConfig {
+            key: key.into(),
+            source_mount: None,
+            format: None,
+            password: None,
+            password_file: None,
+            rewind_seconds: default_rewind_seconds(),
+            burst_seconds: default_burst_seconds(),
+            icy_meta_interval: default_icy_meta_interval(),
+            max_buffer_bytes: default_max_buffer_bytes(),
+            title: None,
+            name: None,
+            description: None,
+            genre: None,
+            url: None,
+            hls: None,
+            transcode: None,
+        }
+    }
+
+    /// The key of the mount feeding this stream (its own key when it is its own mount).
+    pub fn mount_key(&self) -> &str {
+        self.source_mount.as_deref().unwrap_or(&self.key)
+    }
+}
+
+impl Config {
+    /// Parses a YAML or JSON document; errors name the offending key's path.
+    pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = strip_path_prefix(&inner.to_string(), &path);
+            ConfigError::Parse {
+                path: if path == "." {
+                    "(document)".into()
+                } else {
+                    path
+                },
+                message,
+            }
+        })
+    }
+
+    /// Renders the document as YAML (what the operator writes into a ConfigMap).
+    pub fn to_yaml_string(&self) -> Result<String, ConfigError> {
+        serde_yaml::to_string(self).map_err(|e| ConfigError::invalid("(document)", e.to_string()))
+    }
+
+    /// The source mounts, including the implicit ones of streams without `sourceMount`.
+    pub fn effective_mounts(&self) -> Vec<SourceMountConfig> {
+        let mut mounts = self.source_mounts.clone();
+        for s in &self.streams {
+            if s.source_mount.is_none() {
+                mounts.push(SourceMountConfig {
+                    key: s.key.clone(),
+                    format: s.format.unwrap_or_default(),
+                    password: s.password.clone(),
+                    password_file: s.password_file.clone(),
+                    monitored: false,
+                });
+            }
+        }
+        mounts
+    }
+
+    /// Checks what the schema cannot: unique keys, references, ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut mount_keys = BTreeSet::new();
+        for (i, m) in self.source_mounts.iter().enumerate() {
+            let path = format!("sourceMounts[{i}]");
+            check_key(&format!("{path}.key"), &m.key)?;
+            if !mount_keys.insert(m.key.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.key"),
+                    format!("duplicate source mount key {:?}", m.key),
+                ));
+            }
+            if m.password.is_some() && m.password_file.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("{path}.password"),
+                    "give password or passwordFile, not both",
+                ));
+            }
+        }
+        let mut stream_keys = BTreeSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let path = format!("streams[{i}]");
+            check_key(&format!("{path}.key"), &s.key)?;
+            if RESERVED_STREAM_KEYS.contains(&s.key.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.key"),
+                    format!("{:?} is reserved for a built-in route", s.key),
+                ));
+            }
+            if !stream_keys.insert(s.key.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.key"),
+                    format!("duplicate stream key {:?}", s.key),
+                ));
+            }
+            match &s.source_mount {
+                Some(mount) => {
+                    if !mount_keys.contains(mount.as_str()) {
+                        return Err(ConfigError::invalid(
+                            format!("{path}.sourceMount"),
+                            format!("no source mount named {mount:?} in sourceMounts"),
+                        ));
+                    }
+                    for (field, set) in [
+                        ("format", s.format.is_some()),
+                        ("password", s.password.is_some()),
+                        ("passwordFile", s.password_file.is_some()),
+                    ] {
+                        if set {
+                            return Err(ConfigError::invalid(
+                                format!("{path}.{field}"),
+                                format!(
+                                    "not allowed with sourceMount: the mount {mount:?} sets it"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                None => {
+                    if mount_keys.contains(s.key.as_str()) {
+                        return Err(ConfigError::invalid(
+                            format!("{path}.key"),
+                            format!(
+                                "stream {:?} has no sourceMount, so it is its own mount, but a source mount of that name exists; set sourceMount: {:?}",
+                                s.key, s.key
+                            ),
+                        ));
+                    }
+                    if s.password.is_some() && s.password_file.is_some() {
+                        return Err(ConfigError::invalid(
+                            format!("{path}.password"),
+                            "give password or passwordFile, not both",
+                        ));
+                    }
+                }
+            }
+            if s.rewind_seconds == 0 || s.rewind_seconds > 7 * 24 * 3600 {
+                return Err(ConfigError::invalid(
+                    format!("{path}.rewindSeconds"),
+                    "must be between 1 and 604800 (7 days)",
+                ));
+            }
+            if s.burst_seconds > s.rewind_seconds {
+                return Err(ConfigError::invalid(
+                    format!("{path}.burstSeconds"),
+                    "must not exceed rewindSeconds",
+                ));
+            }
+            if !(256..=1_048_576).contains(&s.icy_meta_interval) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.icyMetaInterval"),
+                    "must be between 256 and 1048576 bytes",
+                ));
+            }
+            if s.max_buffer_bytes < 16 * 1024 {
+                return Err(ConfigError::invalid(
+                    format!("{path}.maxBufferBytes"),
+                    "must be at least 16384",
+                ));
+            }
+            if let Some(h) = &s.hls {
+                if !(1..=60).contains(&h.segment_seconds) {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.hls.segmentSeconds"),
+                        "must be between 1 and 60",
+                    ));
+                }
+            }
+        }
+        let ports = [
+            ("listeners.port", self.listeners.port),
+            ("sources.port", self.sources.port),
+            ("admin.port", self.admin.port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if *pa != 0 && pa == pb {
+                    return Err(ConfigError::invalid(
+                        *b,
+                        format!("port {pb} is already used by {a}"),
+                    ));
+                }
+            }
+        }
+        for (path, secs) in [
+            (
+                "sources.headerTimeoutSeconds",
+                self.sources.header_timeout_seconds,
+            ),
+            (
+                "sources.firstFrameTimeoutSeconds",
+                self.sources.first_frame_timeout_seconds,
+            ),
+            (
+                "sources.dataTimeoutSeconds",
+                self.sources.data_timeout_seconds,
+            ),
+        ] {
+            if !(secs > 0.0 && secs <= 3600.0) {
+                return Err(ConfigError::invalid(
+                    path,
+                    "must be more than 0 and at most 3600",
+                ));
+            }
+        }
+        if self.mode == Mode::Slave && self.master.as_ref().is_none_or(|m| m.url.is_empty()) {
+            return Err(ConfigError::invalid(
+                "master.url",
+                "slave mode needs the master's URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Keys become URL path segments and metric labels: keep them plain.
+fn check_key(path: &str, key: &str) -> Result<(), ConfigError> {
+    let ok = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !key.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            path,
+            format!(
+                "{key:?} is not a valid key: use 1-64 of A-Z a-z 0-9 - _ . (not starting with .)"
+            ),
+        ))
+    }
+}
+
+/// serde_yaml prefixes nested errors with its own (shorter) path, e.g.
+/// `streams[0]: unknown field …`; ours is complete, so drop theirs. The
+/// trailing " at line L column C" stays: it helps.
+fn strip_path_prefix(msg: &str, path: &str) -> String {
+    let msg = msg.trim();
+    if let Some((prefix, rest)) = msg.split_once(": ") {
+        if !prefix.is_empty() && !prefix.contains(' ') && path.starts_with(prefix) {
+            return rest.to_string();
+        }
+    }
+    msg.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_is_a_default_standalone() {
+        let c = Config::from_yaml_str("{}").unwrap();
+        assert_eq!(c.mode, Mode::Standalone);
+        assert_eq!(c.listeners.port, 8000);
+        assert_eq!(c.sources.port, 8001);
+        assert_eq!(c.admin.port, 8002);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+mode: standalone
+listeners: { port: 8000 }
+sources:   { port: 8001 }
+admin:     { port: 8002 }
+link:      { secretFile: /run/secrets/link }
+master:    { url: "http://master:8002" }
+sourceMounts:
+  - key: studio
+    format: mp3
+    password: hackme
+streams:
+  - key: test
+    sourceMount: studio
+    rewindSeconds: 14400
+    burstSeconds: 10
+    icyMetaInterval: 16000
+    hls: { segmentSeconds: 10, group: main }
+    transcode: { format: aac, bitrate: 64 }
+"#;
+        let c = Config::from_yaml_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.streams[0].mount_key(), "studio");
+        assert_eq!(c.source_mounts[0].password, Some(Secret("hackme".into())));
+        assert_eq!(
+            c.streams[0].hls.as_ref().unwrap().group.as_deref(),
+            Some("main")
+        );
+        // Round trip: what the operator renders, the streamer reads back unchanged.
+        let again = Config::from_yaml_str(&c.to_yaml_string().unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let err = Config::from_yaml_str("streams:\n  - key: a\n    rewindSecs: 60\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("streams[0].rewindSecs: unknown field `rewindSecs`"),
+            "{msg}"
+        );
+        let err = Config::from_yaml_str("listeners: { prot: 1 }").unwrap_err();
+        assert!(
+            err.to_string().starts_with("listeners.prot: unknown field"),
+            "{err}"
+        );
+        let err = Config::from_yaml_str("bogus: 1").unwrap_err();
+        assert!(err.to_string().starts_with("bogus: unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let err = Config::from_yaml_str("listeners: { port: eighty }").unwrap_err();
+        assert!(
+            err.to_string().starts_with("listeners.port: invalid type"),
+            "{err}"
+        );
+        let err = Config::from_yaml_str("streams: [{key: a, format: ogg}]").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("streams[0].format: unknown variant `ogg`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn json_is_accepted() {
+        let c = Config::from_yaml_str(r#"{"streams":[{"key":"x","format":"aac","password":"p"}]}"#)
+            .unwrap();
+        c.validate().unwrap();
+        let mounts = c.effective_mounts();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].key, "x");
+        assert_eq!(mounts[0].format, AudioFormat::Aac);
+    }
+
+    fn invalid(text: &str) -> String {
+        let c = Config::from_yaml_str(text).unwrap();
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        assert!(invalid("streams: [{key: a, sourceMount: nope}]")
+            .starts_with("streams[0].sourceMount: no source mount named \"nope\""));
+        assert!(invalid("streams: [{key: a}, {key: a}]").starts_with("streams[1].key: duplicate"));
+        assert!(invalid("streams: [{key: 'a/b'}]")
+            .starts_with("streams[0].key: \"a/b\" is not a valid key"));
+        assert!(invalid("streams: [{key: metrics}]")
+            .starts_with("streams[0].key: \"metrics\" is reserved"));
+        assert!(invalid("streams: [{key: a, rewindSeconds: 0}]")
+            .starts_with("streams[0].rewindSeconds"));
+        assert!(
+            invalid("streams: [{key: a, rewindSeconds: 5, burstSeconds: 10}]")
+                .starts_with("streams[0].burstSeconds")
+        );
+        assert!(invalid("streams: [{key: a, icyMetaInterval: 1}]")
+            .starts_with("streams[0].icyMetaInterval"));
+        assert!(invalid(
+            "sourceMounts: [{key: m}]\nstreams: [{key: a, sourceMount: m, format: aac}]"
+        )
+        .starts_with("streams[0].format: not allowed with sourceMount"));
+        assert!(
+            invalid("sourceMounts: [{key: a}]\nstreams: [{key: a}]").starts_with("streams[0].key")
+        );
+        assert!(invalid("listeners: {port: 9000}\nadmin: {port: 9000}")
+            .starts_with("admin.port: port 9000"));
+        assert!(invalid("mode: slave").starts_with("master.url"));
+        assert!(
+            invalid("sources: {dataTimeoutSeconds: 0}").starts_with("sources.dataTimeoutSeconds")
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let c = Config::from_yaml_str("streams: [{key: a, password: topsecret}]").unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Groups frames into chunks of about a second.
+
+use bytes::Bytes;
+
+use super::chunk::ChunkDraft;
+use crate::format::Frame;
+
+/// Target chunk length. One second keeps the per-chunk bookkeeping under 1 % of
+/// the audio at 128 kbit/s while letting live listeners trail the source by
+/// about a second.
+pub const CHUNK_TARGET_MICROS: u64 = 1_000_000;
+
+/// Collects frames and emits a [`ChunkDraft`] once a chunk's worth is there.
+/// A change of sample rate or frame size closes the chunk early, so every chunk
+/// has one frame duration.
+#[derive(Debug, Default)]
+pub struct Chunker {
+    data: Vec<u8>,
+    frames: Vec<u32>,
+    samples_per_frame: u32,
+    sample_rate: u32,
+    target_micros: u64,
+}
+
+impl Chunker {
+    /// A chunker with the default target length.
+    pub fn new() -> Self {
+        Self::with_target(CHUNK_TARGET_MICROS)
+    }
+
+    /// A chunker with another target length (tests use short chunks).
+    pub fn with_target(target_micros: u64) -> Self {
+        Chunker {
+            target_micros,
+            ..Default::default()
+        }
+    }
+
+    /// Adds a frame; returns a finished chunk when one is complete. At most one
+    /// chunk can complete per frame (a format change closes the previous one
+    /// before this frame is added, and it is returned; the frame starts the next).
+    pub fn push(&mut self, frame: &Frame) -> Option<ChunkDraft> {
+        let h = &frame.header;
+        let mut done = None;
+        if !self.frames.is_empty()
+            && (h.samples != self.samples_per_frame || h.sample_rate != self.sample_rate)
+        {
+            done = self.flush();
+        }
+        if self.frames.is_empty() {
+            self.samples_per_frame = h.samples;
+            self.sample_rate = h.sample_rate;
+            // A second of audio plus a little: one allocation per chunk in the usual case.
+            let frames_per_chunk = (self.target_micros * u64::from(h.sample_rate)
+                / (1_000_000 * u64::from(h.samples.max(1))))
+                as usize
+                + 1;
+            self.data.reserve(frames_per_chunk * frame.data.len() + 64);
+            self.frames.reserve(frames_per_chunk);
+        }
+        self.frames
+            .push(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
+        self.data.extend_from_slice(&frame.data);
+        if done.is_none() && self.buffered_micros() >= self.target_micros {
+            done = self.flush();
+        }
+        done
+    }
+
+    /// Audio held so far, in microseconds.
+    pub fn buffered_micros(&self) -> u64 {
+        self.frames.len() as u64 * u64::from(self.samples_per_frame) * 1_000_000
+            / u64::from(self.sample_rate.max(1))
+    }
+
+    /// Emits what is held (at the end of a source), if anything.
+    pub fn flush(&mut self) -> Option<ChunkDraft> {
+        if self.frames.is_empty() {
+            return None;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        // Exact-size storage: hours of chunks must cost the audio bytes, not the
+        // allocator's growth slack.
+        data.shrink_to_fit();
+        let frames = std::mem::take(&mut self.frames).into_boxed_slice();
+        Some(ChunkDraft {
+            data: Bytes::from(data),
+            frames,
+            samples_per_frame: self.samples_per_frame,
+            sample_rate: self.sample_rate,
+        })
+    }
+}

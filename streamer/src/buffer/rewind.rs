@@ -1,0 +1,480 @@
+//! The rewind buffer: hours of one stream's chunks in memory.
+//!
+//! Append and eviction are O(1) (a `VecDeque`), finding a chunk by sequence
+//! number is O(1) (sequence numbers are contiguous inside the buffer), and
+//! seeking by audio offset or wall-clock time is a binary search.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::chunk::{Chunk, ChunkDraft, Title};
+
+/// A place in a stream: a chunk and a byte offset inside it.
+/// `offset` is 0 or a frame boundary for every start position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Sequence number of the chunk (may be the next, not yet written, chunk).
+    pub seq: u64,
+    /// Byte offset inside that chunk.
+    pub offset: u32,
+}
+
+/// A source that stalls longer than this beyond real time leaves a gap in the
+/// timeline (and an HLS discontinuity) instead of being stitched on.
+const GAP_TOLERANCE_MICROS: i64 = 2_000_000;
+
+/// One stream's chunks, oldest first.
+#[derive(Debug)]
+pub struct RewindBuffer {
+    chunks: VecDeque<Arc<Chunk>>,
+    max_micros: u64,
+    next_seq: u64,
+    audio_end: u64,
+    byte_end: u64,
+    last_end_ts: i64,
+    bytes: usize,
+    overhead: usize,
+    micros: u64,
+}
+
+impl RewindBuffer {
+    /// An empty buffer keeping `rewind_seconds` of audio; numbering starts at `first_seq`.
+    pub fn new(rewind_seconds: u32, first_seq: u64) -> Self {
+        RewindBuffer {
+            chunks: VecDeque::new(),
+            max_micros: u64::from(rewind_seconds) * 1_000_000,
+            next_seq: first_seq,
+            audio_end: 0,
+            byte_end: 0,
+            last_end_ts: i64::MIN,
+            bytes: 0,
+            overhead: 0,
+            micros: 0,
+        }
+    }
+
+    /// Appends a chunk, stamping its sequence number and wall-clock time.
+    ///
+    /// Time comes from the audio clock: a chunk follows the previous one
+    /// (`continuous`, same source) at exactly the previous one's end, as long as
+    /// that is not in the future (a source bursting faster than real time gets
+    /// compressed timestamps, never future ones) and not more than a gap
+    /// tolerance in the past (a stalled source leaves a gap). A chunk from a new
+    /// source starts `duration` before `now_micros`, never before the previous end.
+    pub fn append(
+        &mut self,
+        draft: ChunkDraft,
+        title: Arc<Title>,
+        now_micros: i64,
+        continuous: bool,
+    ) -> Arc<Chunk> {
+        let d = i64::try_from(draft.duration_micros()).unwrap_or(i64::MAX);
+        let had_any = self.last_end_ts != i64::MIN;
+        let (start, discontinuity) = if had_any && continuous {
+            let on_clock = self.last_end_ts;
+            if now_micros - (on_clock + d) > GAP_TOLERANCE_MICROS {
+                (now_micros - d, true)
+            } else {
+                (on_clock.min(now_micros), false)
+            }
+        } else {
+            ((now_micros - d).max(self.last_end_ts), had_any)
+        };
+        let end = (start + d).min(now_micros).max(start);
+        let chunk = Arc::new(Chunk {
+            seq: self.next_seq,
+            ts_micros: start,
+            audio_start_micros: self.audio_end,
+            byte_start: self.byte_end,
+            discontinuity,
+            title,
+            draft,
+        });
+        self.next_seq += 1;
+        self.last_end_ts = end;
+        self.audio_end += chunk.duration_micros();
+        self.byte_end += chunk.data().len() as u64;
+        self.bytes += chunk.data().len();
+        self.overhead += chunk.overhead_bytes();
+        self.micros += chunk.duration_micros();
+        self.chunks.push_back(Arc::clone(&chunk));
+        self.evict();
+        chunk
+    }
+
+    /// Drops the oldest chunks while the rest still hold `rewind_seconds`.
+    fn evict(&mut self) {
+        while let Some(front) = self.chunks.front() {
+            let d = front.duration_micros();
+            if self.micros - d < self.max_micros {
+                break;
+            }
+            self.micros -= d;
+            self.bytes -= front.data().len();
+            self.overhead -= front.overhead_bytes();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// Changes the rewind length; shrinking evicts at once.
+    pub fn set_rewind_seconds(&mut self, seconds: u32) {
+        self.max_micros = u64::from(seconds) * 1_000_000;
+        self.evict();
+    }
+
+    /// The chunk with sequence number `seq`, if it is still (or already) held.
+    pub fn get(&self, seq: u64) -> Option<&Arc<Chunk>> {
+        let first = self.chunks.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.chunks.get(i)
+    }
+
+    /// Sequence number of the oldest chunk held (the next one when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.chunks.front().map_or(self.next_seq, |c| c.seq)
+    }
+
+    /// Sequence number the next chunk will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The newest chunk.
+    pub fn last(&self) -> Option<&Arc<Chunk>> {
+        self.chunks.back()
+    }
+
+    /// The oldest chunk.
+    pub fn first(&self) -> Option<&Arc<Chunk>> {
+        self.chunks.front()
+    }
+
+    /// Number of chunks held.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// True before the first chunk.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Audio bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Bookkeeping bytes held beyond the audio (chunk structs, frame tables).
+    pub fn overhead_bytes(&self) -> usize {
+        self.overhead + self.chunks.capacity() * std::mem::size_of::<Arc<Chunk>>()
+    }
+
+    /// Audio held, in microseconds.
+    pub fn duration_micros(&self) -> u64 {
+        self.micros
+    }
+
+    /// Total bytes ever appended (the live end, as a stream byte offset).
+    pub fn byte_end(&self) -> u64 {
+        self.byte_end
+    }
+
+    /// Wall-clock end of the newest chunk (µs since the epoch), if any.
+    pub fn last_end_ts(&self) -> Option<i64> {
+        (self.last_end_ts != i64::MIN).then_some(self.last_end_ts)
+    }
+
+    /// The live edge: the start of the next chunk to arrive.
+    pub fn live(&self) -> Position {
+        Position {
+            seq: self.next_seq,
+            offset: 0,
+        }
+    }
+
+    /// Stream byte offset of a position, if it is held (or is the live edge).
+    pub fn byte_pos(&self, pos: Position) -> Option<u64> {
+        if pos.seq == self.next_seq {
+            return Some(self.byte_end);
+        }
+        self.get(pos.seq)
+            .map(|c| c.byte_start + u64::from(pos.offset))
+    }
+
+    /// Stream audio time (µs) at a frame-aligned position.
+    fn audio_pos(&self, pos: Position) -> Option<u64> {
+        if pos.seq == self.next_seq {
+            return Some(self.audio_end);
+        }
+        let c = self.get(pos.seq)?;
+        let i = c.frame_index_of(pos.offset)?;
+        Some(c.audio_start_micros + c.frames_micros(i))
+    }
+
+    /// The frame-aligned position at stream audio time `t`: the start of the
+    /// frame containing `t` (`round_up`: the first frame starting at or after `t`).
+    fn position_at_audio(&self, t: u64, round_up: bool) -> Position {
+        let Some(first) = self.chunks.front() else {
+            return self.live();
+        };
+        if t <= first.audio_start_micros {
+            return Position {
+                seq: first.seq,
+                offset: 0,
+            };
+        }
+        if t >= self.audio_end {
+            return self.live();
+        }
+        let idx = self
+            .chunks
+            .partition_point(|c| c.audio_start_micros <= t)
+            .saturating_sub(1);
+        let c = &self.chunks[idx];
+        let within = t - c.audio_start_micros;
+        let mut i = c.frame_at_micros(within);
+        if round_up && c.frames_micros(i) < within {
+            i += 1;
+        }
+        self.frame_position(c, i)
+    }
+
+    fn frame_position(&self, c: &Chunk, frame: usize) -> Position {
+        if frame >= c.frame_count() {
+            Position {
+                seq: c.seq + 1,
+                offset: 0,
+            }
+        } else {
+            Position {
+                seq: c.seq,
+                offset: c.frame_offset(frame),
+            }
+        }
+    }
+
+    /// The position `back_micros` of audio before the live edge (at least that
+    /// much audio lies between it and live, at most one frame more), clamped to
+    /// the oldest chunk.
+    pub fn position_back(&self, back_micros: u64) -> Position {
+        self.position_at_audio(self.audio_end.saturating_sub(back_micros), false)
+    }
+
+    /// The position of wall-clock time `ts_micros`: the frame playing then. Before
+    /// the buffer it is the oldest chunk; after the newest audio it is live.
+    pub fn position_at_time(&self, ts_micros: i64) -> Position {
+        let Some(first) = self.chunks.front() else {
+            return self.live();
+        };
+        if ts_micros <= first.ts_micros {
+            return Position {
+                seq: first.seq,
+                offset: 0,
+            };
+        }
+        let idx = self
+            .chunks
+            .partition_point(|c| c.ts_micros <= ts_micros)
+            .saturating_sub(1);
+        let c = &self.chunks[idx];
+        let within = u64::try_from(ts_micros - c.ts_micros).unwrap_or(0);
+        if within >= c.duration_micros() {
+            // In a gap after this chunk, or past the end: the next chunk.
+            return self.frame_position(c, c.frame_count());
+        }
+        self.frame_position(c, c.frame_at_micros(within))
+    }
+
+    /// The frame-aligned position `span_micros` of audio after `from` (rounded up
+    /// to whole frames, capped at the live edge). With `from`, it delimits a pump.
+    pub fn position_after(&self, from: Position, span_micros: u64) -> Position {
+        match self.audio_pos(from) {
+            Some(a) => self.position_at_audio(a + span_micros, true),
+            None => from,
+        }
+    }
+
+    /// Audio bytes between two held positions.
+    pub fn bytes_between(&self, from: Position, to: Position) -> u64 {
+        match (self.byte_pos(from), self.byte_pos(to)) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        }
+    }
+
+    /// Wall-clock time (µs) of a held position.
+    pub fn time_of(&self, pos: Position) -> Option<i64> {
+        if pos.seq == self.next_seq {
+            return self.last_end_ts();
+        }
+        let c = self.get(pos.seq)?;
+        let i = c.frame_index_of(pos.offset)?;
+        Some(c.ts_micros + i64::try_from(c.frames_micros(i)).unwrap_or(0))
+    }
+
+    /// Empties the buffer; numbering continues.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+        self.overhead = 0;
+        self.micros = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A draft of `frames` frames of `size` bytes, 1152 samples at 44.1 kHz each,
+    /// whose bytes count up from `first_byte` so positions can be checked.
+    fn draft(frames: usize, size: usize, first_byte: u8) -> ChunkDraft {
+        let data: Vec<u8> = (0..frames * size)
+            .map(|i| first_byte.wrapping_add((i / size) as u8))
+            .collect();
+        ChunkDraft {
+            data: Bytes::from(data),
+            frames: (0..frames).map(|i| (i * size) as u32).collect(),
+            samples_per_frame: 1152,
+            sample_rate: 44_100,
+        }
+    }
+
+    const FRAME_US: i64 = 26_122; // 1152 / 44100 s, rounded down
+
+    fn title() -> Arc<Title> {
+        Title::new("t")
+    }
+
+    #[test]
+    fn append_numbers_and_evicts_from_the_front() {
+        let mut b = RewindBuffer::new(10, 100);
+        let mut now = 1_000_000_000_000i64;
+        for i in 0..30u8 {
+            now += 38 * FRAME_US;
+            b.append(draft(38, 417, i), title(), now, true);
+        }
+        // 38 frames ≈ 0.9927 s; 10 s needs 11 chunks (10.92 s), eviction keeps >= 10 s.
+        assert_eq!(b.len(), 11);
+        assert_eq!(b.first_seq(), 119);
+        assert_eq!(b.next_seq(), 130);
+        assert!(b.duration_micros() >= 10_000_000);
+        assert!(b.duration_micros() - b.first().unwrap().duration_micros() < 10_000_000);
+        assert_eq!(b.bytes(), 11 * 38 * 417);
+        assert!(b.get(118).is_none());
+        assert_eq!(b.get(125).unwrap().seq, 125);
+        assert!(b.get(130).is_none());
+    }
+
+    #[test]
+    fn timestamps_follow_the_audio_clock_and_never_the_future() {
+        let mut b = RewindBuffer::new(3600, 0);
+        let t0 = 1_700_000_000_000_000i64;
+        // Real-time source: chunk k arrives at t0 + (k+1)*d.
+        let d = draft(38, 417, 0).duration_micros() as i64;
+        for k in 0..5 {
+            let c = b.append(draft(38, 417, 0), title(), t0 + (k + 1) * d + 300, true);
+            assert_eq!(c.ts_micros, t0 + k * d + 300);
+            assert!(!c.discontinuity || k == 0);
+        }
+        // A burst: ten chunks at one instant are squeezed, not pushed into the future.
+        let now = t0 + 6 * d;
+        for _ in 0..10 {
+            let c = b.append(draft(38, 417, 0), title(), now, true);
+            assert!(c.ts_micros <= now);
+        }
+        assert!(b.last_end_ts().unwrap() <= now);
+        // A stall of 10 s leaves a gap.
+        let later = now + 10_000_000;
+        let c = b.append(draft(38, 417, 0), title(), later, true);
+        assert!(c.discontinuity);
+        assert_eq!(c.ts_micros, later - d);
+        // Timestamps never go backwards.
+        let ts: Vec<i64> = (0..b.len()).map(|i| b.chunks[i].ts_micros).collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn positions_by_offset_are_frame_exact() {
+        let mut b = RewindBuffer::new(3600, 0);
+        let mut now = 1_000_000_000_000i64;
+        for i in 0..20u8 {
+            now += 38 * FRAME_US;
+            b.append(draft(38, 400, i.wrapping_mul(38)), title(), now, true);
+        }
+        // 5 s back: 5 / (1152/44100) = 191.4 frames → the frame containing that
+        // time is 192 frames before the end: frame 760 - 192 = 568 = chunk 14, frame 36.
+        let p = b.position_back(5_000_000);
+        assert_eq!(
+            p,
+            Position {
+                seq: 14,
+                offset: 36 * 400
+            }
+        );
+        let audio_back = b.audio_end - b.audio_pos(p).unwrap();
+        assert!(audio_back >= 5_000_000 && audio_back < 5_000_000 + FRAME_US as u64 + 1);
+        // Too far back clamps to the oldest; zero is live.
+        assert_eq!(
+            b.position_back(3_600_000_000),
+            Position { seq: 0, offset: 0 }
+        );
+        assert_eq!(b.position_back(0), b.live());
+        // A span after a position, rounded up to whole frames.
+        let end = b.position_after(p, 2_000_000);
+        let span = b.audio_pos(end).unwrap() - b.audio_pos(p).unwrap();
+        assert!(
+            span >= 2_000_000 && span < 2_000_000 + FRAME_US as u64 + 1,
+            "{span}"
+        );
+        assert_eq!(b.bytes_between(p, end), (span / (FRAME_US as u64)) * 400);
+        // A span beyond live stops at live.
+        assert_eq!(b.position_after(p, 100_000_000), b.live());
+    }
+
+    #[test]
+    fn positions_by_time() {
+        let mut b = RewindBuffer::new(3600, 7);
+        let t0 = 1_700_000_000_000_000i64;
+        let d = draft(38, 400, 0).duration_micros() as i64;
+        for k in 0..10 {
+            b.append(draft(38, 400, 0), title(), t0 + (k + 1) * d, true);
+        }
+        assert_eq!(b.position_at_time(t0 - 5), Position { seq: 7, offset: 0 });
+        assert_eq!(
+            b.position_at_time(t0 + 3 * d),
+            Position { seq: 10, offset: 0 }
+        );
+        // 10 frames into chunk 3 (plus a bit) → frame 10.
+        let p = b.position_at_time(t0 + 3 * d + 10 * FRAME_US + 1000);
+        assert_eq!(
+            p,
+            Position {
+                seq: 10,
+                offset: 4000
+            }
+        );
+        assert!(b.time_of(p).unwrap() <= t0 + 3 * d + 10 * FRAME_US + 1000);
+        assert_eq!(b.position_at_time(t0 + 100 * d), b.live());
+    }
+
+    #[test]
+    fn shrinking_the_rewind_evicts() {
+        let mut b = RewindBuffer::new(3600, 0);
+        for i in 0..100 {
+            b.append(
+                draft(38, 400, 0),
+                title(),
+                1_000_000_000 + i * 1_000_000,
+                true,
+            );
+        }
+        assert_eq!(b.len(), 100);
+        b.set_rewind_seconds(10);
+        assert_eq!(b.len(), 11);
+        b.clear();
+        assert!(b.is_empty());
+        assert_eq!(b.first_seq(), 100);
+        assert_eq!(b.byte_pos(b.live()), Some(100 * 38 * 400));
+    }
+}

@@ -1,0 +1,298 @@
+//! The `streammachine` command line: configuration, telemetry, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use streammachine_crds::config::{AudioFormat, Config, Mode, Secret, StreamConfig};
+
+use crate::server::Server;
+
+/// Development password of the built-in default stream.
+pub const DEV_SOURCE_PASSWORD: &str = "hackme";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// StreamMachine: a streaming audio server for radio stations.
+///
+/// Without --config it starts a standalone server with one MP3 stream, `test`:
+/// point an encoder at icecast://source:hackme@HOST:8001/test and a player at
+/// http://HOST:8000/test.
+#[derive(Debug, Parser)]
+#[command(name = "streammachine", version)]
+pub struct Args {
+    /// Configuration file (YAML or JSON).
+    #[arg(long, short = 'c', env = "STREAMMACHINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Overrides `mode`.
+    #[arg(long, env = "STREAMMACHINE_MODE", value_parser = parse_mode)]
+    pub mode: Option<Mode>,
+    /// Overrides the address of all three ports.
+    #[arg(long, env = "STREAMMACHINE_BIND")]
+    pub bind: Option<String>,
+    /// Overrides `listeners.port`.
+    #[arg(long, env = "STREAMMACHINE_LISTENERS_PORT")]
+    pub listen_port: Option<u16>,
+    /// Overrides `sources.port`.
+    #[arg(long, env = "STREAMMACHINE_SOURCES_PORT")]
+    pub source_port: Option<u16>,
+    /// Overrides `admin.port`.
+    #[arg(long, env = "STREAMMACHINE_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "STREAMMACHINE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Checks the configuration, prints it as the server reads it, and exits.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "standalone" => Ok(Mode::Standalone),
+        "master" => Ok(Mode::Master),
+        "slave" => Ok(Mode::Slave),
+        _ => Err(format!("{s:?}: expected standalone, master or slave")),
+    }
+}
+
+/// Errors before the server runs.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config file could not be read.
+    #[error("cannot read {file}: {error}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The config is invalid.
+    #[error("{file}: {error}")]
+    Config {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        error: streammachine_crds::ConfigError,
+    },
+    /// The server could not start.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The configuration used when no file is given: one standalone MP3 stream.
+pub fn default_config() -> Config {
+    let password = std::env::var("STREAMMACHINE_SOURCE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let mut stream = StreamConfig::new("test");
+    stream.format = Some(AudioFormat::Mp3);
+    stream.password = Some(Secret(
+        password.unwrap_or_else(|| DEV_SOURCE_PASSWORD.to_string()),
+    ));
+    stream.name = Some("StreamMachine test stream".into());
+    Config {
+        streams: vec![stream],
+        ..Config::default()
+    }
+}
+
+/// Loads the file (or the default), then applies flags and environment.
+pub fn load_config(args: &Args) -> Result<Config, CliError> {
+    let (mut config, file) = match &args.config {
+        Some(path) => {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|error| CliError::Read {
+                file: file.clone(),
+                error,
+            })?;
+            let config = Config::from_yaml_str(&text).map_err(|error| CliError::Config {
+                file: file.clone(),
+                error,
+            })?;
+            (config, file)
+        }
+        None => (default_config(), "(built-in default)".to_string()),
+    };
+    if let Some(m) = args.mode {
+        config.mode = m;
+    }
+    if let Some(addr) = &args.bind {
+        config.listeners.address.clone_from(addr);
+        config.sources.address.clone_from(addr);
+        config.admin.address.clone_from(addr);
+    }
+    if let Some(p) = args.listen_port {
+        config.listeners.port = p;
+    }
+    if let Some(p) = args.source_port {
+        config.sources.port = p;
+    }
+    if let Some(p) = args.admin_port {
+        config.admin.port = p;
+    }
+    config
+        .validate()
+        .map_err(|error| CliError::Config { file, error })?;
+    Ok(config)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs the command line; the `streammachine` binary's whole `main`.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), CliError> {
+    let config = load_config(&args)?;
+    if args.check_config {
+        let yaml = config.to_yaml_string().map_err(|error| CliError::Config {
+            file: "(effective)".into(),
+            error,
+        })?;
+        print!("{yaml}");
+        return Ok(());
+    }
+    if args.config.is_none() && std::env::var_os("STREAMMACHINE_SOURCE_PASSWORD").is_none() {
+        tracing::warn!(
+            "no --config: serving stream \"test\" with the DEVELOPMENT source password {DEV_SOURCE_PASSWORD:?}; \
+             set STREAMMACHINE_SOURCE_PASSWORD or use a config file before exposing this server"
+        );
+    }
+    // Each listener is a socket: lift the soft descriptor limit to the hard one.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), CliError> {
+    let server = Server::new(config)?;
+    let bound = server.bind().await?;
+    let (l, s, a) = bound.addrs();
+    let fmt = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        listeners = %fmt(l),
+        sources = %fmt(s),
+        admin = %fmt(a),
+        streams = server.streams().count(),
+        "listening"
+    );
+    let task = tokio::spawn(std::sync::Arc::clone(&server).serve(bound));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_standalone() {
+        let c = default_config();
+        c.validate().unwrap();
+        assert_eq!(c.mode, Mode::Standalone);
+        assert_eq!(c.streams[0].key, "test");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("sm-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "listeners: {port: 9000}\nstreams: [{key: a, password: p}]\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "streammachine",
+            "--config",
+            f.to_str().unwrap(),
+            "--listen-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ]);
+        let c = load_config(&args).unwrap();
+        assert_eq!(c.listeners.port, 0);
+        assert_eq!(c.admin.address, "127.0.0.1");
+        std::fs::write(&f, "streams: [{key: a, rewindSecs: 1}]\n").unwrap();
+        let err = load_config(&Args::parse_from([
+            "streammachine",
+            "-c",
+            f.to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("streams[0].rewindSecs: unknown field"),
+            "{err}"
+        );
+    }
+}

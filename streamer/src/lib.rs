@@ -1,0 +1,20 @@
+//! StreamMachine's streaming audio server.
+//!
+//! The audio path (DESIGN.md §2): an Icecast source ([`source`]) is cut into
+//! frames ([`format`]) and about-one-second chunks ([`buffer::Chunker`]); its
+//! mount puts them into each stream's rewind buffer ([`stream`], [`buffer`]),
+//! and listeners ([`output`]) read from any position in it.
+
+pub mod admin;
+pub mod buffer;
+pub mod cli;
+pub mod format;
+pub mod http;
+pub mod metrics;
+pub mod output;
+pub mod server;
+pub mod source;
+pub mod status;
+pub mod stream;
+
+pub use server::{Bound, Server, ServerError};

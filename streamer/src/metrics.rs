@@ -1,0 +1,215 @@
+//! Prometheus metrics (DESIGN.md §8). One registry per server, so several
+//! servers can live in one process (tests) without sharing counters.
+
+use prometheus::{
+    Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Errors building the metrics registry.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered (a programming error).
+    #[error("metrics registry: {0}")]
+    Prometheus(#[from] prometheus::Error),
+}
+
+/// Every metric the streamer exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Connected listeners, by stream and output (`raw`, `icy`, `pump`).
+    pub listeners: IntGaugeVec,
+    /// Listener connections accepted, by stream and output.
+    pub listener_connections: IntCounterVec,
+    /// Listener disconnections, by stream and reason.
+    pub listener_disconnections: IntCounterVec,
+    /// Audio and metadata bytes written to listeners, by stream and output.
+    pub listener_sent_bytes: IntCounterVec,
+    /// 1 while a mount has an active source.
+    pub source_connected: IntGaugeVec,
+    /// Sources connected to a mount, active and standby.
+    pub sources: IntGaugeVec,
+    /// Source connections accepted, by mount.
+    pub source_connections: IntCounterVec,
+    /// Source connections refused, by reason.
+    pub source_rejections: IntCounterVec,
+    /// Bytes received from sources, by mount.
+    pub source_received_bytes: IntCounterVec,
+    /// Bytes a source sent that were not audio (garbage, truncated frames), by mount.
+    pub source_discarded_bytes: IntCounterVec,
+    /// Seconds since the newest chunk of a stream ended (how far the source trails).
+    pub source_lag_seconds: GaugeVec,
+    /// Audio held in a stream's rewind buffer, in seconds.
+    pub buffer_seconds: GaugeVec,
+    /// Audio bytes held in a stream's rewind buffer.
+    pub buffer_bytes: IntGaugeVec,
+    /// Bookkeeping bytes of a stream's rewind buffer beyond the audio.
+    pub buffer_overhead_bytes: IntGaugeVec,
+    /// Metadata (title) updates received, by mount.
+    pub title_updates: IntCounterVec,
+    /// Always 1; the version in a label.
+    pub build_info: IntGaugeVec,
+    /// Seconds since the Unix epoch when the process started.
+    pub start_time: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let r = &registry;
+        let m = Metrics {
+            listeners: gauge_vec(
+                r,
+                "streammachine_listeners",
+                "Connected listeners.",
+                &["stream", "output"],
+            )?,
+            listener_connections: counter_vec(
+                r,
+                "streammachine_listener_connections_total",
+                "Listener connections accepted.",
+                &["stream", "output"],
+            )?,
+            listener_disconnections: counter_vec(
+                r,
+                "streammachine_listener_disconnections_total",
+                "Listener disconnections by reason.",
+                &["stream", "reason"],
+            )?,
+            listener_sent_bytes: counter_vec(
+                r,
+                "streammachine_listener_sent_bytes_total",
+                "Bytes written to listeners.",
+                &["stream", "output"],
+            )?,
+            source_connected: gauge_vec(
+                r,
+                "streammachine_source_connected",
+                "1 while the mount has an active source.",
+                &["mount"],
+            )?,
+            sources: gauge_vec(
+                r,
+                "streammachine_sources",
+                "Sources connected to the mount, active and standby.",
+                &["mount"],
+            )?,
+            source_connections: counter_vec(
+                r,
+                "streammachine_source_connections_total",
+                "Source connections accepted.",
+                &["mount"],
+            )?,
+            source_rejections: counter_vec(
+                r,
+                "streammachine_source_rejections_total",
+                "Source connections refused, by reason.",
+                &["reason"],
+            )?,
+            source_received_bytes: counter_vec(
+                r,
+                "streammachine_source_received_bytes_total",
+                "Bytes received from sources.",
+                &["mount"],
+            )?,
+            source_discarded_bytes: counter_vec(
+                r,
+                "streammachine_source_discarded_bytes_total",
+                "Source bytes that were not audio frames.",
+                &["mount"],
+            )?,
+            source_lag_seconds: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "streammachine_source_lag_seconds",
+                        "Seconds since the newest audio of the stream ended.",
+                    ),
+                    &["stream"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            buffer_seconds: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "streammachine_buffer_seconds",
+                        "Audio held in the rewind buffer.",
+                    ),
+                    &["stream"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            buffer_bytes: gauge_vec(
+                r,
+                "streammachine_buffer_bytes",
+                "Audio bytes held in the rewind buffer.",
+                &["stream"],
+            )?,
+            buffer_overhead_bytes: gauge_vec(
+                r,
+                "streammachine_buffer_overhead_bytes",
+                "Rewind buffer bookkeeping bytes beyond the audio.",
+                &["stream"],
+            )?,
+            title_updates: counter_vec(
+                r,
+                "streammachine_title_updates_total",
+                "Title updates received.",
+                &["mount"],
+            )?,
+            build_info: gauge_vec(
+                r,
+                "streammachine_build_info",
+                "Build information.",
+                &["version"],
+            )?,
+            start_time: {
+                let g = IntGauge::new(
+                    "streammachine_start_time_seconds",
+                    "Start time of the process since the Unix epoch.",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(8 * 1024);
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, MetricsError> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}

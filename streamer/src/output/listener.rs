@@ -1,0 +1,309 @@
+//! The listener port: one connection from accept to close.
+//!
+//! Short responses (playlists, status, health) may keep the connection alive;
+//! an audio response owns the connection until it ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use streammachine_crds::config::AudioFormat;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::icy::IcyWriter;
+use super::live::{Ended, Sender};
+use super::playlist;
+use super::start::{self, StartRequest};
+use crate::http::{self, reason, Request, RequestError, Response};
+use crate::server::Server;
+use crate::stream::Stream;
+
+/// How long a client may take to send a request head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Headers a browser player may read from our responses.
+const EXPOSE: &str = "icy-metaint, icy-name, icy-genre, icy-url, icy-br, icy-description, icy-pub, Content-Length, X-Start-Time";
+
+/// What a route answers.
+enum Answer {
+    Short(Response),
+    Audio(Box<AudioRequest>),
+}
+
+struct AudioRequest {
+    stream: Arc<Stream>,
+    start: StartRequest,
+    icy: bool,
+    head_only: bool,
+}
+
+/// Serves one listener connection.
+pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
+    let mut buf = BytesMut::new();
+    loop {
+        let req = match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            http::read_request(&mut sock, &mut buf, http::MAX_HEAD_BYTES),
+        )
+        .await
+        {
+            Err(_) => {
+                if !buf.is_empty() {
+                    send_short(
+                        &mut sock,
+                        &server,
+                        Response::text(408, reason(408), "request head timed out"),
+                        false,
+                        false,
+                    )
+                    .await;
+                }
+                return;
+            }
+            Ok(Ok(None)) | Ok(Err(RequestError::Closed)) | Ok(Err(RequestError::Io(_))) => return,
+            Ok(Err(RequestError::TooLarge(n))) => {
+                let r = Response::text(
+                    431,
+                    reason(431),
+                    format!("request head larger than {n} bytes"),
+                );
+                send_short(&mut sock, &server, r, false, false).await;
+                return;
+            }
+            Ok(Err(RequestError::Malformed(e))) => {
+                tracing::debug!(%peer, error = %e, "listener port: malformed request");
+                let r = Response::text(400, reason(400), format!("malformed request: {e}"));
+                send_short(&mut sock, &server, r, false, false).await;
+                return;
+            }
+            Ok(Ok(Some(r))) => r,
+        };
+        let keep_alive = req.keep_alive();
+        let head_only = req.method == "HEAD";
+        match route(&server, &req, &sock) {
+            Answer::Short(resp) => {
+                if !send_short(&mut sock, &server, resp, keep_alive, head_only).await || !keep_alive
+                {
+                    return;
+                }
+            }
+            Answer::Audio(audio) => {
+                drop(buf);
+                serve_audio(&server, sock, peer, *audio).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn send_short(
+    sock: &mut TcpStream,
+    server: &Server,
+    resp: Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> bool {
+    let resp = resp.header(
+        "Access-Control-Allow-Origin",
+        server.config().listeners.cors_origin.clone(),
+    );
+    let bytes = resp.to_bytes(keep_alive, head_only);
+    sock.write_all(&bytes).await.is_ok()
+}
+
+fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
+    let method = req.method.as_str();
+    if method == "OPTIONS" {
+        return Answer::Short(
+            Response::new(204, reason(204))
+                .header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+                .header(
+                    "Access-Control-Allow-Headers",
+                    "Icy-MetaData, Range, Content-Type",
+                )
+                .header("Access-Control-Max-Age", "86400"),
+        );
+    }
+    if method != "GET" && method != "HEAD" {
+        return Answer::Short(
+            Response::text(
+                405,
+                reason(405),
+                format!("{method} is not allowed here: use GET or HEAD"),
+            )
+            .header("Allow", "GET, HEAD, OPTIONS"),
+        );
+    }
+    let path = req.path.as_str();
+    if let Some(resp) = crate::status::common_route(server, req, path) {
+        return Answer::Short(resp);
+    }
+    let name = path.strip_prefix('/').unwrap_or(path);
+    if name.is_empty() {
+        return Answer::Short(crate::status::index(server));
+    }
+    if let Some(stream) = server.stream(name) {
+        let start = match StartRequest::from_request(req) {
+            Ok(s) => s,
+            Err(e) => return Answer::Short(Response::text(400, reason(400), e.to_string())),
+        };
+        let icy =
+            req.header("icy-metadata").is_some_and(|v| v.trim() == "1") && start.pump.is_none();
+        return Answer::Audio(Box::new(AudioRequest {
+            stream,
+            start,
+            icy,
+            head_only: method == "HEAD",
+        }));
+    }
+    for (ext, kind) in [(".pls", playlist::Kind::Pls), (".m3u", playlist::Kind::M3u)] {
+        if let Some(stream) = name.strip_suffix(ext).and_then(|k| server.stream(k)) {
+            let base = playlist::base_url(server, req, sock);
+            return Answer::Short(playlist::render(kind, &stream, &base));
+        }
+    }
+    if let Some(stream) = name.strip_suffix(".m3u8").and_then(|k| server.stream(k)) {
+        return Answer::Short(Response::text(
+            501,
+            reason(501),
+            format!(
+                "HLS is not implemented yet in this build; listen at /{}",
+                stream.key()
+            ),
+        ));
+    }
+    Answer::Short(Response::text(
+        404,
+        reason(404),
+        format!("no stream named {name:?}"),
+    ))
+}
+
+/// The `icy-br` value: from the format key (mp3) or the source's `ice-audio-info`.
+fn bitrate(server: &Server, stream: &Stream) -> Option<String> {
+    if let Some(key) = stream.format_key() {
+        let mut parts = key.split('-');
+        if parts.next() == Some("mp3") {
+            if let Some(br) = parts.nth(1) {
+                return Some(br.to_string());
+            }
+        }
+    }
+    let info = server.source_info(stream)?;
+    let audio_info = info.audio_info?;
+    audio_info.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        matches!(k.trim(), "bitrate" | "ice-bitrate").then(|| v.trim().to_string())
+    })
+}
+
+fn audio_head(server: &Server, a: &AudioRequest, s: &start::Start) -> String {
+    use std::fmt::Write as _;
+    let stream = &a.stream;
+    let cfg = stream.config();
+    let info = server.source_info(stream).unwrap_or_default();
+    let content_type = match stream.format() {
+        AudioFormat::Mp3 => "audio/mpeg",
+        AudioFormat::Aac => "audio/aac",
+    };
+    let mut h = String::with_capacity(512);
+    h.push_str("HTTP/1.1 200 OK\r\n");
+    let _ = write!(h, "Content-Type: {content_type}\r\n");
+    h.push_str("Cache-Control: no-cache, no-store\r\nPragma: no-cache\r\nAccept-Ranges: none\r\n");
+    let _ = write!(
+        h,
+        "Access-Control-Allow-Origin: {}\r\nAccess-Control-Expose-Headers: {EXPOSE}\r\n",
+        server.config().listeners.cors_origin
+    );
+    let clean = |v: &str| v.replace(['\r', '\n'], " ");
+    let fields = [
+        ("icy-name", cfg.name.clone().or(info.name)),
+        (
+            "icy-description",
+            cfg.description.clone().or(info.description),
+        ),
+        ("icy-genre", cfg.genre.clone().or(info.genre)),
+        ("icy-url", cfg.url.clone().or(info.url)),
+        ("icy-br", bitrate(server, stream)),
+    ];
+    for (name, value) in fields {
+        if let Some(v) = value {
+            let _ = write!(h, "{name}: {}\r\n", clean(&v));
+        }
+    }
+    h.push_str("icy-pub: 0\r\n");
+    if a.icy {
+        let _ = write!(h, "icy-metaint: {}\r\n", cfg.icy_meta_interval);
+    }
+    if a.start.is_positioned() {
+        if let Some(t) = s.time {
+            let _ = write!(h, "X-Start-Time: {}\r\n", start::format_time(t));
+        }
+    }
+    if let Some(n) = s.content_length {
+        let _ = write!(h, "Content-Length: {n}\r\n");
+    }
+    h.push_str("Server: StreamMachine\r\nConnection: close\r\n\r\n");
+    h
+}
+
+async fn serve_audio(server: &Arc<Server>, mut sock: TcpStream, peer: SocketAddr, a: AudioRequest) {
+    let s = match start::resolve(&a.stream, &a.start) {
+        Ok(s) => s,
+        Err(e) => {
+            let r = Response::text(503, reason(503), e.to_string()).header("Retry-After", "5");
+            send_short(&mut sock, server, r, false, a.head_only).await;
+            return;
+        }
+    };
+    let head = audio_head(server, &a, &s);
+    if a.head_only {
+        let _ = sock.write_all(head.as_bytes()).await;
+        return;
+    }
+    let output = if a.start.pump.is_some() {
+        "pump"
+    } else if a.icy {
+        "icy"
+    } else {
+        "raw"
+    };
+    let key = a.stream.key().to_string();
+    let m = server.metrics();
+    m.listener_connections
+        .with_label_values(&[&key, output])
+        .inc();
+    let gauge = m.listeners.with_label_values(&[&key, output]);
+    gauge.inc();
+    let _count = a.stream.listener_joined();
+    let sent = m.listener_sent_bytes.with_label_values(&[&key, output]);
+    let icy = a
+        .icy
+        .then(|| IcyWriter::new(a.stream.config().icy_meta_interval));
+    let mut sender = Sender::new(Arc::clone(&a.stream), s.pos, s.end, icy, s.lag, sent);
+    let mut shutdown = server.shutdown_signal();
+    let ended = match super::live::write_head(&mut sock, head.as_bytes()).await {
+        Ok(()) => sender.run(&mut sock, &mut shutdown).await,
+        Err(e) => e,
+    };
+    gauge.dec();
+    m.listener_disconnections
+        .with_label_values(&[&key, ended.reason()])
+        .inc();
+    match &ended {
+        Ended::Complete | Ended::Closed | Ended::Shutdown => {
+            tracing::debug!(%peer, stream = %key, output, reason = %ended, "listener left")
+        }
+        Ended::Io(_) => {
+            tracing::debug!(%peer, stream = %key, output, reason = %ended, "listener left")
+        }
+        Ended::FellBehind | Ended::TooSlow { .. } => {
+            tracing::info!(%peer, stream = %key, output, reason = %ended, "listener disconnected")
+        }
+    }
+    if matches!(ended, Ended::Complete) {
+        let _ = sock.shutdown().await;
+    }
+}

@@ -1,0 +1,372 @@
+//! The Icecast source protocol: `SOURCE` (ICE/1.0, HTTP/1.0) and `PUT` (with
+//! `Expect: 100-continue`), HTTP Basic auth against the mount's password, and
+//! then raw audio until the encoder hangs up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use streammachine_crds::config::AudioFormat;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use super::mount::{Mount, SourceInfo};
+use super::{metadata, Rejection};
+use crate::buffer::Chunker;
+use crate::format::{Codec, Framer, FramerError};
+use crate::http::{self, Request, RequestError};
+use crate::server::Server;
+
+/// Why a source that was accepted stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceEnd {
+    /// The encoder closed the connection.
+    #[error("encoder disconnected")]
+    Closed,
+    /// No valid frame arrived in time after connecting.
+    #[error("no valid {codec} frame within {secs} s of connecting")]
+    NoFirstFrame {
+        /// The mount's codec.
+        codec: Codec,
+        /// The limit.
+        secs: f64,
+    },
+    /// Frames stopped arriving.
+    #[error("no audio frame for {secs} s (stalled encoder)")]
+    Stalled {
+        /// The limit.
+        secs: f64,
+    },
+    /// The data is not what the mount takes.
+    #[error(transparent)]
+    Format(#[from] FramerError),
+    /// A socket error.
+    #[error("read error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    Shutdown,
+}
+
+/// Serves one connection on the source port, start to end.
+pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
+    let cfg = &server.config().sources;
+    let deadline = Instant::now() + Duration::from_secs_f64(cfg.header_timeout_seconds);
+    let mut buf = BytesMut::with_capacity(2048);
+    let req = match timeout_at(
+        deadline,
+        http::read_request(&mut sock, &mut buf, http::MAX_HEAD_BYTES),
+    )
+    .await
+    {
+        Err(_) => {
+            Rejection::new(408, "timeout", "timed out waiting for the request head")
+                .send(&server, &mut sock, peer)
+                .await;
+            return;
+        }
+        Ok(Ok(None)) | Ok(Err(RequestError::Closed)) => {
+            tracing::debug!(%peer, "source port: connection closed before a request");
+            return;
+        }
+        Ok(Err(RequestError::TooLarge(n))) => {
+            Rejection::new(
+                431,
+                "head_too_large",
+                format!("request head larger than {n} bytes"),
+            )
+            .send(&server, &mut sock, peer)
+            .await;
+            return;
+        }
+        Ok(Err(RequestError::Malformed(e))) => {
+            Rejection::new(
+                400,
+                "malformed",
+                format!("not an Icecast source request ({e})"),
+            )
+            .send(&server, &mut sock, peer)
+            .await;
+            return;
+        }
+        Ok(Err(RequestError::Io(e))) => {
+            tracing::debug!(%peer, error = %e, "source port: read error before a request");
+            return;
+        }
+        Ok(Ok(Some(r))) => r,
+    };
+    match (req.method.as_str(), req.path.as_str()) {
+        ("SOURCE" | "PUT", _) => {
+            if let Err(rej) = accept_source(&server, &mut sock, peer, req, buf).await {
+                rej.send(&server, &mut sock, peer).await;
+            }
+        }
+        ("GET", "/admin/metadata") => {
+            let resp = metadata::update(&server, &req);
+            if let Err(rej) = resp {
+                rej.send(&server, &mut sock, peer).await;
+            } else if let Ok(r) = resp {
+                let _ = sock.write_all(&r.to_bytes(false, false)).await;
+            }
+        }
+        (m, p) => {
+            Rejection::new(
+                405,
+                "method",
+                format!("{m} {p}: the source port takes SOURCE or PUT /<mount> from encoders and GET /admin/metadata"),
+            )
+            .send(&server, &mut sock, peer)
+            .await;
+        }
+    }
+}
+
+/// Extracts the password of an HTTP Basic `Authorization` header.
+pub fn basic_password(req: &Request) -> Option<String> {
+    use base64::Engine as _;
+    let value = req.header("authorization")?;
+    let (scheme, b64) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (_user, pass) = text.split_once(':')?;
+    Some(pass.to_string())
+}
+
+/// Finds the mount and checks the password: the common part of a source
+/// connection and a metadata update.
+pub fn authorize(
+    server: &Server,
+    req: &Request,
+    mount_path: &str,
+) -> Result<Arc<Mount>, Rejection> {
+    let key = mount_path.strip_prefix('/').unwrap_or(mount_path);
+    let Some(mount) = server.mount(key) else {
+        return Err(Rejection::new(
+            404,
+            "unknown_mount",
+            format!("no mount {mount_path:?} on this server"),
+        ));
+    };
+    let Some(password) = basic_password(req) else {
+        return Err(
+            Rejection::new(401, "no_credentials", "HTTP Basic credentials required").auth(),
+        );
+    };
+    if !mount.password_matches(&password) {
+        return Err(Rejection::new(
+            401,
+            "bad_password",
+            format!("wrong password for mount {mount_path:?}"),
+        )
+        .auth());
+    }
+    Ok(mount)
+}
+
+fn codec_of(format: AudioFormat) -> Codec {
+    match format {
+        AudioFormat::Mp3 => Codec::Mp3,
+        AudioFormat::Aac => Codec::Aac,
+    }
+}
+
+/// What a `Content-Type` says, when it says something definite.
+fn declared_format(content_type: &str) -> Option<Result<AudioFormat, String>> {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "audio/mpeg" | "audio/mp3" | "audio/mpeg3" | "audio/x-mpeg" => Some(Ok(AudioFormat::Mp3)),
+        "audio/aac" | "audio/aacp" | "audio/x-aac" | "audio/x-hx-aac-adts" => {
+            Some(Ok(AudioFormat::Aac))
+        }
+        "application/ogg" | "audio/ogg" | "audio/opus" | "audio/webm" | "audio/flac"
+        | "audio/mp4" => Some(Err(ct)),
+        _ => None,
+    }
+}
+
+async fn accept_source(
+    server: &Arc<Server>,
+    sock: &mut TcpStream,
+    peer: SocketAddr,
+    req: Request,
+    leftover: BytesMut,
+) -> Result<(), Rejection> {
+    let mount = authorize(server, &req, &req.path)?;
+    if let Some(ct) = req.header("content-type") {
+        match declared_format(ct) {
+            Some(Ok(f)) if f != mount.format() => {
+                return Err(Rejection::new(
+                    415,
+                    "wrong_format",
+                    format!(
+                        "mount {:?} takes {}, the source declares {ct}",
+                        mount.key(),
+                        mount.format()
+                    ),
+                ));
+            }
+            Some(Err(ct)) => {
+                return Err(Rejection::new(
+                    415,
+                    "unsupported_format",
+                    format!("{ct} is not supported: send MP3 or AAC in ADTS"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let expect_continue = req
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+    let reply: &[u8] = if expect_continue {
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    } else {
+        b"HTTP/1.0 200 OK\r\n\r\n"
+    };
+    if sock.write_all(reply).await.is_err() {
+        return Ok(());
+    }
+    let info = SourceInfo {
+        remote: Some(peer),
+        user_agent: req.header("user-agent").map(str::to_string),
+        content_type: req.header("content-type").map(str::to_string),
+        name: req.header("ice-name").map(str::to_string),
+        description: req.header("ice-description").map(str::to_string),
+        genre: req.header("ice-genre").map(str::to_string),
+        url: req.header("ice-url").map(str::to_string),
+        audio_info: req.header("ice-audio-info").map(str::to_string),
+        public: req.header("ice-public").map(str::to_string),
+    };
+    let guard = mount.add_source(info);
+    server
+        .metrics()
+        .source_connections
+        .with_label_values(&[mount.key()])
+        .inc();
+    tracing::info!(mount = %mount.key(), source = guard.id(), %peer, method = %req.method,
+        active = mount.active_source() == Some(guard.id()), "source connected");
+    let end = run(server, sock, &mount, guard.id(), guard.entry(), leftover).await;
+    match &end {
+        SourceEnd::Closed => {
+            tracing::info!(mount = %mount.key(), source = guard.id(), %peer, "source disconnected")
+        }
+        e => {
+            tracing::warn!(mount = %mount.key(), source = guard.id(), %peer, reason = %e, "source dropped")
+        }
+    }
+    Ok(())
+}
+
+/// Reads audio until the source ends, feeding the mount.
+async fn run(
+    server: &Arc<Server>,
+    sock: &mut TcpStream,
+    mount: &Arc<Mount>,
+    id: u64,
+    entry: &super::mount::SourceEntry,
+    leftover: BytesMut,
+) -> SourceEnd {
+    let cfg = &server.config().sources;
+    let codec = codec_of(mount.format());
+    let mut framer = Framer::new(codec);
+    let mut chunker = Chunker::new();
+    let mut format_key: Option<String> = None;
+    let received = server
+        .metrics()
+        .source_received_bytes
+        .with_label_values(&[mount.key()]);
+    let discarded = server
+        .metrics()
+        .source_discarded_bytes
+        .with_label_values(&[mount.key()]);
+    let mut discarded_seen = 0u64;
+    let first_frame = Duration::from_secs_f64(cfg.first_frame_timeout_seconds);
+    let stall = Duration::from_secs_f64(cfg.data_timeout_seconds);
+    let mut deadline = Instant::now() + first_frame;
+    let mut shutdown = server.shutdown_signal();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending: &[u8] = &leftover;
+    let mut eof = false;
+    loop {
+        if !pending.is_empty() {
+            received.inc_by(pending.len() as u64);
+            framer.push(pending);
+            pending = &[];
+        }
+        loop {
+            let next = if eof {
+                framer.finish()
+            } else {
+                framer.next_frame()
+            };
+            let frame = match next {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return SourceEnd::Format(e),
+            };
+            deadline = Instant::now() + stall;
+            let key = format_key.get_or_insert_with(|| {
+                let k = frame.header.format_key();
+                tracing::info!(mount = %mount.key(), source = id, format = %k, "source format detected");
+                if let Ok(mut fk) = entry.format_key.lock() {
+                    *fk = Some(k.clone());
+                }
+                k
+            });
+            entry.bytes.fetch_add(
+                frame.data.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if let Some(draft) = chunker.push(&frame) {
+                mount.push(id, draft, key);
+            }
+        }
+        let st = framer.stats();
+        let d = st.garbage_bytes + st.dropped_bytes;
+        if d > discarded_seen {
+            discarded.inc_by(d - discarded_seen);
+            discarded_seen = d;
+        }
+        if eof {
+            if let (Some(draft), Some(key)) = (chunker.flush(), format_key.as_deref()) {
+                mount.push(id, draft, key);
+            }
+            return SourceEnd::Closed;
+        }
+        let read = tokio::select! {
+            r = timeout_at(deadline, sock.read(&mut buf)) => r,
+            _ = shutdown.changed() => return SourceEnd::Shutdown,
+        };
+        match read {
+            Err(_) if format_key.is_none() => {
+                return SourceEnd::NoFirstFrame {
+                    codec,
+                    secs: cfg.first_frame_timeout_seconds,
+                }
+            }
+            Err(_) => {
+                return SourceEnd::Stalled {
+                    secs: cfg.data_timeout_seconds,
+                }
+            }
+            Ok(Err(e)) => return SourceEnd::Io(e),
+            Ok(Ok(0)) => eof = true,
+            Ok(Ok(n)) => {
+                received.inc_by(n as u64);
+                framer.push(&buf[..n]);
+            }
+        }
+    }
+}

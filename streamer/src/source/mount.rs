@@ -1,0 +1,326 @@
+//! Source mounts: where encoders connect, and which of them is on air.
+//!
+//! The first source to connect is active; later ones wait in line as standby
+//! sources (their audio is parsed, so they are ready, but not used). When the
+//! active source leaves, the next in line takes over at its next chunk: listeners
+//! hear at most that gap.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use prometheus::IntGauge;
+use streammachine_crds::config::{AudioFormat, Secret};
+
+use crate::buffer::{ChunkDraft, Title};
+use crate::metrics::Metrics;
+use crate::stream::Stream;
+
+static NEXT_SOURCE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a connected source told us about itself.
+#[derive(Debug, Clone, Default)]
+pub struct SourceInfo {
+    /// Peer address.
+    pub remote: Option<SocketAddr>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `ice-name`.
+    pub name: Option<String>,
+    /// `ice-description`.
+    pub description: Option<String>,
+    /// `ice-genre`.
+    pub genre: Option<String>,
+    /// `ice-url`.
+    pub url: Option<String>,
+    /// `ice-audio-info`.
+    pub audio_info: Option<String>,
+    /// `ice-public`.
+    pub public: Option<String>,
+}
+
+/// A connected source, as the mount and the status pages see it.
+#[derive(Debug)]
+pub struct SourceEntry {
+    /// Unique id (also the stream's "same source" marker).
+    pub id: u64,
+    /// Its request headers.
+    pub info: SourceInfo,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Format key of its audio, once known.
+    pub format_key: Mutex<Option<String>>,
+    /// Audio bytes accepted from it.
+    pub bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct MountInner {
+    /// `sources[0]` is on air.
+    sources: Vec<Arc<SourceEntry>>,
+    title: Option<Arc<Title>>,
+    streams: Vec<Arc<Stream>>,
+}
+
+/// A source mount.
+#[derive(Debug)]
+pub struct Mount {
+    key: String,
+    format: AudioFormat,
+    password: Secret,
+    inner: Mutex<MountInner>,
+    connected: IntGauge,
+    source_count: IntGauge,
+}
+
+impl Mount {
+    /// A mount with no source and no stream yet.
+    pub fn new(
+        key: String,
+        format: AudioFormat,
+        password: Secret,
+        metrics: &Metrics,
+    ) -> Arc<Mount> {
+        let connected = metrics.source_connected.with_label_values(&[&key]);
+        let source_count = metrics.sources.with_label_values(&[&key]);
+        connected.set(0);
+        source_count.set(0);
+        Arc::new(Mount {
+            key,
+            format,
+            password,
+            inner: Mutex::new(MountInner {
+                sources: Vec::new(),
+                title: None,
+                streams: Vec::new(),
+            }),
+            connected,
+            source_count,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MountInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The mount's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The format encoders must send.
+    pub fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    /// Checks a source password in time independent of where it differs.
+    pub fn password_matches(&self, given: &str) -> bool {
+        let a = self.password.0.as_bytes();
+        let b = given.as_bytes();
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0xff);
+            diff |= usize::from(x ^ y);
+        }
+        diff == 0
+    }
+
+    /// Attaches a stream that this mount feeds.
+    pub fn attach_stream(&self, stream: Arc<Stream>) {
+        self.lock().streams.push(stream);
+    }
+
+    /// The streams this mount feeds.
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.lock().streams.clone()
+    }
+
+    /// Adds a connected source: on air if the mount had none, else in line.
+    /// Dropping the returned guard removes it (and promotes the next).
+    pub fn add_source(self: &Arc<Self>, info: SourceInfo) -> SourceGuard {
+        let entry = Arc::new(SourceEntry {
+            id: NEXT_SOURCE_ID.fetch_add(1, Ordering::Relaxed),
+            info,
+            connected_at: SystemTime::now(),
+            format_key: Mutex::new(None),
+            bytes: AtomicU64::new(0),
+        });
+        let mut inner = self.lock();
+        inner.sources.push(Arc::clone(&entry));
+        self.update_gauges(&inner);
+        SourceGuard {
+            mount: Arc::clone(self),
+            entry,
+        }
+    }
+
+    fn remove_source(&self, id: u64) {
+        let mut inner = self.lock();
+        let was_active = inner.sources.first().is_some_and(|s| s.id == id);
+        inner.sources.retain(|s| s.id != id);
+        self.update_gauges(&inner);
+        if was_active {
+            match inner.sources.first() {
+                Some(next) => {
+                    tracing::warn!(mount = %self.key, source = next.id, "active source left; next source takes over")
+                }
+                None => {
+                    tracing::warn!(mount = %self.key, "active source left; no source remaining")
+                }
+            }
+        }
+    }
+
+    fn update_gauges(&self, inner: &MountInner) {
+        self.connected.set(i64::from(!inner.sources.is_empty()));
+        self.source_count
+            .set(i64::try_from(inner.sources.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Id of the source on air.
+    pub fn active_source(&self) -> Option<u64> {
+        self.lock().sources.first().map(|s| s.id)
+    }
+
+    /// Snapshot of the connected sources, the active one first.
+    pub fn sources(&self) -> Vec<Arc<SourceEntry>> {
+        self.lock().sources.clone()
+    }
+
+    /// Sets the title that goes with audio from now on.
+    pub fn set_title(&self, text: &str) {
+        self.lock().title = Some(Title::new(text));
+    }
+
+    /// The mount's title, if a source or the API has set one.
+    pub fn title(&self) -> Option<String> {
+        self.lock().title.as_ref().map(|t| t.text().to_string())
+    }
+
+    /// Audio from source `id`: goes to every stream if that source is on air,
+    /// else it is dropped. Returns whether it was used.
+    pub fn push(&self, id: u64, draft: ChunkDraft, format_key: &str) -> bool {
+        let inner = self.lock();
+        if inner.sources.first().is_none_or(|s| s.id != id) {
+            return false;
+        }
+        for stream in &inner.streams {
+            stream.set_format_key(format_key);
+            stream.push(id, draft.clone(), inner.title.clone());
+        }
+        true
+    }
+}
+
+/// A source's membership in its mount; dropping it removes the source.
+#[derive(Debug)]
+pub struct SourceGuard {
+    mount: Arc<Mount>,
+    entry: Arc<SourceEntry>,
+}
+
+impl SourceGuard {
+    /// The source's id.
+    pub fn id(&self) -> u64 {
+        self.entry.id
+    }
+
+    /// The source's shared entry.
+    pub fn entry(&self) -> &Arc<SourceEntry> {
+        &self.entry
+    }
+
+    /// The mount.
+    pub fn mount(&self) -> &Arc<Mount> {
+        &self.mount
+    }
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        self.mount.remove_source(self.entry.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use streammachine_crds::config::StreamConfig;
+
+    fn draft(byte: u8) -> ChunkDraft {
+        ChunkDraft {
+            data: Bytes::from(vec![byte; 400]),
+            frames: vec![0].into_boxed_slice(),
+            samples_per_frame: 1152,
+            sample_rate: 44_100,
+        }
+    }
+
+    #[test]
+    fn first_source_is_active_and_the_next_takes_over() {
+        let metrics = Metrics::new().unwrap();
+        let mount = Mount::new("m".into(), AudioFormat::Mp3, Secret("pw".into()), &metrics);
+        let stream = Stream::new(StreamConfig::new("s"), AudioFormat::Mp3, &metrics);
+        mount.attach_stream(Arc::clone(&stream));
+        let a = mount.add_source(SourceInfo::default());
+        let b = mount.add_source(SourceInfo::default());
+        assert_eq!(mount.active_source(), Some(a.id()));
+        assert!(mount.push(a.id(), draft(1), "k"));
+        assert!(!mount.push(b.id(), draft(2), "k"));
+        drop(a);
+        assert_eq!(mount.active_source(), Some(b.id()));
+        assert!(mount.push(b.id(), draft(3), "k"));
+        let buf = stream.read_buffer();
+        assert_eq!(buf.len(), 2);
+        assert_eq!(buf.get(0).unwrap().data()[0], 1);
+        assert_eq!(buf.get(1).unwrap().data()[0], 3);
+        assert!(
+            buf.get(1).unwrap().discontinuity,
+            "a new source starts a new timeline piece"
+        );
+        drop(buf);
+        assert_eq!(metrics.sources.with_label_values(&["m"]).get(), 1);
+        drop(b);
+        assert_eq!(mount.active_source(), None);
+        assert_eq!(metrics.source_connected.with_label_values(&["m"]).get(), 0);
+    }
+
+    #[test]
+    fn passwords_compare_exactly() {
+        let metrics = Metrics::new().unwrap();
+        let mount = Mount::new(
+            "m".into(),
+            AudioFormat::Mp3,
+            Secret("hackme".into()),
+            &metrics,
+        );
+        assert!(mount.password_matches("hackme"));
+        assert!(!mount.password_matches("hackm"));
+        assert!(!mount.password_matches("hackmee"));
+        assert!(!mount.password_matches(""));
+    }
+
+    #[test]
+    fn titles_travel_with_the_chunks() {
+        let metrics = Metrics::new().unwrap();
+        let mut cfg = StreamConfig::new("s");
+        cfg.title = Some("Station".into());
+        let mount = Mount::new("m".into(), AudioFormat::Mp3, Secret("pw".into()), &metrics);
+        let stream = Stream::new(cfg, AudioFormat::Mp3, &metrics);
+        mount.attach_stream(Arc::clone(&stream));
+        let a = mount.add_source(SourceInfo::default());
+        mount.push(a.id(), draft(1), "k");
+        mount.set_title("Song A");
+        mount.push(a.id(), draft(2), "k");
+        let buf = stream.read_buffer();
+        assert_eq!(buf.get(0).unwrap().title.text(), "Station");
+        assert_eq!(buf.get(1).unwrap().title.text(), "Song A");
+    }
+}

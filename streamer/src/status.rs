@@ -1,0 +1,193 @@
+//! Health, readiness, metrics and Icecast-compatible status, served on both the
+//! listener and the admin port.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use streammachine_crds::config::AudioFormat;
+use time::OffsetDateTime;
+
+use crate::http::{Request, Response};
+use crate::server::Server;
+use crate::stream::now_micros;
+
+/// Answers the routes every port has, or `None` for other paths.
+pub fn common_route(server: &Arc<Server>, req: &Request, path: &str) -> Option<Response> {
+    Some(match path {
+        "/healthz" => Response::text(200, "OK", "ok"),
+        "/readyz" => {
+            if server.is_ready() {
+                Response::text(200, "OK", "ready")
+            } else {
+                Response::text(503, "Service Unavailable", "not ready")
+            }
+        }
+        "/metrics" => Response::new(200, "OK")
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(metrics_text(server).into_bytes()),
+        "/status-json.xsl" => Response::json(&icestats(server, req.header("host"))),
+        _ => return None,
+    })
+}
+
+/// Refreshes the scrape-time gauges and renders the exposition.
+pub fn metrics_text(server: &Server) -> String {
+    let now = now_micros();
+    for stream in server.streams() {
+        if let Some(end) = stream.read_buffer().last_end_ts() {
+            server
+                .metrics()
+                .source_lag_seconds
+                .with_label_values(&[stream.key()])
+                .set((now - end).max(0) as f64 / 1e6);
+        }
+    }
+    server.metrics().render()
+}
+
+fn http_date(t: SystemTime) -> (String, String) {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dt = OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let rfc822 = dt
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] +0000"
+        ))
+        .unwrap_or_default();
+    let iso = dt
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]+0000"
+        ))
+        .unwrap_or_default();
+    (rfc822, iso)
+}
+
+/// `/status-json.xsl` in Icecast 2.4's shape, so existing dashboards and
+/// players read it unchanged. Like Icecast, a mount without a source is not
+/// listed, `source` is an object when there is one and an array when there
+/// are several, and each entry ends with `"dummy": null`.
+pub fn icestats(server: &Server, host: Option<&str>) -> Value {
+    let host_name = host
+        .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_string())
+        .unwrap_or_else(|| "localhost".into());
+    let base = match host {
+        Some(h) if !h.is_empty() && !h.contains(['\r', '\n', '/']) => format!("http://{h}"),
+        _ => format!("http://localhost:{}", server.listener_port()),
+    };
+    let (start, start_iso) = http_date(server.started_at());
+    let mut sources = Vec::new();
+    for stream in server.streams() {
+        let Some(mount) = server.mount(stream.config().mount_key()) else {
+            continue;
+        };
+        let Some(active) = mount.sources().into_iter().next() else {
+            continue;
+        };
+        let cfg = stream.config();
+        let info = &active.info;
+        let (stream_start, stream_start_iso) = http_date(active.connected_at);
+        let key = stream.format_key().unwrap_or_default();
+        let parts: Vec<&str> = key.split('-').collect();
+        let bitrate = match stream.format() {
+            AudioFormat::Mp3 => parts.get(2).and_then(|b| b.parse::<u32>().ok()),
+            AudioFormat::Aac => None,
+        };
+        let mut entry = serde_json::Map::new();
+        if let Some(ai) = &info.audio_info {
+            entry.insert("audio_info".into(), json!(ai));
+        }
+        if let Some(b) = bitrate {
+            entry.insert("bitrate".into(), json!(b));
+        }
+        if let Some(ch) = parts.get(3) {
+            let channels = match stream.format() {
+                AudioFormat::Mp3 => Some(if *ch == "m" { 1 } else { 2 }),
+                AudioFormat::Aac => ch.parse::<u32>().ok(),
+            };
+            if let Some(c) = channels {
+                entry.insert("channels".into(), json!(c));
+            }
+        }
+        if let Some(g) = cfg.genre.clone().or_else(|| info.genre.clone()) {
+            entry.insert("genre".into(), json!(g));
+        }
+        entry.insert("listener_peak".into(), json!(stream.listener_peak()));
+        entry.insert("listeners".into(), json!(stream.listener_count()));
+        entry.insert(
+            "listenurl".into(),
+            json!(format!("{base}/{}", stream.key())),
+        );
+        if let Some(rate) = parts.get(1).and_then(|r| r.parse::<u32>().ok()) {
+            entry.insert("samplerate".into(), json!(rate));
+        }
+        if let Some(d) = cfg.description.clone().or_else(|| info.description.clone()) {
+            entry.insert("server_description".into(), json!(d));
+        }
+        entry.insert(
+            "server_name".into(),
+            json!(cfg
+                .name
+                .clone()
+                .or_else(|| info.name.clone())
+                .unwrap_or_else(|| stream.key().to_string())),
+        );
+        entry.insert(
+            "server_type".into(),
+            json!(match stream.format() {
+                AudioFormat::Mp3 => "audio/mpeg",
+                AudioFormat::Aac => "audio/aac",
+            }),
+        );
+        if let Some(u) = cfg.url.clone().or_else(|| info.url.clone()) {
+            entry.insert("server_url".into(), json!(u));
+        }
+        entry.insert("stream_start".into(), json!(stream_start));
+        entry.insert("stream_start_iso8601".into(), json!(stream_start_iso));
+        entry.insert("title".into(), json!(stream.current_title()));
+        entry.insert("dummy".into(), Value::Null);
+        sources.push(Value::Object(entry));
+    }
+    let mut stats = serde_json::Map::new();
+    stats.insert("admin".into(), json!("icemaster@localhost"));
+    stats.insert("host".into(), json!(host_name));
+    stats.insert("location".into(), json!("Earth"));
+    stats.insert(
+        "server_id".into(),
+        json!(format!("StreamMachine {}", env!("CARGO_PKG_VERSION"))),
+    );
+    stats.insert("server_start".into(), json!(start));
+    stats.insert("server_start_iso8601".into(), json!(start_iso));
+    match sources.len() {
+        0 => {}
+        1 => {
+            stats.insert("source".into(), sources.remove(0));
+        }
+        _ => {
+            stats.insert("source".into(), Value::Array(sources));
+        }
+    }
+    json!({ "icestats": Value::Object(stats) })
+}
+
+/// A plain-text index of the streams, for people who open the server in a browser.
+pub fn index(server: &Server) -> Response {
+    let mut body = String::from("StreamMachine\n\n");
+    for stream in server.streams() {
+        let mount = server.mount(stream.config().mount_key());
+        let on_air = mount.as_ref().is_some_and(|m| m.active_source().is_some());
+        let buffered = stream.read_buffer().duration_micros() / 1_000_000;
+        body.push_str(&format!(
+            "/{}  {}  source {}  {} listeners  {} s buffered\n",
+            stream.key(),
+            stream.format(),
+            if on_air { "connected" } else { "absent" },
+            stream.listener_count(),
+            buffered
+        ));
+    }
+    Response::text(200, "OK", body)
+}

@@ -1,0 +1,178 @@
+//! A stream: one rewind buffer, the live signal its listeners wait on, and its counters.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{Gauge, IntGauge};
+use streammachine_crds::config::{AudioFormat, StreamConfig};
+use tokio::sync::watch;
+
+use crate::buffer::{ChunkDraft, RewindBuffer, Title};
+use crate::metrics::Metrics;
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One stream and its buffer.
+#[derive(Debug)]
+pub struct Stream {
+    config: StreamConfig,
+    format: AudioFormat,
+    buffer: RwLock<RewindBuffer>,
+    live: watch::Sender<u64>,
+    byte_end: AtomicU64,
+    last_source: AtomicU64,
+    default_title: Arc<Title>,
+    listeners: AtomicUsize,
+    listener_peak: AtomicUsize,
+    format_key: RwLock<Option<String>>,
+    buffer_seconds: Gauge,
+    buffer_bytes: IntGauge,
+    buffer_overhead: IntGauge,
+}
+
+impl Stream {
+    /// A stream with an empty buffer, fed by a mount of `format`.
+    pub fn new(config: StreamConfig, format: AudioFormat, metrics: &Metrics) -> Arc<Stream> {
+        let key = config.key.clone();
+        let (live, _) = watch::channel(0);
+        Arc::new(Stream {
+            buffer: RwLock::new(RewindBuffer::new(config.rewind_seconds, 0)),
+            default_title: Title::new(config.title.clone().unwrap_or_default()),
+            config,
+            format,
+            live,
+            byte_end: AtomicU64::new(0),
+            last_source: AtomicU64::new(0),
+            listeners: AtomicUsize::new(0),
+            listener_peak: AtomicUsize::new(0),
+            format_key: RwLock::new(None),
+            buffer_seconds: metrics.buffer_seconds.with_label_values(&[&key]),
+            buffer_bytes: metrics.buffer_bytes.with_label_values(&[&key]),
+            buffer_overhead: metrics.buffer_overhead_bytes.with_label_values(&[&key]),
+        })
+    }
+
+    /// The stream's key.
+    pub fn key(&self) -> &str {
+        &self.config.key
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &StreamConfig {
+        &self.config
+    }
+
+    /// The audio format listeners get.
+    pub fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    /// The format key of the newest audio (e.g. `mp3-44100-128-s`).
+    pub fn format_key(&self) -> Option<String> {
+        self.format_key
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the format key of the source feeding the stream.
+    pub fn set_format_key(&self, key: &str) {
+        let mut k = self
+            .format_key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if k.as_deref() != Some(key) {
+            *k = Some(key.to_string());
+        }
+    }
+
+    /// Appends audio from source `source_id` with the mount's title (or the
+    /// stream's configured one while the mount has none), and wakes listeners.
+    pub fn push(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
+        let title = title.unwrap_or_else(|| Arc::clone(&self.default_title));
+        let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
+        let (next, bytes, overhead, micros, end) = {
+            let mut b = self.write_buffer();
+            b.append(draft, title, now_micros(), continuous);
+            (
+                b.next_seq(),
+                b.bytes(),
+                b.overhead_bytes(),
+                b.duration_micros(),
+                b.byte_end(),
+            )
+        };
+        self.byte_end.store(end, Ordering::Release);
+        self.buffer_seconds.set(micros as f64 / 1e6);
+        self.buffer_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.buffer_overhead
+            .set(i64::try_from(overhead).unwrap_or(i64::MAX));
+        self.live.send_replace(next);
+    }
+
+    /// Read access to the buffer. Hold it briefly: appends wait for it.
+    pub fn read_buffer(&self) -> RwLockReadGuard<'_, RewindBuffer> {
+        self.buffer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_buffer(&self) -> std::sync::RwLockWriteGuard<'_, RewindBuffer> {
+        self.buffer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A receiver that changes whenever a chunk is appended.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.live.subscribe()
+    }
+
+    /// The live edge as a stream byte offset, without taking the buffer lock.
+    pub fn byte_end(&self) -> u64 {
+        self.byte_end.load(Ordering::Acquire)
+    }
+
+    /// Counts a listener in; the returned guard counts it out when dropped.
+    pub fn listener_joined(self: &Arc<Self>) -> ListenerCount {
+        let n = self.listeners.fetch_add(1, Ordering::Relaxed) + 1;
+        self.listener_peak.fetch_max(n, Ordering::Relaxed);
+        ListenerCount(Arc::clone(self))
+    }
+
+    /// Listeners connected now.
+    pub fn listener_count(&self) -> usize {
+        self.listeners.load(Ordering::Relaxed)
+    }
+
+    /// Most listeners connected at once since start.
+    pub fn listener_peak(&self) -> usize {
+        self.listener_peak.load(Ordering::Relaxed)
+    }
+
+    /// The title listeners hear now.
+    pub fn current_title(&self) -> String {
+        self.read_buffer()
+            .last()
+            .map(|c| c.title.text().to_string())
+            .unwrap_or_else(|| self.default_title.text().to_string())
+    }
+}
+
+/// Keeps a stream's listener count while alive.
+#[derive(Debug)]
+pub struct ListenerCount(Arc<Stream>);
+
+impl Drop for ListenerCount {
+    fn drop(&mut self) {
+        self.0.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
+}
