@@ -156,6 +156,11 @@ pub struct ListenersConfig {
     /// The listen socket's accept backlog. Large, because a reconnect storm after a
     /// network blip is exactly when a small one (Icecast's is 5) turns listeners away.
     pub backlog: u32,
+    /// Kernel send buffer per listener socket (`SO_SNDBUF`), default 128 KiB:
+    /// it bounds kernel memory per listener and lets a client that stops
+    /// reading be noticed (`maxBufferBytes`) instead of hiding in megabytes of
+    /// autotuned buffer. 0 leaves it to the kernel.
+    pub send_buffer_bytes: u32,
     /// `Access-Control-Allow-Origin` for web players; `*` by default.
     pub cors_origin: String,
     /// Public base URL for playlists (`.pls`, `.m3u`); default: from the request's Host.
@@ -169,6 +174,7 @@ impl Default for ListenersConfig {
             address: "0.0.0.0".into(),
             port: DEFAULT_LISTENER_PORT,
             backlog: 4096,
+            send_buffer_bytes: 128 * 1024,
             cors_origin: "*".into(),
             public_url: None,
         }

@@ -233,9 +233,10 @@ impl Server {
             &c.listeners.address,
             c.listeners.port,
             c.listeners.backlog,
+            c.listeners.send_buffer_bytes,
         )?;
-        let sources = bind("source port", &c.sources.address, c.sources.port, 1024)?;
-        let admin = bind("admin port", &c.admin.address, c.admin.port, 1024)?;
+        let sources = bind("source port", &c.sources.address, c.sources.port, 1024, 0)?;
+        let admin = bind("admin port", &c.admin.address, c.admin.port, 1024, 0)?;
         if let Ok(a) = listeners.local_addr() {
             self.listener_port.store(a.port(), Ordering::Relaxed);
         }
@@ -271,11 +272,13 @@ impl Server {
     }
 }
 
+/// Binds a listening socket. Accepted connections inherit its `SO_SNDBUF`.
 fn bind(
     what: &'static str,
     address: &str,
     port: u16,
     backlog: u32,
+    send_buffer: u32,
 ) -> Result<TcpListener, ServerError> {
     let text = if address.contains(':') && !address.starts_with('[') {
         format!("[{address}]:{port}")
@@ -300,6 +303,9 @@ fn bind(
     }
     .map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer).map_err(err)?;
+    }
     socket.bind(addr).map_err(err)?;
     socket.listen(backlog).map_err(err)
 }

@@ -27,6 +27,7 @@ pub struct Stream {
     buffer: RwLock<RewindBuffer>,
     live: watch::Sender<u64>,
     byte_end: AtomicU64,
+    first_seq: AtomicU64,
     last_source: AtomicU64,
     default_title: Arc<Title>,
     listeners: AtomicUsize,
@@ -49,6 +50,7 @@ impl Stream {
             format,
             live,
             byte_end: AtomicU64::new(0),
+            first_seq: AtomicU64::new(0),
             last_source: AtomicU64::new(0),
             listeners: AtomicUsize::new(0),
             listener_peak: AtomicUsize::new(0),
@@ -98,11 +100,12 @@ impl Stream {
     pub fn push(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
         let title = title.unwrap_or_else(|| Arc::clone(&self.default_title));
         let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
-        let (next, bytes, overhead, micros, end) = {
+        let (next, first, bytes, overhead, micros, end) = {
             let mut b = self.write_buffer();
             b.append(draft, title, now_micros(), continuous);
             (
                 b.next_seq(),
+                b.first_seq(),
                 b.bytes(),
                 b.overhead_bytes(),
                 b.duration_micros(),
@@ -110,6 +113,7 @@ impl Stream {
             )
         };
         self.byte_end.store(end, Ordering::Release);
+        self.first_seq.store(first, Ordering::Release);
         self.buffer_seconds.set(micros as f64 / 1e6);
         self.buffer_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -139,6 +143,11 @@ impl Stream {
     /// The live edge as a stream byte offset, without taking the buffer lock.
     pub fn byte_end(&self) -> u64 {
         self.byte_end.load(Ordering::Acquire)
+    }
+
+    /// Sequence number of the oldest chunk held, without taking the buffer lock.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq.load(Ordering::Acquire)
     }
 
     /// Counts a listener in; the returned guard counts it out when dropped.

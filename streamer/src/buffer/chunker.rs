@@ -91,3 +91,57 @@ impl Chunker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{Codec, Framer};
+
+    fn frames(path: &str, codec: Codec) -> Vec<Frame> {
+        let data =
+            std::fs::read(format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut f = Framer::new(codec);
+        f.push(&data);
+        let mut out = Vec::new();
+        while let Some(fr) = f.next_frame().unwrap() {
+            out.push(fr);
+        }
+        while let Some(fr) = f.finish().unwrap() {
+            out.push(fr);
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_are_about_a_second_and_keep_every_byte() {
+        for (path, codec) in [
+            ("mp3/mp3-44100-128-s.mp3", Codec::Mp3),
+            ("aac-256.aac", Codec::Aac),
+        ] {
+            let frames = frames(path, codec);
+            let mut c = Chunker::new();
+            let mut chunks: Vec<ChunkDraft> = frames.iter().filter_map(|f| c.push(f)).collect();
+            chunks.extend(c.flush());
+            let (last, full) = chunks.split_last().unwrap();
+            for ch in full {
+                let d = ch.duration_micros();
+                assert!(
+                    (1_000_000..1_030_000).contains(&d),
+                    "{path}: chunk of {d} us"
+                );
+            }
+            assert!(last.duration_micros() <= 1_030_000);
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+            let expected: Vec<u8> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+            assert_eq!(joined, expected, "{path}");
+            let n: usize = chunks.iter().map(|c| c.frames.len()).sum();
+            assert_eq!(n, frames.len());
+            // Frame offsets point at frame headers.
+            for ch in &chunks {
+                for &o in ch.frames.iter() {
+                    assert_eq!(ch.data[o as usize], 0xFF);
+                }
+            }
+        }
+    }
+}

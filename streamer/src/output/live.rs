@@ -98,6 +98,10 @@ impl Sender {
     }
 
     fn backlog_check(&self, chunk: &Chunk) -> Result<(), Ended> {
+        if chunk.seq < self.stream.first_seq() {
+            // Still writing a chunk the buffer has already let go of.
+            return Err(Ended::FellBehind);
+        }
         let here = chunk.byte_start + u64::from(self.pos.offset);
         let lag = self.stream.byte_end().saturating_sub(here);
         let limit = self.stream.config().max_buffer_bytes;
@@ -128,9 +132,23 @@ impl Sender {
                 b.get(self.pos.seq).cloned()
             };
             let Some(chunk) = chunk else {
+                // Caught up: wait for audio, and notice a client that leaves
+                // meanwhile (a source can be away for a long time).
                 tokio::select! {
                     r = live.changed() => if r.is_err() { return Ended::Shutdown },
                     _ = shutdown.changed() => return Ended::Shutdown,
+                    r = sock.readable() => {
+                        if let Err(e) = r {
+                            return Ended::Io(e);
+                        }
+                        let mut scratch = [0u8; 256];
+                        match sock.try_read(&mut scratch) {
+                            Ok(0) => return Ended::Closed,
+                            Ok(_) => {} // a client may send anything; it is ignored
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Ended::Io(e),
+                        }
+                    }
                 }
                 continue;
             };

@@ -1,0 +1,121 @@
+//! The binary's configuration handling: clear errors, exit codes, defaults.
+
+use std::process::Command;
+
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+
+fn fails_with(config: &str, needle: &str) {
+    let err = match ServerProcess::try_start(EXE, config, &[]) {
+        Ok(_) => panic!("server started with {config:?}"),
+        Err(log) => log,
+    };
+    assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+}
+
+#[test]
+fn invalid_configs_are_refused_with_the_keys_path() {
+    fails_with(
+        "streams:\n  - key: a\n    password: p\n    rewindSecs: 5\n",
+        "streams[0].rewindSecs: unknown field `rewindSecs`",
+    );
+    fails_with(
+        "streams:\n  - key: a\n    sourceMount: studio\n",
+        "streams[0].sourceMount: no source mount named \\\"studio\\\"",
+    );
+    fails_with("streams:\n  - key: a\n", "a source password is required");
+    fails_with(
+        "mode: master\nstreams: [{key: a, password: p}]\n",
+        "master mode is not implemented in this build yet",
+    );
+    fails_with(
+        "sourceMounts: [{key: m, password: p}]\nstreams: [{key: a, sourceMount: m, transcode: {format: aac, bitrate: 64}}]\n",
+        "streams[0].transcode: transcoding is not implemented",
+    );
+    fails_with(
+        "streams: [{key: a, passwordFile: /nonexistent/pw}]\n",
+        "cannot read password file /nonexistent/pw",
+    );
+}
+
+#[test]
+fn exit_code_is_2_on_a_bad_config_and_check_config_prints_it() {
+    let dir = scratch_dir("cfg");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "listeners: {port: x}\n").unwrap();
+    let out = Command::new(EXE)
+        .args(["--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listeners.port: invalid type"));
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        format!("streams: [{{key: a, passwordFile: {}}}]\n", pw.display()),
+    )
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["--check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rewindSeconds: 14400"), "{text}");
+    assert!(!text.contains("s3cret"));
+}
+
+#[test]
+fn no_config_serves_the_test_stream_with_a_logged_dev_password() {
+    let dir = scratch_dir("default");
+    let empty = dir.join("none.yaml");
+    let _ = empty;
+    // No --config at all: the built-in default, ports overridden by flags.
+    let mut child = Command::new(EXE)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--listen-port",
+            "0",
+            "--source-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("STREAMMACHINE_SOURCE_PASSWORD")
+        .env_remove("STREAMMACHINE_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let mut source = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("\"message\":\"listening\"") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            source = Some(v["sources"].as_str().unwrap().parse().unwrap());
+            break;
+        }
+        seen.push(line);
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("DEVELOPMENT source password") && l.contains("hackme")),
+        "{seen:?}"
+    );
+    let source = source.expect("listening");
+    let mut src = Source::connect(source, "test", "hackme", SourceMethod::Ice, &[]).unwrap();
+    src.send(&fixture("mp3/tone1kHz-44100-128-m.mp3")).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,564 @@
+//! The source side against the real server: ffmpeg as the encoder, the
+//! Icecast handshake variants, bad input, stalls, failover, title updates.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use streamer::format::Codec;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+
+fn basic(password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("source:{password}"))
+    )
+}
+
+/// Reads a listener for `secs` and writes what it got to a file.
+fn capture(
+    server: &ServerProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+    bytes: usize,
+) -> (Vec<(String, String)>, Vec<u8>) {
+    let (mut s, status, headers, rest) = request(server.listen, "GET", path, headers);
+    assert_eq!(status, 200, "{path}");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = read_n(&mut s, rest, bytes, Duration::from_secs(20));
+    assert!(
+        body.len() >= bytes.min(1),
+        "{path}: got {} bytes",
+        body.len()
+    );
+    (headers, body)
+}
+
+/// Decodes a capture with ffmpeg, which must report no error. A capture ends
+/// wherever the test stopped reading, so the partial frame at its end is cut
+/// off first (nothing else is touched).
+fn decode_clean(tag: &str, body: &[u8], codec: Codec) -> f64 {
+    let frames = frames_of(body, codec);
+    let &(o, l, _) = frames.last().expect("no frame in the capture");
+    let body = &body[..o + l];
+    let dir = scratch_dir(tag);
+    let f = dir.join(format!("{tag}.bin"));
+    std::fs::write(&f, body).unwrap();
+    let errors = ffmpeg_decode_errors(&f);
+    assert_eq!(errors, "", "{tag}: ffmpeg could not decode what we served");
+    ffprobe_duration(&f)
+}
+
+fn ffmpeg_roundtrip(
+    format_name: &str,
+    fixture_name: &str,
+    ffmpeg_args: &[&str],
+    bytes_per_sec: usize,
+) {
+    require("ffmpeg");
+    let codec = if format_name == "aac" {
+        Codec::Aac
+    } else {
+        Codec::Mp3
+    };
+    let server = ServerProcess::start(
+        EXE,
+        &format!("streams:\n  - key: live\n    format: {format_name}\n    password: pw\n    burstSeconds: 1\n    icyMetaInterval: 8000\n"),
+    );
+    let url = format!("icecast://source:pw@{}/live", server.source);
+    let mut ff = ffmpeg_source(&fixture_path(fixture_name), ffmpeg_args, &url);
+    assert!(
+        server.wait_metric_at_least(
+            "streammachine_buffer_seconds{stream=\"live\"}",
+            4.0,
+            Duration::from_secs(20)
+        ),
+        "ffmpeg did not get audio in: {:?}",
+        server.logs()
+    );
+    // Raw, ICY (metadata stripped), offset, at and pump: each must decode cleanly.
+    let (_, raw) = capture(&server, "/live", &[], 3 * bytes_per_sec);
+    let d = decode_clean(&format!("{format_name}-raw"), &raw, codec);
+    assert!(d > 2.0, "raw: {d} s");
+    let (h, wire) = capture(
+        &server,
+        "/live",
+        &[("Icy-MetaData", "1")],
+        3 * bytes_per_sec,
+    );
+    assert!(h.iter().any(|(n, v)| n == "icy-metaint" && v == "8000"));
+    let (icy_audio, _) = strip_icy(&wire, 8000);
+    decode_clean(&format!("{format_name}-icy"), &icy_audio, codec);
+    let (_, off) = capture(&server, "/live?offset=3", &[], 2 * bytes_per_sec);
+    decode_clean(&format!("{format_name}-offset"), &off, codec);
+    let at = (now_micros() as f64 / 1e6) - 3.0;
+    let (_, at_body) = capture(&server, &format!("/live?at={at}"), &[], 2 * bytes_per_sec);
+    decode_clean(&format!("{format_name}-at"), &at_body, codec);
+    let pump = http_get(server.listen, "/live?pump=2&offset=3", &[]);
+    assert_eq!(pump.status, 200);
+    assert_eq!(
+        pump.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        pump.body.len()
+    );
+    let d = decode_clean(&format!("{format_name}-pump"), &pump.body, codec);
+    assert!((1.9..2.2).contains(&d), "pump of 2 s decoded to {d} s");
+    let _ = ff.kill();
+    let mut err = String::new();
+    if let Some(mut e) = ff.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = ff.wait();
+    assert!(
+        server.log_lines("source dropped").is_empty(),
+        "ffmpeg's source was dropped: {:?}",
+        server.log_lines("source dropped")
+    );
+    assert!(!err.contains("Error"), "ffmpeg: {err}");
+}
+
+#[test]
+fn ffmpeg_mp3_source_to_every_output() {
+    ffmpeg_roundtrip(
+        "mp3",
+        "mp3/mp3-44100-128-s.mp3",
+        &["-c:a", "copy", "-f", "mp3", "-content_type", "audio/mpeg"],
+        16_000,
+    );
+}
+
+#[test]
+fn ffmpeg_aac_source_to_every_output() {
+    ffmpeg_roundtrip(
+        "aac",
+        "aac-256.aac",
+        &["-c:a", "copy", "-f", "adts", "-content_type", "audio/aac"],
+        32_000,
+    );
+}
+
+#[test]
+fn handshake_variants_are_all_accepted() {
+    let server = ServerProcess::start(EXE, "streams:\n  - key: test\n    password: pw\n");
+    let data = fixture("mp3/mp3-44100-64-s.mp3");
+    for (i, method) in [
+        SourceMethod::Ice,
+        SourceMethod::SourceHttp,
+        SourceMethod::PutExpect,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut src = Source::connect(
+            server.source,
+            "test",
+            "pw",
+            method,
+            &[("ice-name", "Studio A"), ("Content-Type", "audio/mpeg")],
+        )
+        .unwrap_or_else(|e| panic!("{method:?} refused: {e}"));
+        src.send(&data[..40_000]).unwrap();
+        assert!(server.wait_metric(
+            "streammachine_sources{mount=\"test\"}",
+            1.0,
+            Duration::from_secs(5)
+        ));
+        drop(src);
+        assert!(server.wait_metric(
+            "streammachine_sources{mount=\"test\"}",
+            0.0,
+            Duration::from_secs(5)
+        ));
+        assert!(server.wait_metric(
+            "streammachine_source_connections_total{mount=\"test\"}",
+            (i + 1) as f64,
+            Duration::from_secs(5)
+        ));
+    }
+    // Bytes sent together with the head are audio, not lost (the original dropped them).
+    let mut s = TcpStream::connect(server.source).unwrap();
+    let mut msg = format!(
+        "SOURCE /test ICE/1.0\r\nAuthorization: {}\r\n\r\n",
+        basic("pw")
+    )
+    .into_bytes();
+    msg.extend_from_slice(&data);
+    s.write_all(&msg).unwrap();
+    // Like a real encoder, read the go-ahead before hanging up (closing with the
+    // reply unread would make the kernel reset the connection and drop our data).
+    let mut reply = [0u8; 19];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"HTTP/1.0 200 OK\r\n\r\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    assert!(server
+        .wait_log("\"format\":\"mp3-44100-64-s\"", Duration::from_secs(5))
+        .is_some());
+    let frames = frames_of(&data, Codec::Mp3);
+    let audio = audio_of(&data, Codec::Mp3);
+    assert!(server.wait_metric(
+        "streammachine_sources{mount=\"test\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    let all = http_get(server.listen, "/test?pump=9999&offset=9999", &[]);
+    assert!(
+        all.body.len() > audio.len(),
+        "{} {}",
+        all.body.len(),
+        audio.len()
+    );
+    let tail = &all.body[all.body.len() - audio.len()..];
+    let diff = tail.iter().zip(&audio).position(|(a, b)| a != b);
+    assert!(
+        tail == audio,
+        "the whole file, including the bytes after the head; first difference at {diff:?}"
+    );
+    assert_eq!(frames.len(), 1150);
+}
+
+#[test]
+fn bad_source_input_gets_clear_errors_and_listeners_keep_going() {
+    let server = ServerProcess::start(
+        EXE,
+        "sources: { headerTimeoutSeconds: 0.5 }\nstreams:\n  - key: test\n    password: pw\n    burstSeconds: 1\n",
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let audio = audio_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..frames.len() / 4].to_vec(); // ~7.5 s in real time
+    let src_addr = server.source;
+    let d2 = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d2, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (mut listener, status, _, rest) = request(server.listen, "GET", "/test", &[]);
+    assert_eq!(status, 200);
+
+    let expect = |raw: &[u8], status: &str, needle: &str| {
+        let mut s = TcpStream::connect(server.source).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let t = Instant::now();
+        let _ = s.write_all(raw);
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        assert!(
+            reply.starts_with(status),
+            "sent {:?}: got {reply:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(40)])
+        );
+        assert!(reply.contains(needle), "{reply:?} lacks {needle:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "closed within the header timeout"
+        );
+    };
+    expect(
+        b"\x16\x03\x01\x02\x00junk\r\n\r\n",
+        "HTTP/1.0 400",
+        "not an Icecast source request",
+    );
+    expect(
+        format!(
+            "SOURCE /test ICE/1.0\r\nAuthorization: {}\r\n\r\n",
+            basic("wrong")
+        )
+        .as_bytes(),
+        "HTTP/1.0 401",
+        "wrong password for mount \"/test\"",
+    );
+    expect(
+        b"SOURCE /test ICE/1.0\r\n\r\n",
+        "HTTP/1.0 401",
+        "credentials required",
+    );
+    expect(
+        format!(
+            "SOURCE /nope ICE/1.0\r\nAuthorization: {}\r\n\r\n",
+            basic("pw")
+        )
+        .as_bytes(),
+        "HTTP/1.0 404",
+        "no mount \"/nope\"",
+    );
+    expect(
+        format!(
+            "SOURCE /testing ICE/1.0\r\nAuthorization: {}\r\n\r\n",
+            basic("pw")
+        )
+        .as_bytes(),
+        "HTTP/1.0 404",
+        "no mount",
+    );
+    let mut big = b"SOURCE /test ICE/1.0\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    expect(&big, "HTTP/1.0 431", "larger than");
+    expect(b"SOURCE /test ICE/1.0\r\n", "HTTP/1.0 408", "timed out");
+    expect(b"", "HTTP/1.0 408", "timed out");
+    expect(
+        b"GET /test HTTP/1.0\r\n\r\n",
+        "HTTP/1.0 405",
+        "SOURCE or PUT",
+    );
+    expect(
+        format!(
+            "PUT /test HTTP/1.1\r\nAuthorization: {}\r\nContent-Type: application/ogg\r\n\r\n",
+            basic("pw")
+        )
+        .as_bytes(),
+        "HTTP/1.0 415",
+        "application/ogg is not supported",
+    );
+    expect(
+        format!(
+            "PUT /test HTTP/1.1\r\nAuthorization: {}\r\nContent-Type: audio/aac\r\n\r\n",
+            basic("pw")
+        )
+        .as_bytes(),
+        "HTTP/1.0 415",
+        "takes mp3",
+    );
+    // Each refusal is logged once.
+    assert_eq!(server.log_lines("wrong password").len(), 1);
+    assert_eq!(
+        server.metric("streammachine_source_rejections_total{reason=\"bad_password\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("streammachine_source_rejections_total{reason=\"timeout\"}"),
+        Some(2.0)
+    );
+
+    feeder.join().unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let got = read_n(&mut listener, rest, usize::MAX, Duration::from_secs(10));
+    let at = find(&audio, &got[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&got),
+        "the listener's stream stayed contiguous"
+    );
+    assert!(
+        got.len() > 6 * 16_000,
+        "and kept flowing: {} bytes",
+        got.len()
+    );
+}
+
+#[test]
+fn stalled_garbage_wrong_codec_and_silent_sources_are_dropped_with_a_reason() {
+    let server = ServerProcess::start(
+        EXE,
+        "sources: { dataTimeoutSeconds: 1, firstFrameTimeoutSeconds: 1 }\nstreams:\n  - key: test\n    password: pw\n",
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    // Stalls after 100 frames.
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[..frames[100].0]).unwrap();
+    let t = Instant::now();
+    let line = server
+        .wait_log("no audio frame for 1 s", Duration::from_secs(5))
+        .expect("stall detected");
+    assert!(t.elapsed() < Duration::from_millis(2500));
+    assert!(line.contains("source dropped"));
+    let mut buf = [0u8; 16];
+    src.sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert!(
+        matches!(src.sock.read(&mut buf), Ok(0) | Err(_)),
+        "the server closed the stalled source"
+    );
+    // Connects and says nothing.
+    let _silent = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    assert!(server
+        .wait_log("no valid mp3 frame within 1 s", Duration::from_secs(5))
+        .is_some());
+    // Pure garbage.
+    let mut g = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = g.send(&noise);
+    let line = server.wait_log("no mp3 audio frame found", Duration::from_secs(5));
+    assert!(
+        line.is_some(),
+        "garbage: {:?}",
+        server.log_lines("source dropped")
+    );
+    // AAC on an MP3 mount, declared as nothing.
+    let aac = fixture("aac-256.aac");
+    let mut a = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    let _ = a.send(&aac[..50_000]);
+    assert!(server
+        .wait_log(
+            "the source sends aac audio, but this mount expects mp3",
+            Duration::from_secs(5)
+        )
+        .is_some());
+    assert_eq!(
+        server.log_lines("source dropped").len(),
+        4,
+        "each logged once: {:?}",
+        server.log_lines("source dropped")
+    );
+    assert!(server.wait_metric(
+        "streammachine_sources{mount=\"test\"}",
+        0.0,
+        Duration::from_secs(3)
+    ));
+}
+
+#[test]
+fn a_truncated_frame_is_dropped_and_nothing_else() {
+    let server = ServerProcess::start(EXE, "streams:\n  - key: test\n    password: pw\n");
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let k = 500;
+    let (o, l, _) = frames[k];
+    let mut cut = data[..o + l / 2].to_vec();
+    cut.extend_from_slice(&data[o + l..]);
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&cut).unwrap();
+    drop(src);
+    assert!(server.wait_metric(
+        "streammachine_source_connected{mount=\"test\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    let all = http_get(server.listen, "/test?pump=9999&offset=9999", &[]);
+    let expected: Vec<u8> = frames
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != k)
+        .flat_map(|(_, &(o, l, _))| data[o..o + l].iter().copied())
+        .collect();
+    assert_eq!(all.body.len(), expected.len());
+    assert!(
+        all.body == expected,
+        "every frame but the truncated one, in order"
+    );
+    assert_eq!(
+        server.metric("streammachine_source_discarded_bytes_total{mount=\"test\"}"),
+        Some((l / 2) as f64)
+    );
+}
+
+#[test]
+fn a_second_source_waits_and_takes_over_when_the_first_leaves() {
+    let server = ServerProcess::start(EXE, "streams:\n  - key: test\n    password: pw\n");
+    let a_data = fixture("mp3/tone440Hz-44100-128-m.mp3");
+    let b_data = fixture("mp3/tone1kHz-44100-128-m.mp3");
+    let a_frames = frames_of(&a_data, Codec::Mp3);
+    let b_frames = frames_of(&b_data, Codec::Mp3);
+    let mut a = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    a.send(&a_data[..a_frames[100].0]).unwrap();
+    let mut b = Source::connect(server.source, "test", "pw", SourceMethod::PutExpect, &[]).unwrap();
+    assert!(server.wait_metric(
+        "streammachine_sources{mount=\"test\"}",
+        2.0,
+        Duration::from_secs(5)
+    ));
+    // B's audio while it waits is not used.
+    b.send(&b_data[..b_frames[80].0]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(a);
+    assert!(server.wait_metric(
+        "streammachine_sources{mount=\"test\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    assert!(server
+        .wait_log("next source takes over", Duration::from_secs(2))
+        .is_some());
+    b.send(&b_data[b_frames[80].0..]).unwrap();
+    drop(b);
+    assert!(server.wait_metric(
+        "streammachine_source_connected{mount=\"test\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    let all = http_get(server.listen, "/test?pump=9999&offset=9999", &[]).body;
+    let a_audio: Vec<u8> = a_frames[..100]
+        .iter()
+        .flat_map(|&(o, l, _)| a_data[o..o + l].iter().copied())
+        .collect();
+    let b_audio = audio_of(&b_data, Codec::Mp3);
+    assert!(all.starts_with(&a_audio), "A's audio first, all of it");
+    let rest = &all[a_audio.len()..];
+    assert!(rest.len() > b_audio.len() / 2, "then B's");
+    assert!(
+        b_audio.ends_with(rest),
+        "B's audio from where it took over to its end, contiguous"
+    );
+}
+
+#[test]
+fn title_updates_need_the_source_password_and_reach_icy_listeners() {
+    let server = ServerProcess::start(EXE, "streams:\n  - key: test\n    password: pw\n    icyMetaInterval: 2000\n    burstSeconds: 1\n");
+    let unauth = http_get(
+        server.source,
+        "/admin/metadata?mount=/test&mode=updinfo&song=x",
+        &[],
+    );
+    assert_eq!(unauth.status, 401);
+    let wrong = http_get(
+        server.source,
+        "/admin/metadata?mount=/test&mode=updinfo&song=x",
+        &[("Authorization", &basic("nope"))],
+    );
+    assert_eq!(wrong.status, 401);
+    let nomount = http_get(
+        server.source,
+        "/admin/metadata?mode=updinfo&song=x",
+        &[("Authorization", &basic("pw"))],
+    );
+    assert_eq!(nomount.status, 400);
+    let badmode = http_get(
+        server.source,
+        "/admin/metadata?mount=/test&mode=fly&song=x",
+        &[("Authorization", &basic("pw"))],
+    );
+    assert_eq!(badmode.status, 400);
+    assert!(badmode.text().contains("updinfo"));
+    // artist + title, Latin-1 as old encoders send it.
+    let ok = http_get(
+        server.source,
+        "/admin/metadata?mount=/test&mode=updinfo&artist=Bj%F6rk&title=Army+of+Me&charset=ISO-8859-1",
+        &[("Authorization", &basic("pw"))],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.header("content-type"), Some("text/xml"));
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[..200_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut s, _, _, rest) = request(
+        server.listen,
+        "GET",
+        "/test?offset=5",
+        &[("Icy-MetaData", "1")],
+    );
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let wire = read_n(&mut s, rest, usize::MAX, Duration::from_secs(3));
+    let (_, metas) = strip_icy(&wire, 2000);
+    assert_eq!(
+        metas.first().map(|m| m.1.as_str()),
+        Some("StreamTitle='Björk - Army of Me';")
+    );
+    let st: serde_json::Value =
+        serde_json::from_slice(&http_get(server.listen, "/status-json.xsl", &[]).body).unwrap();
+    assert_eq!(st["icestats"]["source"]["title"], "Björk - Army of Me");
+    drop(src);
+}
