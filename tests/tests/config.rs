@@ -1,5 +1,7 @@
 //! The binary's configuration handling: clear errors, exit codes, defaults.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::process::Command;
 
 use streammachine_tests::*;

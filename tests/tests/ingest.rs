@@ -1,6 +1,8 @@
 //! The source side against the real server: ffmpeg as the encoder, the
 //! Icecast handshake variants, bad input, stalls, failover, title updates.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Listener outputs against the real server: offset, at, pump, burst, ICY,
 //! playlists, status, metrics, slow and stuck listeners, a connection storm.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
