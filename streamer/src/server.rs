@@ -223,6 +223,9 @@ impl Server {
     /// Starts shutting down: accept loops stop, connections end.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+        for s in self.streams.values() {
+            s.close();
+        }
     }
 
     /// Binds the three ports.

@@ -1,12 +1,12 @@
-//! A stream: one rewind buffer, the live signal its listeners wait on, and its counters.
+//! A stream: one rewind buffer, the wait list its listeners sleep on, and its counters.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::task::Waker;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{Gauge, IntGauge};
 use streammachine_crds::config::{AudioFormat, StreamConfig};
-use tokio::sync::watch;
 
 use crate::buffer::{ChunkDraft, RewindBuffer, Title};
 use crate::metrics::Metrics;
@@ -25,11 +25,13 @@ pub struct Stream {
     config: StreamConfig,
     format: AudioFormat,
     buffer: RwLock<RewindBuffer>,
-    live: watch::Sender<u64>,
+    closed: std::sync::atomic::AtomicBool,
     byte_end: AtomicU64,
     first_seq: AtomicU64,
     last_source: AtomicU64,
     default_title: Arc<Title>,
+    waiters: Mutex<Waiters>,
+    epoch: AtomicU64,
     listeners: AtomicUsize,
     listener_peak: AtomicUsize,
     format_key: RwLock<Option<String>>,
@@ -42,13 +44,14 @@ impl Stream {
     /// A stream with an empty buffer, fed by a mount of `format`.
     pub fn new(config: StreamConfig, format: AudioFormat, metrics: &Metrics) -> Arc<Stream> {
         let key = config.key.clone();
-        let (live, _) = watch::channel(0);
         Arc::new(Stream {
             buffer: RwLock::new(RewindBuffer::new(config.rewind_seconds, 0)),
             default_title: Title::new(config.title.clone().unwrap_or_default()),
+            waiters: Mutex::new(Waiters::default()),
+            epoch: AtomicU64::new(0),
             config,
             format,
-            live,
+            closed: std::sync::atomic::AtomicBool::new(false),
             byte_end: AtomicU64::new(0),
             first_seq: AtomicU64::new(0),
             last_source: AtomicU64::new(0),
@@ -100,11 +103,10 @@ impl Stream {
     pub fn push(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
         let title = title.unwrap_or_else(|| Arc::clone(&self.default_title));
         let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
-        let (next, first, bytes, overhead, micros, end) = {
+        let (first, bytes, overhead, micros, end) = {
             let mut b = self.write_buffer();
             b.append(draft, title, now_micros(), continuous);
             (
-                b.next_seq(),
                 b.first_seq(),
                 b.bytes(),
                 b.overhead_bytes(),
@@ -119,7 +121,65 @@ impl Stream {
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         self.buffer_overhead
             .set(i64::try_from(overhead).unwrap_or(i64::MAX));
-        self.live.send_replace(next);
+        self.wake_listeners();
+    }
+
+    /// The wake-up epoch: it changes after every append (and on close). A
+    /// listener reads it before looking at the buffer and passes it to
+    /// [`Stream::wait`], so no append can slip between the look and the wait.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Registers `waker` to be woken at the next append, unless the epoch moved
+    /// past `seen` already (then the caller looks again; returns false).
+    /// `registered` remembers the epoch the waker was last added at, so a
+    /// listener polled twice in one epoch is listed once.
+    pub fn wait(&self, waker: &Waker, seen: u64, registered: &mut u64) -> bool {
+        let mut w = self.lock_waiters();
+        if self.epoch.load(Ordering::Acquire) != seen {
+            return false;
+        }
+        if *registered != seen {
+            w.wakers.push(waker.clone());
+            *registered = seen;
+        }
+        true
+    }
+
+    /// Takes a finished listener off the wait list (so its task's memory is
+    /// freed now, not at the next append, which may be far off without a source).
+    pub fn unwait(&self, waker: &Waker, registered: u64) {
+        if registered == self.epoch() {
+            self.lock_waiters().wakers.retain(|w| !w.will_wake(waker));
+        }
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wake_listeners(&self) {
+        let mut batch = {
+            let mut w = self.lock_waiters();
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            let spare = std::mem::take(&mut w.spare);
+            std::mem::replace(&mut w.wakers, spare)
+        };
+        for waker in batch.drain(..) {
+            waker.wake();
+        }
+        let mut w = self.lock_waiters();
+        if w.spare.capacity() < batch.capacity() {
+            w.spare = batch;
+        }
+    }
+
+    /// True once [`Stream::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Read access to the buffer. Hold it briefly: appends wait for it.
@@ -135,9 +195,10 @@ impl Stream {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A receiver that changes whenever a chunk is appended.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.live.subscribe()
+    /// Ends every listener of this stream (shutdown, or the stream removed).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake_listeners();
     }
 
     /// The live edge as a stream byte offset, without taking the buffer lock.
@@ -174,6 +235,14 @@ impl Stream {
             .map(|c| c.title.text().to_string())
             .unwrap_or_else(|| self.default_title.text().to_string())
     }
+}
+
+/// Listeners waiting for the next append. Two vectors swap roles so waking
+/// thousands of listeners every second allocates nothing.
+#[derive(Debug, Default)]
+struct Waiters {
+    wakers: Vec<Waker>,
+    spare: Vec<Waker>,
 }
 
 /// Keeps a stream's listener count while alive.

@@ -371,7 +371,11 @@ fn stalled_garbage_wrong_codec_and_silent_sources_are_dropped_with_a_reason() {
     let line = server
         .wait_log("no audio frame for 1 s", Duration::from_secs(5))
         .expect("stall detected");
-    assert!(t.elapsed() < Duration::from_secs(4), "stall noticed after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "stall noticed after {:?}",
+        t.elapsed()
+    );
     assert!(line.contains("source dropped"));
     let mut buf = [0u8; 16];
     src.sock

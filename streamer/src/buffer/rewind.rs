@@ -11,7 +11,7 @@ use super::chunk::{Chunk, ChunkDraft, Title};
 
 /// A place in a stream: a chunk and a byte offset inside it.
 /// `offset` is 0 or a frame boundary for every start position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     /// Sequence number of the chunk (may be the next, not yet written, chunk).
     pub seq: u64,

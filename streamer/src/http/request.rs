@@ -93,7 +93,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(
         if buf.len() >= max_head {
             return Err(RequestError::TooLarge(max_head));
         }
-        buf.reserve(1024.min(max_head - buf.len()).max(256));
+        buf.reserve(512.min(max_head - buf.len()).max(128));
         let n = io.read_buf(buf).await?;
         if n == 0 {
             return if buf.is_empty() {

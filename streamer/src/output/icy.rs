@@ -28,29 +28,55 @@ enum Segment {
     },
 }
 
-/// The next write for a listener: up to three slices (audio, block, audio).
+/// The next write for a listener: up to three pieces (audio, block, audio),
+/// held inline so planning a write never allocates.
 #[derive(Debug, Default)]
 pub struct Plan {
-    segments: Vec<Segment>,
+    segments: [Option<Segment>; 3],
 }
 
 impl Plan {
-    /// The slices to pass to `write_vectored`.
-    pub fn slices<'a>(&'a self, audio: &'a [u8]) -> Vec<IoSlice<'a>> {
-        self.segments
-            .iter()
-            .map(|s| match s {
-                Segment::Audio { start, len } => IoSlice::new(&audio[*start..*start + *len]),
-                Segment::Meta { block, from, .. } => IoSlice::new(&block[*from..]),
-            })
-            .filter(|s| !s.is_empty())
-            .collect()
+    /// A plain audio write (no ICY): the whole slice.
+    pub fn audio(len: usize) -> Plan {
+        Plan {
+            segments: [Some(Segment::Audio { start: 0, len }), None, None],
+        }
+    }
+
+    fn push(&mut self, seg: Segment) {
+        if let Some(slot) = self.segments.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(seg);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.iter().flatten()
+    }
+
+    fn count(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// The slices to pass to `write_vectored`, and how many are used.
+    pub fn slices<'a>(&'a self, audio: &'a [u8]) -> ([IoSlice<'a>; 3], usize) {
+        let mut out = [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])];
+        let mut n = 0;
+        for s in self.iter() {
+            let slice: &[u8] = match s {
+                Segment::Audio { start, len } => &audio[*start..*start + *len],
+                Segment::Meta { block, from, .. } => &block[*from..],
+            };
+            if !slice.is_empty() {
+                out[n] = IoSlice::new(slice);
+                n += 1;
+            }
+        }
+        (out, n)
     }
 
     /// Total bytes in the plan.
     pub fn len(&self) -> usize {
-        self.segments
-            .iter()
+        self.iter()
             .map(|s| match s {
                 Segment::Audio { len, .. } => *len,
                 Segment::Meta { block, from, .. } => block.len() - from,
@@ -108,7 +134,7 @@ impl IcyWriter {
     /// The plan never covers more than one metaint of audio, so a block is
     /// chosen with the title of the audio around it.
     pub fn plan(&self, audio_len: usize, title: &Arc<Title>) -> Plan {
-        let mut segments = Vec::with_capacity(3);
+        let mut segments = Plan::default();
         let mut until = self.until_meta;
         if let Some((block, from)) = &self.pending {
             segments.push(Segment::Meta {
@@ -128,7 +154,7 @@ impl IcyWriter {
         }
         let a = until.min(audio_len);
         segments.push(Segment::Audio { start: 0, len: a });
-        if a == until && a < audio_len && segments.len() == 1 {
+        if a == until && a < audio_len && segments.count() == 1 {
             let (block, t) = self.block_for(title);
             segments.push(Segment::Meta {
                 block,
@@ -138,13 +164,13 @@ impl IcyWriter {
             let b = self.metaint.min(audio_len - a);
             segments.push(Segment::Audio { start: a, len: b });
         }
-        Plan { segments }
+        segments
     }
 
     /// Accounts for `n` bytes of `plan` written; returns the audio bytes among them.
     pub fn advance(&mut self, plan: &Plan, mut n: usize) -> usize {
         let mut audio = 0;
-        for seg in &plan.segments {
+        for seg in plan.iter() {
             if n == 0 {
                 break;
             }
@@ -201,8 +227,9 @@ mod tests {
             let rest = &audio[pos..next_change];
             let plan = w.plan(rest.len(), title);
             let mut flat = Vec::new();
-            for s in plan.slices(rest) {
-                flat.extend_from_slice(&s);
+            let (slices, n) = plan.slices(rest);
+            for s in &slices[..n] {
+                flat.extend_from_slice(s);
             }
             let n = flat.len().min(max_write);
             out.extend_from_slice(&flat[..n]);

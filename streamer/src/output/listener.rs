@@ -90,8 +90,7 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                 }
             }
             Answer::Audio(audio) => {
-                drop(buf);
-                serve_audio(&server, sock, peer, *audio).await;
+                spawn_audio(&server, sock, peer, *audio);
                 return;
             }
         }
@@ -249,19 +248,26 @@ fn audio_head(server: &Server, a: &AudioRequest, s: &start::Start) -> String {
     h
 }
 
-async fn serve_audio(server: &Arc<Server>, mut sock: TcpStream, peer: SocketAddr, a: AudioRequest) {
+/// Starts an audio response on its own task, so the request-reading task
+/// (and its buffers) is gone while the listener streams for hours.
+fn spawn_audio(server: &Arc<Server>, sock: TcpStream, peer: SocketAddr, a: AudioRequest) {
+    tokio::spawn(serve_audio(Arc::clone(server), sock, peer, a));
+}
+
+async fn serve_audio(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr, a: AudioRequest) {
     let s = match start::resolve(&a.stream, &a.start) {
         Ok(s) => s,
         Err(e) => {
             let r = Response::text(503, reason(503), e.to_string()).header("Retry-After", "5");
-            send_short(&mut sock, server, r, false, a.head_only).await;
+            send_short(&mut sock, &server, r, false, a.head_only).await;
             return;
         }
     };
-    let head = audio_head(server, &a, &s);
-    if a.head_only {
-        let _ = sock.write_all(head.as_bytes()).await;
-        return;
+    {
+        let head = audio_head(&server, &a, &s);
+        if sock.write_all(head.as_bytes()).await.is_err() || a.head_only {
+            return;
+        }
     }
     let output = if a.start.pump.is_some() {
         "pump"
@@ -270,40 +276,123 @@ async fn serve_audio(server: &Arc<Server>, mut sock: TcpStream, peer: SocketAddr
     } else {
         "raw"
     };
-    let key = a.stream.key().to_string();
     let m = server.metrics();
+    let key = a.stream.key();
     m.listener_connections
-        .with_label_values(&[&key, output])
+        .with_label_values(&[key, output])
         .inc();
-    let gauge = m.listeners.with_label_values(&[&key, output]);
+    let gauge = m.listeners.with_label_values(&[key, output]);
     gauge.inc();
-    let _count = a.stream.listener_joined();
-    let sent = m.listener_sent_bytes.with_label_values(&[&key, output]);
+    let count = a.stream.listener_joined();
+    let sent = m.listener_sent_bytes.with_label_values(&[key, output]);
     let icy = a
         .icy
         .then(|| IcyWriter::new(a.stream.config().icy_meta_interval));
-    let mut sender = Sender::new(Arc::clone(&a.stream), s.pos, s.end, icy, s.lag, sent);
-    let mut shutdown = server.shutdown_signal();
-    let ended = match super::live::write_head(&mut sock, head.as_bytes()).await {
-        Ok(()) => sender.run(&mut sock, &mut shutdown).await,
-        Err(e) => e,
-    };
-    gauge.dec();
-    m.listener_disconnections
-        .with_label_values(&[&key, ended.reason()])
-        .inc();
-    match &ended {
-        Ended::Complete | Ended::Closed | Ended::Shutdown => {
-            tracing::debug!(%peer, stream = %key, output, reason = %ended, "listener left")
+    let sender = Sender::new(Arc::clone(&a.stream), s.pos, s.end, icy, s.lag, sent);
+    // The hours-long part runs on a task of its own whose state is only what
+    // streaming needs: the setup above (head text, request) is gone.
+    tokio::spawn(listen(server, sock, peer, sender, output, gauge, count));
+}
+
+/// A listener streaming: the task that lives for hours, written as a plain
+/// struct future so its size is exactly its fields (an `async fn` would keep
+/// its arguments twice).
+struct Listening {
+    server: Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    sender: Sender,
+    output: &'static str,
+    gauge: prometheus::IntGauge,
+    _count: crate::stream::ListenerCount,
+}
+
+impl std::future::Future for Listening {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        let ended = match this.sender.poll_run(&mut this.sock, cx) {
+            std::task::Poll::Ready(e) => e,
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+        };
+        this.gauge.dec();
+        let stream = this.sender.stream();
+        this.server
+            .metrics()
+            .listener_disconnections
+            .with_label_values(&[stream.key(), ended.reason()])
+            .inc();
+        let (peer, output) = (this.peer, this.output);
+        match &ended {
+            Ended::FellBehind | Ended::TooSlow { .. } => {
+                tracing::info!(%peer, stream = %stream.key(), output, reason = %ended, "listener disconnected")
+            }
+            _ => {
+                tracing::debug!(%peer, stream = %stream.key(), output, reason = %ended, "listener left")
+            }
         }
-        Ended::Io(_) => {
-            tracing::debug!(%peer, stream = %key, output, reason = %ended, "listener left")
-        }
-        Ended::FellBehind | Ended::TooSlow { .. } => {
-            tracing::info!(%peer, stream = %key, output, reason = %ended, "listener disconnected")
-        }
+        // Dropping the task drops the socket, which closes it (FIN after the
+        // last byte of a pump).
+        std::task::Poll::Ready(())
     }
-    if matches!(ended, Ended::Complete) {
-        let _ = sock.shutdown().await;
+}
+
+fn listen(
+    server: Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    sender: Sender,
+    output: &'static str,
+    gauge: prometheus::IntGauge,
+    count: crate::stream::ListenerCount,
+) -> Listening {
+    Listening {
+        server,
+        sock,
+        peer,
+        sender,
+        output,
+        gauge,
+        _count: count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A streaming listener's whole task state is the `Listening` struct: keep
+    /// it small, it is most of the memory a listener costs (sm-bench measures
+    /// the total per listener).
+    #[tokio::test]
+    async fn a_listening_task_stays_small() {
+        let cfg =
+            streammachine_crds::config::Config::from_yaml_str("streams: [{key: a, password: p}]")
+                .unwrap();
+        let server = Server::new(cfg).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        let c = TcpStream::connect(a).await.unwrap();
+        let stream = server.stream("a").unwrap();
+        let m = server.metrics();
+        let sent = m.listener_sent_bytes.with_label_values(&["a", "raw"]);
+        let icy = Some(IcyWriter::new(16000));
+        let sender = Sender::new(Arc::clone(&stream), Default::default(), None, icy, 0, sent);
+        let gauge = m.listeners.with_label_values(&["a", "raw"]);
+        let task = listen(
+            Arc::clone(&server),
+            c,
+            a,
+            sender,
+            "raw",
+            gauge,
+            stream.listener_joined(),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 320, "a listener's task state grew to {size} bytes");
     }
 }

@@ -5,16 +5,23 @@
 //! The listener's whole state is its position (chunk seq + byte offset), its
 //! ICY writer and its lag allowance; nothing is copied per listener: each write
 //! goes straight from the shared chunk bytes to the socket.
+//!
+//! The send loop is a hand-written poll function rather than an `async fn`
+//! with `select!`: the futures of a select (a watch `changed()`, a socket
+//! `readable()`) cost hundreds of bytes per listener, while waiting here costs
+//! one waker on the stream's wait list. Memory per listener is the figure that
+//! decides how many listeners a box holds.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use prometheus::IntCounter;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use super::icy::IcyWriter;
+use super::icy::{IcyWriter, Plan};
 use crate::buffer::{Chunk, Position};
 use crate::stream::Stream;
 
@@ -60,6 +67,10 @@ impl Ended {
     }
 }
 
+/// Loop iterations per poll before yielding to other tasks (a pump or a
+/// rewound listener can have hours of audio ready to write).
+const POLL_BUDGET: u32 = 32;
+
 /// One listener's send state.
 #[derive(Debug)]
 pub struct Sender {
@@ -75,6 +86,8 @@ pub struct Sender {
     /// not keeping up.
     pub lag_allowance: u64,
     sent: IntCounter,
+    current: Option<Arc<Chunk>>,
+    registered: u64,
 }
 
 impl Sender {
@@ -94,7 +107,14 @@ impl Sender {
             icy,
             lag_allowance,
             sent,
+            current: None,
+            registered: u64::MAX,
         }
+    }
+
+    /// The stream it reads.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
     }
 
     fn backlog_check(&self, chunk: &Chunk) -> Result<(), Ended> {
@@ -113,123 +133,105 @@ impl Sender {
     }
 
     /// Sends until the response ends.
-    pub async fn run(
-        &mut self,
-        sock: &mut TcpStream,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Ended {
-        let mut live = self.stream.subscribe();
-        loop {
-            if self.end.is_some_and(|e| self.pos >= e) {
-                return Ended::Complete;
+    pub async fn run(&mut self, sock: &mut TcpStream) -> Ended {
+        std::future::poll_fn(|cx| self.poll_run(sock, cx)).await
+    }
+
+    /// One poll of the send loop.
+    pub fn poll_run(&mut self, sock: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Ended> {
+        let r = self.step(sock, cx);
+        if r.is_ready() {
+            self.stream.unwait(cx.waker(), self.registered);
+        }
+        r
+    }
+
+    fn step(&mut self, sock: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Ended> {
+        for _ in 0..POLL_BUDGET {
+            // Read the epoch before looking, so an append after the look wakes us.
+            let epoch = self.stream.epoch();
+            if self.stream.is_closed() {
+                return Poll::Ready(Ended::Shutdown);
             }
-            let chunk = {
+            if self.end.is_some_and(|e| self.pos >= e) {
+                return Poll::Ready(Ended::Complete);
+            }
+            if self.current.as_ref().is_none_or(|c| c.seq != self.pos.seq) {
                 let b = self.stream.read_buffer();
                 if self.pos.seq < b.first_seq() {
-                    return Ended::FellBehind;
+                    return Poll::Ready(Ended::FellBehind);
                 }
-                live.borrow_and_update();
-                b.get(self.pos.seq).cloned()
-            };
-            let Some(chunk) = chunk else {
+                self.current = b.get(self.pos.seq).cloned();
+            }
+            let Some(chunk) = self.current.clone() else {
                 // Caught up: wait for audio, and notice a client that leaves
                 // meanwhile (a source can be away for a long time).
-                tokio::select! {
-                    r = live.changed() => if r.is_err() { return Ended::Shutdown },
-                    _ = shutdown.changed() => return Ended::Shutdown,
-                    r = sock.readable() => {
-                        if let Err(e) = r {
-                            return Ended::Io(e);
-                        }
-                        let mut scratch = [0u8; 256];
+                match sock.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let mut scratch = [0u8; 64];
                         match sock.try_read(&mut scratch) {
-                            Ok(0) => return Ended::Closed,
-                            Ok(_) => {} // a client may send anything; it is ignored
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Ended::Io(e),
+                            Ok(0) => return Poll::Ready(Ended::Closed),
+                            // Whatever a client sends is ignored; look again
+                            // (which also re-arms the readiness wake-up).
+                            Ok(_) => continue,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(e) => return Poll::Ready(Ended::Io(e)),
                         }
                     }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Ended::Io(e)),
+                    Poll::Pending => {}
+                }
+                if self.stream.wait(cx.waker(), epoch, &mut self.registered) {
+                    return Poll::Pending;
                 }
                 continue;
             };
-            if let Err(e) = self.send_chunk(&chunk, sock, &mut live, shutdown).await {
-                return e;
+            let data = chunk.data();
+            let stop = match self.end {
+                Some(e) if e.seq == chunk.seq => e.offset as usize,
+                _ => data.len(),
+            };
+            let offset = self.pos.offset as usize;
+            if offset >= stop {
+                if stop == data.len() {
+                    self.pos = Position {
+                        seq: chunk.seq + 1,
+                        offset: 0,
+                    };
+                }
+                continue;
+            }
+            let audio = &data[offset..stop];
+            let plan = match &self.icy {
+                Some(icy) => icy.plan(audio.len(), &chunk.title),
+                None => Plan::audio(audio.len()),
+            };
+            let (slices, count) = plan.slices(audio);
+            match Pin::new(&mut *sock).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ended::Closed),
+                Poll::Ready(Ok(n)) => {
+                    self.sent.inc_by(n as u64);
+                    let audio_bytes = match &mut self.icy {
+                        Some(icy) => icy.advance(&plan, n),
+                        None => n,
+                    };
+                    self.pos.offset += audio_bytes as u32;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Ended::Io(e)),
+                Poll::Pending => {
+                    // The socket is full: wake at the next append too, to see
+                    // whether this listener is falling too far behind.
+                    if let Err(e) = self.backlog_check(&chunk) {
+                        return Poll::Ready(e);
+                    }
+                    if self.stream.wait(cx.waker(), epoch, &mut self.registered) {
+                        return Poll::Pending;
+                    }
+                }
             }
         }
+        // Budget spent with work left: let other listeners run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
-
-    /// Writes the rest of `chunk` (up to the pump end), then moves to the next chunk.
-    async fn send_chunk(
-        &mut self,
-        chunk: &Chunk,
-        sock: &mut TcpStream,
-        live: &mut watch::Receiver<u64>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), Ended> {
-        let data = chunk.data();
-        let stop = match self.end {
-            Some(e) if e.seq == chunk.seq => e.offset as usize,
-            _ => data.len(),
-        };
-        while (self.pos.offset as usize) < stop {
-            let audio = &data[self.pos.offset as usize..stop];
-            let written = match &self.icy {
-                None => {
-                    tokio::select! {
-                        r = sock.write(audio) => {
-                            let n = r?;
-                            if n == 0 {
-                                return Err(Ended::Closed);
-                            }
-                            self.sent.inc_by(n as u64);
-                            n
-                        }
-                        r = live.changed() => {
-                            if r.is_err() { return Err(Ended::Shutdown) }
-                            self.backlog_check(chunk)?;
-                            0
-                        }
-                        _ = shutdown.changed() => return Err(Ended::Shutdown),
-                    }
-                }
-                Some(icy) => {
-                    let plan = icy.plan(audio.len(), &chunk.title);
-                    let slices = plan.slices(audio);
-                    tokio::select! {
-                        r = sock.write_vectored(&slices) => {
-                            let n = r?;
-                            if n == 0 {
-                                return Err(Ended::Closed);
-                            }
-                            self.sent.inc_by(n as u64);
-                            match &mut self.icy {
-                                Some(icy) => icy.advance(&plan, n),
-                                None => 0,
-                            }
-                        }
-                        r = live.changed() => {
-                            if r.is_err() { return Err(Ended::Shutdown) }
-                            self.backlog_check(chunk)?;
-                            0
-                        }
-                        _ = shutdown.changed() => return Err(Ended::Shutdown),
-                    }
-                }
-            };
-            self.pos.offset += written as u32;
-        }
-        if stop == data.len() {
-            self.pos = Position {
-                seq: chunk.seq + 1,
-                offset: 0,
-            };
-        }
-        Ok(())
-    }
-}
-
-/// Writes the response head and flushes it.
-pub async fn write_head(sock: &mut TcpStream, head: &[u8]) -> Result<(), Ended> {
-    sock.write_all(head).await?;
-    Ok(())
 }
