@@ -558,3 +558,39 @@ fn a_storm_of_1000_listeners_all_get_audio() {
     ));
     drop(src);
 }
+
+#[test]
+fn a_listener_that_comes_before_any_audio_waits_and_then_plays() {
+    let server = ServerProcess::start(EXE, &config(""));
+    let (mut s, status, headers, rest) = request(server.listen, "GET", "/test", &[]);
+    assert_eq!(status, 200);
+    assert!(headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v == "audio/mpeg"));
+    assert!(rest.is_empty(), "no audio yet");
+    let data = fixture("mp3/tone250Hz-44100-128-m.mp3");
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let got = read_n(&mut s, rest, usize::MAX, Duration::from_secs(5));
+    assert_eq!(
+        got,
+        audio_of(&data, Codec::Mp3),
+        "everything, from the first frame"
+    );
+    // A listener that leaves while there is no audio is noticed at once.
+    let (s2, _, _, _) = request(server.listen, "GET", "/test", &[]);
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"test\"}",
+        2.0,
+        Duration::from_secs(5)
+    ));
+    drop(s2);
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"test\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+}
