@@ -103,14 +103,12 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                 rej.send(&server, &mut sock, peer).await;
             }
         }
-        ("GET", "/admin/metadata") => {
-            let resp = metadata::update(&server, &req);
-            if let Err(rej) = resp {
-                rej.send(&server, &mut sock, peer).await;
-            } else if let Ok(r) = resp {
+        ("GET", "/admin/metadata") => match metadata::update(&server, &req) {
+            Ok(r) => {
                 let _ = sock.write_all(&r.to_bytes(false, false)).await;
             }
-        }
+            Err(rej) => rej.send(&server, &mut sock, peer).await,
+        },
         (m, p) => {
             Rejection::new(
                 405,
