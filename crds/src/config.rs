@@ -217,6 +217,15 @@ pub struct AdminConfig {
     pub address: String,
     /// Port (default 8002; 0 picks a free port).
     pub port: u16,
+    /// Bearer token for the admin API (`Authorization: Bearer …`); or
+    /// `tokenFile`, or the environment variable `STREAMMACHINE_ADMIN_TOKEN`.
+    /// Without one the API answers 401 to everything (metrics and health
+    /// stay open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// File holding the admin token (a mounted Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -224,6 +233,8 @@ impl Default for AdminConfig {
         AdminConfig {
             address: "0.0.0.0".into(),
             port: DEFAULT_ADMIN_PORT,
+            token: None,
+            token_file: None,
         }
     }
 }

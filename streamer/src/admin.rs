@@ -1,57 +1,42 @@
-//! The admin port: `/metrics`, `/healthz`, `/readyz` and `/status-json.xsl`.
-//! (The admin REST API and the slave link will live here too.)
+//! The admin port: the admin REST API under `/api/` (bearer token), and the
+//! open operational routes `/metrics`, `/healthz`, `/readyz`, `/status-json.xsl`.
+//! (The slave link will live here too.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http::{self, reason, RequestError, Response};
+use crate::http::{self, reason, Request, RequestError, Response};
 use crate::server::Server;
+
+/// How long a client may take to send a request (head and body).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one admin connection (keep-alive allowed).
 pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::new();
     loop {
-        let read = tokio::time::timeout(
-            Duration::from_secs(30),
-            http::read_request(&mut sock, &mut buf, http::MAX_HEAD_BYTES),
-        )
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let req = http::read_request(&mut sock, &mut buf, http::MAX_HEAD_BYTES).await?;
+            let Some(req) = req else { return Ok(None) };
+            let body = read_body(&mut sock, &mut buf, &req).await?;
+            Ok::<_, BodyError>(Some((req, body)))
+        })
         .await;
         let (resp, keep_alive, head_only) = match read {
-            Err(_) | Ok(Ok(None)) | Ok(Err(RequestError::Closed | RequestError::Io(_))) => return,
+            Err(_) => return,
+            Ok(Ok(None))
+            | Ok(Err(BodyError::Request(RequestError::Closed | RequestError::Io(_)))) => return,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "admin port: bad request");
-                (
-                    Response::text(400, reason(400), e.to_string()),
-                    false,
-                    false,
-                )
+                (e.response(), false, false)
             }
-            Ok(Ok(Some(req))) => {
-                let resp = if req.method != "GET" && req.method != "HEAD" {
-                    Response::text(
-                        405,
-                        reason(405),
-                        format!("{} is not allowed here", req.method),
-                    )
-                } else {
-                    crate::status::common_route(&server, &req, &req.path).unwrap_or_else(|| {
-                        Response::new(404, reason(404))
-                            .header("Content-Type", "application/json")
-                            .body(
-                                serde_json::json!({
-                                    "error": format!("no admin route {}", req.path),
-                                    "routes": ["/metrics", "/healthz", "/readyz", "/status-json.xsl"],
-                                })
-                                .to_string()
-                                .into_bytes(),
-                            )
-                    })
-                };
+            Ok(Ok(Some((req, body)))) => {
+                let resp = route(&server, &req, &body);
                 (resp, req.keep_alive(), req.method == "HEAD")
             }
         };
@@ -64,4 +49,98 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
             return;
         }
     }
+}
+
+fn route(server: &Arc<Server>, req: &Request, body: &[u8]) -> Response {
+    if crate::api::is_api(&req.path) {
+        return crate::api::handle(
+            server,
+            &req.method,
+            &req.path,
+            req.header("authorization"),
+            body,
+        );
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        return Response::text(
+            405,
+            reason(405),
+            format!("{} is not allowed here", req.method),
+        );
+    }
+    crate::status::common_route(server, req, &req.path).unwrap_or_else(|| {
+        Response::new(404, reason(404))
+            .header("Content-Type", "application/json")
+            .body(
+                serde_json::json!({
+                    "error": format!("no admin route {}", req.path),
+                    "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl"],
+                })
+                .to_string()
+                .into_bytes(),
+            )
+    })
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("chunked request bodies are not supported: send Content-Length")]
+    Chunked,
+    #[error("bad Content-Length")]
+    BadLength,
+}
+
+impl BodyError {
+    fn response(&self) -> Response {
+        let status = match self {
+            BodyError::TooLarge(_) => 413,
+            BodyError::Chunked => 411,
+            BodyError::Request(RequestError::TooLarge(_)) => 431,
+            _ => 400,
+        };
+        Response::new(status, reason(status))
+            .header("Content-Type", "application/json")
+            .body(
+                serde_json::json!({ "error": self.to_string() })
+                    .to_string()
+                    .into_bytes(),
+            )
+    }
+}
+
+async fn read_body(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    req: &Request,
+) -> Result<Vec<u8>, BodyError> {
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|t| !t.eq_ignore_ascii_case("identity"))
+    {
+        return Err(BodyError::Chunked);
+    }
+    let len = match req.header("content-length") {
+        None => return Ok(Vec::new()),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| BodyError::BadLength)?,
+    };
+    if len > crate::api::MAX_JSON_BODY {
+        return Err(BodyError::TooLarge(crate::api::MAX_JSON_BODY));
+    }
+    while buf.len() < len {
+        buf.reserve(len - buf.len());
+        if sock.read_buf(buf).await.map_err(RequestError::Io)? == 0 {
+            return Err(BodyError::Request(RequestError::Closed));
+        }
+    }
+    let body = buf[..len].to_vec();
+    buf.advance(len);
+    Ok(body)
 }

@@ -130,6 +130,13 @@ pub fn load_config(args: &Args) -> Result<Config, CliError> {
         }
         None => (default_config(), "(built-in default)".to_string()),
     };
+    if let Some(t) = std::env::var("STREAMMACHINE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        config.admin.token = Some(Secret(t));
+        config.admin.token_file = None;
+    }
     if let Some(m) = args.mode {
         config.mode = m;
     }
@@ -217,7 +224,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
         listeners = %fmt(l),
         sources = %fmt(s),
         admin = %fmt(a),
-        streams = server.streams().count(),
+        streams = server.streams().len(),
         "listening"
     );
     let task = tokio::spawn(std::sync::Arc::clone(&server).serve(bound));

@@ -5,10 +5,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use streammachine_crds::config::{Config, Mode, Secret};
+use streammachine_crds::config::{Config, Mode, Secret, SourceMountConfig, StreamConfig};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
@@ -56,19 +56,42 @@ pub enum ServerError {
     /// Metrics registry.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The streams and mounts do not form a valid configuration.
+    #[error(transparent)]
+    Config(streammachine_crds::ConfigError),
 }
 
 /// The running server's shared state.
 #[derive(Debug)]
 pub struct Server {
     config: Config,
-    streams: BTreeMap<String, Arc<Stream>>,
-    mounts: BTreeMap<String, Arc<Mount>>,
+    registry: RwLock<Registry>,
     metrics: Metrics,
     started_at: SystemTime,
     shutdown: watch::Sender<bool>,
     ready: AtomicBool,
     listener_port: std::sync::atomic::AtomicU16,
+    admin_token: Option<Secret>,
+}
+
+/// The streams and mounts in service, and the configuration they came from.
+#[derive(Debug, Default)]
+struct Registry {
+    streams: BTreeMap<String, Arc<Stream>>,
+    mounts: BTreeMap<String, Arc<Mount>>,
+    stream_configs: Vec<StreamConfig>,
+    mount_configs: Vec<SourceMountConfig>,
+}
+
+/// What [`Server::apply`] changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Streams created.
+    pub created: Vec<String>,
+    /// Streams whose settings changed in place.
+    pub updated: Vec<String>,
+    /// Streams removed (their listeners disconnected).
+    pub removed: Vec<String>,
 }
 
 /// The three bound ports.
@@ -114,41 +137,7 @@ impl Server {
                 ),
             });
         }
-        for (i, s) in config.streams.iter().enumerate() {
-            if s.transcode.is_some() {
-                return Err(ServerError::Unsupported {
-                    path: format!("streams[{i}].transcode"),
-                    message: "transcoding is not implemented in this build yet".into(),
-                });
-            }
-        }
         let metrics = Metrics::new()?;
-        let mut mounts = BTreeMap::new();
-        for (i, m) in config.effective_mounts().into_iter().enumerate() {
-            let path = match config.source_mounts.get(i) {
-                Some(_) => format!("sourceMounts[{i}]"),
-                None => format!("streams[key={}]", m.key),
-            };
-            let password = match (&m.password, &m.password_file) {
-                (Some(p), _) => p.clone(),
-                (None, Some(f)) => read_password(&format!("{path}.passwordFile"), f)?,
-                (None, None) => return Err(ServerError::NoPassword { path }),
-            };
-            let mount = Mount::new(m.key.clone(), m.format, password, &metrics);
-            mounts.insert(m.key, mount);
-        }
-        let mut streams = BTreeMap::new();
-        for s in &config.streams {
-            let Some(mount) = mounts.get(s.mount_key()) else {
-                continue;
-            };
-            let stream = Stream::new(s.clone(), mount.format(), &metrics);
-            if s.hls.is_some() {
-                tracing::warn!(stream = %s.key, "hls is configured but not implemented in this build yet: /{}.m3u8 answers 501", s.key);
-            }
-            mount.attach_stream(Arc::clone(&stream));
-            streams.insert(s.key.clone(), stream);
-        }
         let started_at = SystemTime::now();
         metrics.start_time.set(
             started_at
@@ -157,16 +146,193 @@ impl Server {
                 .unwrap_or(0),
         );
         let (shutdown, _) = watch::channel(false);
-        Ok(Arc::new(Server {
+        let admin_token = match (&config.admin.token, &config.admin.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(read_password("admin.tokenFile", f)?),
+            (None, None) => None,
+        }
+        .filter(|t| !t.0.is_empty());
+        let (mounts, streams) = (config.source_mounts.clone(), config.streams.clone());
+        let server = Arc::new(Server {
             config,
-            streams,
-            mounts,
+            registry: RwLock::new(Registry::default()),
             metrics,
             started_at,
             shutdown,
             ready: AtomicBool::new(false),
             listener_port: std::sync::atomic::AtomicU16::new(0),
-        }))
+            admin_token,
+        });
+        server.apply(mounts, streams)?;
+        Ok(server)
+    }
+
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes the given mounts and streams the ones in service, live: new ones
+    /// are created, changed ones updated in place (listeners stay), removed
+    /// ones closed (their sources and listeners disconnected). A stream whose
+    /// mount changes format is recreated (its buffer holds the old format).
+    /// Nothing changes if the new set is invalid.
+    pub fn apply(
+        &self,
+        mounts: Vec<SourceMountConfig>,
+        streams: Vec<StreamConfig>,
+    ) -> Result<Applied, ServerError> {
+        let candidate = Config {
+            source_mounts: mounts,
+            streams,
+            ..self.config.clone()
+        };
+        candidate.validate().map_err(ServerError::Config)?;
+        for (i, s) in candidate.streams.iter().enumerate() {
+            if s.transcode.is_some() {
+                return Err(ServerError::Unsupported {
+                    path: format!("streams[{i}].transcode"),
+                    message: "transcoding is not implemented in this build yet".into(),
+                });
+            }
+        }
+        // Resolve every password before touching anything.
+        let mut wanted = Vec::new();
+        for (i, m) in candidate.effective_mounts().into_iter().enumerate() {
+            let path = match candidate.source_mounts.get(i) {
+                Some(_) => format!("sourceMounts[{i}]"),
+                None => format!("streams[key={}]", m.key),
+            };
+            let password = match (&m.password, &m.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(f)) => read_password(&format!("{path}.passwordFile"), f)?,
+                (None, None) => return Err(ServerError::NoPassword { path }),
+            };
+            wanted.push((m, password));
+        }
+        let mut reg = self
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut applied = Applied::default();
+        // Mounts.
+        let keep: std::collections::BTreeSet<&str> =
+            wanted.iter().map(|(m, _)| m.key.as_str()).collect();
+        let gone: Vec<String> = reg
+            .mounts
+            .keys()
+            .filter(|k| !keep.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(m) = reg.mounts.remove(&key) {
+                m.close();
+                tracing::info!(mount = %key, "source mount removed");
+            }
+        }
+        for (m, password) in &wanted {
+            match reg.mounts.get(&m.key) {
+                Some(existing) if existing.format() == m.format => {
+                    existing.set_password(password.clone());
+                    existing.set_monitored(m.monitored);
+                }
+                existing => {
+                    if let Some(old) = existing {
+                        old.close();
+                    }
+                    let mount =
+                        Mount::new(m.key.clone(), m.format, password.clone(), &self.metrics);
+                    mount.set_monitored(m.monitored);
+                    reg.mounts.insert(m.key.clone(), mount);
+                }
+            }
+        }
+        // Streams.
+        let keep: std::collections::BTreeSet<&str> =
+            candidate.streams.iter().map(|s| s.key.as_str()).collect();
+        let gone: Vec<String> = reg
+            .streams
+            .keys()
+            .filter(|k| !keep.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(s) = reg.streams.remove(&key) {
+                if let Some(m) = reg.mounts.get(s.config().mount_key()) {
+                    m.detach_stream(&key);
+                }
+                s.close();
+                applied.removed.push(key);
+            }
+        }
+        for sc in &candidate.streams {
+            let Some(mount) = reg.mounts.get(sc.mount_key()).cloned() else {
+                continue;
+            };
+            match reg.streams.get(&sc.key).cloned() {
+                Some(stream) if stream.format() == mount.format() => {
+                    let old_mount = stream.config().mount_key().to_string();
+                    if old_mount != sc.mount_key() {
+                        if let Some(m) = reg.mounts.get(&old_mount) {
+                            m.detach_stream(&sc.key);
+                        }
+                    }
+                    let changed = *stream.config() != *sc;
+                    stream.set_config(sc.clone());
+                    if !mount.streams().iter().any(|s| s.key() == sc.key) {
+                        mount.attach_stream(Arc::clone(&stream));
+                    }
+                    if changed {
+                        applied.updated.push(sc.key.clone());
+                    }
+                }
+                existing => {
+                    if let Some(old) = existing {
+                        if let Some(m) = reg.mounts.get(old.config().mount_key()) {
+                            m.detach_stream(&sc.key);
+                        }
+                        mount.detach_stream(&sc.key);
+                        old.close();
+                    }
+                    let stream = Stream::new(sc.clone(), mount.format(), &self.metrics);
+                    if sc.hls.is_some() {
+                        tracing::warn!(stream = %sc.key, "hls is configured but not implemented in this build yet: /{}.m3u8 answers 501", sc.key);
+                    }
+                    mount.attach_stream(Arc::clone(&stream));
+                    reg.streams.insert(sc.key.clone(), stream);
+                    applied.created.push(sc.key.clone());
+                }
+            }
+        }
+        reg.stream_configs = candidate.streams;
+        reg.mount_configs = candidate.source_mounts;
+        Ok(applied)
+    }
+
+    /// The admin API's bearer token, if one is configured.
+    pub fn admin_token(&self) -> Option<&Secret> {
+        self.admin_token.as_ref()
+    }
+
+    /// Called after the API changed streams or mounts.
+    pub fn config_changed(&self) {
+        tracing::info!(
+            streams = self.streams().len(),
+            mounts = self.mounts().len(),
+            "configuration changed through the API"
+        );
+    }
+
+    /// The configuration in force: the file's ports and settings with the
+    /// streams and mounts as they are now (after API changes).
+    pub fn effective_config(&self) -> Config {
+        let reg = self.registry();
+        Config {
+            source_mounts: reg.mount_configs.clone(),
+            streams: reg.stream_configs.clone(),
+            ..self.config.clone()
+        }
     }
 
     /// The configuration.
@@ -181,23 +347,36 @@ impl Server {
 
     /// A stream by key.
     pub fn stream(&self, key: &str) -> Option<Arc<Stream>> {
-        self.streams.get(key).cloned()
+        self.registry().streams.get(key).cloned()
     }
 
-    /// All streams, by key.
-    pub fn streams(&self) -> impl Iterator<Item = &Arc<Stream>> {
-        self.streams.values()
+    /// All streams, by key (a snapshot).
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.registry().streams.values().cloned().collect()
     }
 
     /// A mount by key.
     pub fn mount(&self, key: &str) -> Option<Arc<Mount>> {
-        self.mounts.get(key).cloned()
+        self.registry().mounts.get(key).cloned()
+    }
+
+    /// All mounts, by key (a snapshot).
+    pub fn mounts(&self) -> Vec<Arc<Mount>> {
+        self.registry().mounts.values().cloned().collect()
     }
 
     /// The headers of the source on air for a stream.
     pub fn source_info(&self, stream: &Stream) -> Option<SourceInfo> {
-        let mount = self.mounts.get(stream.config().mount_key())?;
+        let mount = self.mount(stream.config().mount_key())?;
         mount.sources().first().map(|s| s.info.clone())
+    }
+
+    /// The title a stream carries now: its mount's (set by the encoder or the
+    /// API), else the stream's configured one.
+    pub fn current_title(&self, stream: &Stream) -> String {
+        self.mount(stream.config().mount_key())
+            .and_then(|m| m.title())
+            .unwrap_or_else(|| stream.default_title_text())
     }
 
     /// When the server started.
@@ -223,7 +402,7 @@ impl Server {
     /// Starts shutting down: accept loops stop, connections end.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        for s in self.streams.values() {
+        for s in self.streams() {
             s.close();
         }
     }

@@ -147,7 +147,7 @@ pub fn icestats(server: &Server, host: Option<&str>) -> Value {
         }
         entry.insert("stream_start".into(), json!(stream_start));
         entry.insert("stream_start_iso8601".into(), json!(stream_start_iso));
-        entry.insert("title".into(), json!(stream.current_title()));
+        entry.insert("title".into(), json!(server.current_title(&stream)));
         entry.insert("dummy".into(), Value::Null);
         sources.push(Value::Object(entry));
     }

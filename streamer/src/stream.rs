@@ -22,14 +22,15 @@ pub fn now_micros() -> i64 {
 /// One stream and its buffer.
 #[derive(Debug)]
 pub struct Stream {
-    config: StreamConfig,
+    key: String,
+    config: RwLock<Arc<StreamConfig>>,
     format: AudioFormat,
     buffer: RwLock<RewindBuffer>,
     closed: std::sync::atomic::AtomicBool,
     byte_end: AtomicU64,
     first_seq: AtomicU64,
     last_source: AtomicU64,
-    default_title: Arc<Title>,
+    default_title: RwLock<Arc<Title>>,
     waiters: Mutex<Waiters>,
     epoch: AtomicU64,
     listeners: AtomicUsize,
@@ -46,10 +47,11 @@ impl Stream {
         let key = config.key.clone();
         Arc::new(Stream {
             buffer: RwLock::new(RewindBuffer::new(config.rewind_seconds, 0)),
-            default_title: Title::new(config.title.clone().unwrap_or_default()),
+            default_title: RwLock::new(Title::new(config.title.clone().unwrap_or_default())),
             waiters: Mutex::new(Waiters::default()),
             epoch: AtomicU64::new(0),
-            config,
+            key: key.clone(),
+            config: RwLock::new(Arc::new(config)),
             format,
             closed: std::sync::atomic::AtomicBool::new(false),
             byte_end: AtomicU64::new(0),
@@ -66,12 +68,45 @@ impl Stream {
 
     /// The stream's key.
     pub fn key(&self) -> &str {
-        &self.config.key
+        &self.key
     }
 
-    /// Its configuration.
-    pub fn config(&self) -> &StreamConfig {
-        &self.config
+    /// Its configuration (a snapshot: it can change while the stream runs).
+    pub fn config(&self) -> Arc<StreamConfig> {
+        Arc::clone(
+            &self
+                .config
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Applies a changed configuration live: rewind length, burst, ICY
+    /// interval and the slow-listener limit for new listeners, the default
+    /// title and the ICY headers. The key and the mount are not changed here.
+    pub fn set_config(&self, config: StreamConfig) {
+        if config.rewind_seconds != self.config().rewind_seconds {
+            self.write_buffer()
+                .set_rewind_seconds(config.rewind_seconds);
+        }
+        *self
+            .default_title
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Title::new(config.title.clone().unwrap_or_default());
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+
+    fn default_title(&self) -> Arc<Title> {
+        Arc::clone(
+            &self
+                .default_title
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The audio format listeners get.
@@ -101,7 +136,7 @@ impl Stream {
     /// Appends audio from source `source_id` with the mount's title (or the
     /// stream's configured one while the mount has none), and wakes listeners.
     pub fn push(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
-        let title = title.unwrap_or_else(|| Arc::clone(&self.default_title));
+        let title = title.unwrap_or_else(|| self.default_title());
         let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
         let (first, bytes, overhead, micros, end) = {
             let mut b = self.write_buffer();
@@ -182,6 +217,20 @@ impl Stream {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Empties the buffer (numbering continues); listeners behind move on.
+    pub fn clear_buffer(&self) {
+        let first = {
+            let mut b = self.write_buffer();
+            b.clear();
+            b.first_seq()
+        };
+        self.first_seq.store(first, Ordering::Release);
+        self.buffer_seconds.set(0.0);
+        self.buffer_bytes.set(0);
+        self.buffer_overhead.set(0);
+        self.wake_listeners();
+    }
+
     /// Read access to the buffer. Hold it briefly: appends wait for it.
     pub fn read_buffer(&self) -> RwLockReadGuard<'_, RewindBuffer> {
         self.buffer
@@ -228,12 +277,9 @@ impl Stream {
         self.listener_peak.load(Ordering::Relaxed)
     }
 
-    /// The title listeners hear now.
-    pub fn current_title(&self) -> String {
-        self.read_buffer()
-            .last()
-            .map(|c| c.title.text().to_string())
-            .unwrap_or_else(|| self.default_title.text().to_string())
+    /// The configured title (used while the mount has none).
+    pub fn default_title_text(&self) -> String {
+        self.default_title().text().to_string()
     }
 }
 

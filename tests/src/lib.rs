@@ -351,6 +351,36 @@ pub fn http_call(
     }
 }
 
+/// A request with a body (Content-Length), response read to close.
+pub fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut all = req.into_bytes();
+    all.extend_from_slice(body);
+    s.write_all(&all).unwrap();
+    let (status, headers, mut rest) = read_head(&mut s);
+    s.read_to_end(&mut rest).unwrap();
+    HttpResponse {
+        status,
+        headers,
+        body: rest,
+    }
+}
+
 /// Reads from `s` until `n` bytes are collected, the peer closes, the
 /// overall `timeout` passes, or nothing arrives for the socket's read timeout
 /// (so "read until the stream goes quiet" is `n = usize::MAX`).

@@ -48,6 +48,9 @@ pub enum SourceEnd {
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
+    /// Dropped through the admin API, or its mount was removed.
+    #[error("dropped by the admin API (or its mount was removed)")]
+    Dropped,
 }
 
 /// Serves one connection on the source port, start to end.
@@ -346,6 +349,7 @@ async fn run(
         let read = tokio::select! {
             r = timeout_at(deadline, sock.read(&mut buf)) => r,
             _ = shutdown.changed() => return SourceEnd::Shutdown,
+            _ = entry.kick.notified() => return SourceEnd::Dropped,
         };
         match read {
             Err(_) if format_key.is_none() => {

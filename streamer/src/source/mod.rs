@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use mount::{Mount, SourceGuard, SourceInfo};
+pub use mount::{Mount, MountError, SourceGuard, SourceInfo};
 
 use crate::server::Server;
 

@@ -55,6 +55,8 @@ pub struct SourceEntry {
     pub format_key: Mutex<Option<String>>,
     /// Audio bytes accepted from it.
     pub bytes: AtomicU64,
+    /// Tells the source's connection to end (admin drop, mount removed).
+    pub kick: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -70,7 +72,8 @@ struct MountInner {
 pub struct Mount {
     key: String,
     format: AudioFormat,
-    password: Secret,
+    password: std::sync::RwLock<Secret>,
+    monitored: std::sync::atomic::AtomicBool,
     inner: Mutex<MountInner>,
     connected: IntGauge,
     source_count: IntGauge,
@@ -91,7 +94,8 @@ impl Mount {
         Arc::new(Mount {
             key,
             format,
-            password,
+            password: std::sync::RwLock::new(password),
+            monitored: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(MountInner {
                 sources: Vec::new(),
                 title: None,
@@ -120,15 +124,71 @@ impl Mount {
 
     /// Checks a source password in time independent of where it differs.
     pub fn password_matches(&self, given: &str) -> bool {
-        let a = self.password.0.as_bytes();
-        let b = given.as_bytes();
-        let mut diff = a.len() ^ b.len();
-        for i in 0..a.len().max(b.len()) {
-            let x = a.get(i).copied().unwrap_or(0);
-            let y = b.get(i).copied().unwrap_or(0xff);
-            diff |= usize::from(x ^ y);
+        let password = self
+            .password
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        constant_time_eq(password.0.as_bytes(), given.as_bytes())
+    }
+
+    /// Changes the source password (live; connected sources stay).
+    pub fn set_password(&self, password: Secret) {
+        *self
+            .password
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = password;
+    }
+
+    /// Whether a missing source raises an alert.
+    pub fn monitored(&self) -> bool {
+        self.monitored.load(Ordering::Relaxed)
+    }
+
+    /// Sets whether a missing source raises an alert.
+    pub fn set_monitored(&self, monitored: bool) {
+        self.monitored.store(monitored, Ordering::Relaxed);
+    }
+
+    /// Stops feeding a stream.
+    pub fn detach_stream(&self, key: &str) {
+        self.lock().streams.retain(|s| s.key() != key);
+    }
+
+    /// Puts source `id` on air (manual failover); the previous active source
+    /// goes to the front of the line.
+    pub fn promote(&self, id: u64) -> Result<(), MountError> {
+        let mut inner = self.lock();
+        let i = inner
+            .sources
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(MountError::NoSuchSource(id))?;
+        if i == 0 {
+            return Err(MountError::AlreadyActive(id));
         }
-        diff == 0
+        let entry = inner.sources.remove(i);
+        inner.sources.insert(0, entry);
+        tracing::warn!(mount = %self.key, source = id, "source promoted");
+        Ok(())
+    }
+
+    /// Disconnects source `id`.
+    pub fn drop_source(&self, id: u64) -> Result<(), MountError> {
+        let inner = self.lock();
+        let s = inner
+            .sources
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or(MountError::NoSuchSource(id))?;
+        s.kick.notify_one();
+        Ok(())
+    }
+
+    /// Disconnects every source (the mount is being removed).
+    pub fn close(&self) {
+        for s in &self.lock().sources {
+            s.kick.notify_one();
+        }
     }
 
     /// Attaches a stream that this mount feeds.
@@ -150,6 +210,7 @@ impl Mount {
             connected_at: SystemTime::now(),
             format_key: Mutex::new(None),
             bytes: AtomicU64::new(0),
+            kick: tokio::sync::Notify::new(),
         });
         let mut inner = self.lock();
         inner.sources.push(Arc::clone(&entry));
@@ -216,6 +277,28 @@ impl Mount {
         }
         true
     }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// Errors of mount operations.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MountError {
+    /// No connected source with that id.
+    #[error("no source {0} on this mount")]
+    NoSuchSource(u64),
+    /// Promote of the source already on air.
+    #[error("source {0} is already on air")]
+    AlreadyActive(u64),
 }
 
 /// A source's membership in its mount; dropping it removes the source.
@@ -290,6 +373,26 @@ mod tests {
         drop(b);
         assert_eq!(mount.active_source(), None);
         assert_eq!(metrics.source_connected.with_label_values(&["m"]).get(), 0);
+    }
+
+    #[test]
+    fn promote_and_drop() {
+        let metrics = Metrics::new().unwrap();
+        let mount = Mount::new("m".into(), AudioFormat::Mp3, Secret("pw".into()), &metrics);
+        let a = mount.add_source(SourceInfo::default());
+        let b = mount.add_source(SourceInfo::default());
+        assert_eq!(
+            mount.promote(a.id()),
+            Err(MountError::AlreadyActive(a.id()))
+        );
+        assert_eq!(mount.promote(999), Err(MountError::NoSuchSource(999)));
+        mount.promote(b.id()).unwrap();
+        assert_eq!(mount.active_source(), Some(b.id()));
+        assert_eq!(mount.sources()[1].id, a.id());
+        assert_eq!(mount.drop_source(999), Err(MountError::NoSuchSource(999)));
+        mount.drop_source(a.id()).unwrap();
+        mount.set_password(Secret("new".into()));
+        assert!(mount.password_matches("new"));
     }
 
     #[test]

@@ -1,0 +1,719 @@
+//! The admin REST API (`/api/…` on the admin port), authenticated with a
+//! bearer token.
+//!
+//! Routes are one table ([`ROUTES`]); the OpenAPI document at
+//! `/api/openapi.json` is generated from the same table, so it cannot drift
+//! from what the server answers (a test calls every documented route).
+
+pub mod openapi;
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use streammachine_crds::config::{SourceMountConfig, StreamConfig};
+use streammachine_crds::ConfigError;
+
+use crate::http::Response;
+use crate::server::{Server, ServerError};
+use crate::source::MountError;
+use crate::stream::Stream;
+
+/// Largest JSON request body.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// A failed API call: a status, the field at fault (if one is), a message.
+#[derive(Debug, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// The request field the error is about, e.g. `rewindSeconds`.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    fn field(status: u16, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: &str, key: &str) -> Self {
+        ApiError::new(404, format!("no {what} named {key:?}"))
+    }
+
+    /// The JSON error response.
+    pub fn response(&self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(f) = &self.field {
+            body["field"] = json!(f);
+        }
+        Response::new(self.status, crate::http::reason(self.status))
+            .header("Content-Type", "application/json")
+            .body(body.to_string().into_bytes())
+    }
+}
+
+/// A successful API call.
+#[derive(Debug)]
+pub enum Reply {
+    /// JSON with a status.
+    Json(u16, Value),
+    /// No content.
+    Empty,
+}
+
+impl Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Json(status, v) => Response::new(status, crate::http::reason(status))
+                .header("Content-Type", "application/json")
+                .body(v.to_string().into_bytes()),
+            Reply::Empty => Response::new(204, "No Content"),
+        }
+    }
+}
+
+type Handler = fn(&Arc<Server>, &[&str], &[u8]) -> Result<Reply, ApiError>;
+
+/// One API route.
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path with `{name}` parameters.
+    pub path: &'static str,
+    /// One line for the OpenAPI document.
+    pub summary: &'static str,
+    /// Request body schema, if it takes one.
+    pub body: Option<openapi::Body>,
+    /// Status codes it answers, with what they mean.
+    pub responses: &'static [(u16, &'static str)],
+    /// Whether it needs the bearer token.
+    pub auth: bool,
+    handler: Handler,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+const E401: (u16, &str) = (401, "no or wrong bearer token");
+const E404: (u16, &str) = (404, "no such stream, mount or source");
+
+/// Every route of the API.
+pub static ROUTES: &[Route] = &[
+    Route { method: "GET", path: "/api/openapi.json", summary: "This document", body: None, responses: &[(200, "OpenAPI 3.0 document")], auth: false, handler: get_openapi },
+    Route { method: "GET", path: "/api/status", summary: "Server status: streams, mounts, sources, listeners", body: None, responses: &[(200, "status"), E401], auth: true, handler: get_status },
+    Route { method: "GET", path: "/api/config", summary: "The configuration in force (passwords left out)", body: None, responses: &[(200, "configuration"), E401], auth: true, handler: get_config },
+    Route { method: "GET", path: "/api/streams", summary: "All streams with their status", body: None, responses: &[(200, "streams"), E401], auth: true, handler: list_streams },
+    Route { method: "POST", path: "/api/streams", summary: "Create a stream (live)", body: Some(openapi::Body::Stream), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: create_stream },
+    Route { method: "GET", path: "/api/streams/{key}", summary: "One stream's status and settings", body: None, responses: &[(200, "stream"), E401, E404], auth: true, handler: get_stream },
+    Route { method: "PUT", path: "/api/streams/{key}", summary: "Replace a stream's settings (live; listeners stay). A missing password keeps the current one", body: Some(openapi::Body::Stream), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: update_stream },
+    Route { method: "DELETE", path: "/api/streams/{key}", summary: "Remove a stream (its listeners are disconnected)", body: None, responses: &[(204, "removed"), E401, E404], auth: true, handler: delete_stream },
+    Route { method: "POST", path: "/api/streams/{key}/metadata", summary: "Set the title (of the stream's mount, so every stream of that audio)", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: stream_metadata },
+    Route { method: "DELETE", path: "/api/streams/{key}/rewind", summary: "Empty the stream's rewind buffer (numbering continues)", body: None, responses: &[(204, "cleared"), E401, E404], auth: true, handler: clear_rewind },
+    Route { method: "GET", path: "/api/source-mounts", summary: "All source mounts with their sources", body: None, responses: &[(200, "mounts"), E401], auth: true, handler: list_mounts },
+    Route { method: "POST", path: "/api/source-mounts", summary: "Create a source mount (live)", body: Some(openapi::Body::SourceMount), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: create_mount },
+    Route { method: "GET", path: "/api/source-mounts/{key}", summary: "One source mount", body: None, responses: &[(200, "mount"), E401, E404], auth: true, handler: get_mount },
+    Route { method: "PUT", path: "/api/source-mounts/{key}", summary: "Replace a mount's settings (live). A missing password keeps the current one", body: Some(openapi::Body::SourceMount), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: update_mount },
+    Route { method: "DELETE", path: "/api/source-mounts/{key}", summary: "Remove a mount (its sources are disconnected)", body: None, responses: &[(204, "removed"), E401, E404, (409, "streams still use it")], auth: true, handler: delete_mount },
+    Route { method: "POST", path: "/api/source-mounts/{key}/metadata", summary: "Set the mount's title", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: mount_metadata },
+    Route { method: "GET", path: "/api/source-mounts/{key}/sources", summary: "The sources connected to a mount, the one on air first", body: None, responses: &[(200, "sources"), E401, E404], auth: true, handler: list_sources },
+    Route { method: "POST", path: "/api/source-mounts/{key}/sources/{id}/promote", summary: "Put a waiting source on air", body: None, responses: &[(200, "promoted"), E401, E404, (409, "already on air")], auth: true, handler: promote_source },
+    Route { method: "DELETE", path: "/api/source-mounts/{key}/sources/{id}", summary: "Disconnect a source (the next in line takes over)", body: None, responses: &[(204, "disconnected"), E401, E404], auth: true, handler: drop_source },
+];
+
+/// Matches a path against a route pattern; returns the parameters.
+fn matches<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
+    let mut params = Vec::new();
+    let mut p = pattern.split('/');
+    let mut q = path.split('/');
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return Some(params),
+            (Some(a), Some(b)) if a.starts_with('{') && !b.is_empty() => params.push(b),
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Is this an API path (so the admin port answers in JSON)?
+pub fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// Handles one API request. `token` is the configured bearer token.
+pub fn handle(
+    server: &Arc<Server>,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let mut path_known = false;
+    for route in ROUTES {
+        let Some(params) = matches(route.path, path) else {
+            continue;
+        };
+        path_known = true;
+        if route.method != method {
+            continue;
+        }
+        if route.auth {
+            if let Err(e) = check_token(server, authorization) {
+                return e
+                    .response()
+                    .header("WWW-Authenticate", "Bearer realm=\"StreamMachine admin\"");
+            }
+        }
+        return match (route.handler)(server, &params, body) {
+            Ok(reply) => reply.into_response(),
+            Err(e) => e.response(),
+        };
+    }
+    if path_known {
+        ApiError::new(405, format!("{method} is not allowed on {path}")).response()
+    } else {
+        ApiError::new(404, format!("no API route {path}; see /api/openapi.json")).response()
+    }
+}
+
+fn check_token(server: &Server, authorization: Option<&str>) -> Result<(), ApiError> {
+    let Some(expected) = server.admin_token() else {
+        return Err(ApiError::new(401, "the admin API is disabled: set admin.token, admin.tokenFile or STREAMMACHINE_ADMIN_TOKEN"));
+    };
+    let given = authorization
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match given {
+        None => Err(ApiError::new(401, "bearer token required")),
+        Some(t) if crate::source::mount::constant_time_eq(t.as_bytes(), expected.0.as_bytes()) => {
+            Ok(())
+        }
+        Some(_) => Err(ApiError::new(401, "wrong bearer token")),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        if field == "." {
+            ApiError::new(400, format!("malformed JSON body: {msg}"))
+        } else {
+            ApiError::field(400, field, msg)
+        }
+    })
+}
+
+/// Maps an apply error to the field of the item being changed.
+fn apply_error(e: ServerError, prefix: &str) -> ApiError {
+    match e {
+        ServerError::Config(
+            ConfigError::Invalid { path, message } | ConfigError::Parse { path, message },
+        ) => {
+            let field = path
+                .strip_prefix(prefix)
+                .and_then(|p| p.strip_prefix('.'))
+                .map(str::to_string)
+                .unwrap_or(path);
+            ApiError::field(422, field, message)
+        }
+        ServerError::Unsupported { path, message } => {
+            let field = path
+                .strip_prefix(prefix)
+                .and_then(|p| p.strip_prefix('.'))
+                .map(str::to_string)
+                .unwrap_or(path);
+            ApiError::field(422, field, message)
+        }
+        ServerError::NoPassword { .. } => ApiError::field(
+            422,
+            "password",
+            "a source password is required (password or passwordFile)",
+        ),
+        ServerError::PasswordFile { file, error, .. } => {
+            ApiError::field(422, "passwordFile", format!("cannot read {file}: {error}"))
+        }
+        other => ApiError::new(500, other.to_string()),
+    }
+}
+
+fn redact_stream(mut c: StreamConfig) -> StreamConfig {
+    c.password = None;
+    c
+}
+
+fn redact_mount(mut c: SourceMountConfig) -> SourceMountConfig {
+    c.password = None;
+    c
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn stream_json(server: &Server, s: &Stream) -> Value {
+    let cfg = s.config();
+    let m = server.metrics();
+    let by_output: serde_json::Map<String, Value> = ["raw", "icy", "pump"]
+        .iter()
+        .map(|o| {
+            (
+                o.to_string(),
+                json!(m.listeners.with_label_values(&[s.key(), o]).get()),
+            )
+        })
+        .collect();
+    let (seconds, bytes, chunks, first_seq, next_seq, oldest, newest) = {
+        let b = s.read_buffer();
+        (
+            b.duration_micros() as f64 / 1e6,
+            b.bytes(),
+            b.len(),
+            b.first_seq(),
+            b.next_seq(),
+            b.first()
+                .map(|c| crate::output::start::format_time(c.ts_micros)),
+            b.last_end_ts().map(crate::output::start::format_time),
+        )
+    };
+    let mount = server.mount(cfg.mount_key());
+    json!({
+        "key": s.key(),
+        "format": s.format().to_string(),
+        "formatKey": s.format_key(),
+        "sourceMount": cfg.mount_key(),
+        "sourceConnected": mount.as_ref().is_some_and(|m| m.active_source().is_some()),
+        "title": server.current_title(s),
+        "listeners": s.listener_count(),
+        "listenersByOutput": by_output,
+        "listenerPeak": s.listener_peak(),
+        "buffer": {
+            "seconds": seconds,
+            "bytes": bytes,
+            "chunks": chunks,
+            "firstSeq": first_seq,
+            "nextSeq": next_seq,
+            "oldest": oldest,
+            "newest": newest,
+        },
+        "config": to_json(&redact_stream((*cfg).clone())),
+    })
+}
+
+fn mount_json(server: &Server, key: &str) -> Option<Value> {
+    let mount = server.mount(key)?;
+    let config = server
+        .effective_config()
+        .effective_mounts()
+        .into_iter()
+        .find(|m| m.key == key)
+        .map(redact_mount);
+    Some(json!({
+        "key": key,
+        "format": mount.format().to_string(),
+        "monitored": mount.monitored(),
+        "title": mount.title(),
+        "streams": mount.streams().iter().map(|s| s.key().to_string()).collect::<Vec<_>>(),
+        "sources": sources_json(&mount),
+        "config": config.map(|c| to_json(&c)),
+    }))
+}
+
+fn sources_json(mount: &crate::source::Mount) -> Value {
+    let sources = mount.sources();
+    Value::Array(
+        sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let connected = s
+                    .connected_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| {
+                        crate::output::start::format_time(i64::try_from(d.as_micros()).unwrap_or(0))
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "id": s.id,
+                    "active": i == 0,
+                    "remote": s.info.remote.map(|r| r.to_string()),
+                    "userAgent": s.info.user_agent,
+                    "contentType": s.info.content_type,
+                    "name": s.info.name,
+                    "description": s.info.description,
+                    "genre": s.info.genre,
+                    "url": s.info.url,
+                    "audioInfo": s.info.audio_info,
+                    "formatKey": s.format_key.lock().ok().and_then(|k| k.clone()),
+                    "bytes": s.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                    "connectedAt": connected,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn get_openapi(_: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(200, openapi::document()))
+}
+
+fn get_status(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let streams: Vec<Value> = server
+        .streams()
+        .iter()
+        .map(|s| stream_json(server, s))
+        .collect();
+    let mounts: Vec<Value> = server
+        .mounts()
+        .iter()
+        .filter_map(|m| mount_json(server, m.key()))
+        .collect();
+    let uptime = server
+        .started_at()
+        .elapsed()
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(Reply::Json(
+        200,
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": server.config().mode.to_string(),
+            "uptimeSeconds": uptime,
+            "streams": streams,
+            "sourceMounts": mounts,
+        }),
+    ))
+}
+
+fn get_config(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let mut c = server.effective_config();
+    c.streams = c.streams.into_iter().map(redact_stream).collect();
+    c.source_mounts = c.source_mounts.into_iter().map(redact_mount).collect();
+    c.admin.token = None;
+    Ok(Reply::Json(200, to_json(&c)))
+}
+
+fn list_streams(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(
+        200,
+        Value::Array(
+            server
+                .streams()
+                .iter()
+                .map(|s| stream_json(server, s))
+                .collect(),
+        ),
+    ))
+}
+
+fn get_stream(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let s = server
+        .stream(p[0])
+        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    Ok(Reply::Json(200, stream_json(server, &s)))
+}
+
+fn create_stream(server: &Arc<Server>, _: &[&str], body: &[u8]) -> Result<Reply, ApiError> {
+    let new: StreamConfig = parse(body)?;
+    let c = server.effective_config();
+    if c.streams.iter().any(|s| s.key == new.key) {
+        return Err(ApiError::field(
+            409,
+            "key",
+            format!("a stream named {:?} exists already", new.key),
+        ));
+    }
+    let key = new.key.clone();
+    let mut streams = c.streams;
+    streams.push(new);
+    let prefix = format!("streams[{}]", streams.len() - 1);
+    server
+        .apply(c.source_mounts, streams)
+        .map_err(|e| apply_error(e, &prefix))?;
+    server.config_changed();
+    let s = server
+        .stream(&key)
+        .ok_or_else(|| ApiError::new(500, "stream vanished"))?;
+    Ok(Reply::Json(201, stream_json(server, &s)))
+}
+
+fn update_stream(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply, ApiError> {
+    let mut new: StreamConfig = parse(body)?;
+    if new.key != p[0] {
+        return Err(ApiError::field(422, "key", format!("the key cannot change ({:?} in the body, {:?} in the path): create the new stream and delete this one", new.key, p[0])));
+    }
+    let c = server.effective_config();
+    let Some(i) = c.streams.iter().position(|s| s.key == p[0]) else {
+        return Err(ApiError::not_found("stream", p[0]));
+    };
+    if new.password.is_none() && new.password_file.is_none() && new.source_mount.is_none() {
+        new.password = c.streams[i].password.clone();
+        new.password_file = c.streams[i].password_file.clone();
+    }
+    let mut streams = c.streams;
+    streams[i] = new;
+    server
+        .apply(c.source_mounts, streams)
+        .map_err(|e| apply_error(e, &format!("streams[{i}]")))?;
+    server.config_changed();
+    get_stream(server, p, &[])
+}
+
+fn delete_stream(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let c = server.effective_config();
+    if !c.streams.iter().any(|s| s.key == p[0]) {
+        return Err(ApiError::not_found("stream", p[0]));
+    }
+    let streams = c.streams.into_iter().filter(|s| s.key != p[0]).collect();
+    server
+        .apply(c.source_mounts, streams)
+        .map_err(|e| apply_error(e, ""))?;
+    server.config_changed();
+    Ok(Reply::Empty)
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    /// The new title ("Artist - Title").
+    title: String,
+}
+
+fn set_title(server: &Server, mount_key: &str, body: &[u8]) -> Result<Reply, ApiError> {
+    let m: Metadata = parse(body)?;
+    let mount = server
+        .mount(mount_key)
+        .ok_or_else(|| ApiError::not_found("source mount", mount_key))?;
+    mount.set_title(m.title.trim());
+    server
+        .metrics()
+        .title_updates
+        .with_label_values(&[mount.key()])
+        .inc();
+    tracing::info!(mount = %mount.key(), title = %m.title.trim(), "title set through the API");
+    Ok(Reply::Json(
+        200,
+        json!({ "mount": mount.key(), "title": mount.title() }),
+    ))
+}
+
+fn stream_metadata(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply, ApiError> {
+    let s = server
+        .stream(p[0])
+        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    set_title(server, s.config().mount_key(), body)
+}
+
+fn clear_rewind(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let s = server
+        .stream(p[0])
+        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    s.clear_buffer();
+    tracing::warn!(stream = %p[0], "rewind buffer cleared through the API");
+    Ok(Reply::Empty)
+}
+
+fn list_mounts(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(
+        200,
+        Value::Array(
+            server
+                .mounts()
+                .iter()
+                .filter_map(|m| mount_json(server, m.key()))
+                .collect(),
+        ),
+    ))
+}
+
+fn get_mount(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    mount_json(server, p[0])
+        .map(|v| Reply::Json(200, v))
+        .ok_or_else(|| ApiError::not_found("source mount", p[0]))
+}
+
+fn create_mount(server: &Arc<Server>, _: &[&str], body: &[u8]) -> Result<Reply, ApiError> {
+    let new: SourceMountConfig = parse(body)?;
+    let c = server.effective_config();
+    if server.mount(&new.key).is_some() {
+        return Err(ApiError::field(
+            409,
+            "key",
+            format!("a source mount named {:?} exists already", new.key),
+        ));
+    }
+    let key = new.key.clone();
+    let mut mounts = c.source_mounts;
+    mounts.push(new);
+    let prefix = format!("sourceMounts[{}]", mounts.len() - 1);
+    server
+        .apply(mounts, c.streams)
+        .map_err(|e| apply_error(e, &prefix))?;
+    server.config_changed();
+    let v = mount_json(server, &key).ok_or_else(|| ApiError::new(500, "mount vanished"))?;
+    Ok(Reply::Json(201, v))
+}
+
+fn update_mount(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply, ApiError> {
+    let mut new: SourceMountConfig = parse(body)?;
+    if new.key != p[0] {
+        return Err(ApiError::field(
+            422,
+            "key",
+            "the key cannot change: create the new mount and delete this one",
+        ));
+    }
+    let c = server.effective_config();
+    let Some(i) = c.source_mounts.iter().position(|m| m.key == p[0]) else {
+        return Err(if server.mount(p[0]).is_some() {
+            ApiError::new(
+                409,
+                format!(
+                    "{:?} is a stream's own mount: change it through /api/streams/{}",
+                    p[0], p[0]
+                ),
+            )
+        } else {
+            ApiError::not_found("source mount", p[0])
+        });
+    };
+    if new.password.is_none() && new.password_file.is_none() {
+        new.password = c.source_mounts[i].password.clone();
+        new.password_file = c.source_mounts[i].password_file.clone();
+    }
+    let mut mounts = c.source_mounts;
+    mounts[i] = new;
+    server
+        .apply(mounts, c.streams)
+        .map_err(|e| apply_error(e, &format!("sourceMounts[{i}]")))?;
+    server.config_changed();
+    get_mount(server, p, &[])
+}
+
+fn delete_mount(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let c = server.effective_config();
+    if !c.source_mounts.iter().any(|m| m.key == p[0]) {
+        return Err(if server.mount(p[0]).is_some() {
+            ApiError::new(
+                409,
+                format!("{:?} is a stream's own mount: delete the stream", p[0]),
+            )
+        } else {
+            ApiError::not_found("source mount", p[0])
+        });
+    }
+    let users: Vec<&str> = c
+        .streams
+        .iter()
+        .filter(|s| s.source_mount.as_deref() == Some(p[0]))
+        .map(|s| s.key.as_str())
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            409,
+            format!("streams still use this mount: {}", users.join(", ")),
+        ));
+    }
+    let mounts = c
+        .source_mounts
+        .into_iter()
+        .filter(|m| m.key != p[0])
+        .collect();
+    server
+        .apply(mounts, c.streams)
+        .map_err(|e| apply_error(e, ""))?;
+    server.config_changed();
+    Ok(Reply::Empty)
+}
+
+fn mount_metadata(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply, ApiError> {
+    set_title(server, p[0], body)
+}
+
+fn list_sources(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let m = server
+        .mount(p[0])
+        .ok_or_else(|| ApiError::not_found("source mount", p[0]))?;
+    Ok(Reply::Json(200, sources_json(&m)))
+}
+
+fn source_op(
+    server: &Arc<Server>,
+    p: &[&str],
+    op: fn(&crate::source::Mount, u64) -> Result<(), MountError>,
+) -> Result<(), ApiError> {
+    let m = server
+        .mount(p[0])
+        .ok_or_else(|| ApiError::not_found("source mount", p[0]))?;
+    let id: u64 = p[1]
+        .parse()
+        .map_err(|_| ApiError::field(404, "id", format!("{:?} is not a source id", p[1])))?;
+    op(&m, id).map_err(|e| match e {
+        MountError::NoSuchSource(_) => ApiError::new(404, e.to_string()),
+        MountError::AlreadyActive(_) => ApiError::new(409, e.to_string()),
+    })
+}
+
+fn promote_source(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    source_op(server, p, crate::source::Mount::promote)?;
+    let m = server
+        .mount(p[0])
+        .ok_or_else(|| ApiError::not_found("source mount", p[0]))?;
+    Ok(Reply::Json(200, sources_json(&m)))
+}
+
+fn drop_source(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    source_op(server, p, crate::source::Mount::drop_source)?;
+    Ok(Reply::Empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_patterns_match_exactly() {
+        assert_eq!(
+            matches("/api/streams/{key}", "/api/streams/abc"),
+            Some(vec!["abc"])
+        );
+        assert_eq!(matches("/api/streams/{key}", "/api/streams/"), None);
+        assert_eq!(matches("/api/streams/{key}", "/api/streams/a/b"), None);
+        assert_eq!(matches("/api/streams", "/api/streams"), Some(vec![]));
+        assert_eq!(
+            matches(
+                "/api/source-mounts/{key}/sources/{id}/promote",
+                "/api/source-mounts/m/sources/7/promote"
+            ),
+            Some(vec!["m", "7"])
+        );
+    }
+
+    #[test]
+    fn routes_are_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(!(a.method == b.method && a.path == b.path), "{a:?} twice");
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The admin REST API against the real server: auth, live stream and mount
+//! changes, field-level errors, sources, and the OpenAPI document kept true.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use streamer::format::Codec;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+const TOKEN: &str = "t0ken-for-tests";
+
+fn server() -> ServerProcess {
+    ServerProcess::start(
+        EXE,
+        &format!("admin: {{ token: {TOKEN} }}\nstreams:\n  - key: main\n    password: pw\n    burstSeconds: 1\n"),
+    )
+}
+
+fn call(server: &ServerProcess, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let r = http_send(server.admin, method, path, &headers, body.as_bytes());
+    let v = if r.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&r.body).unwrap_or_else(|_| json!(r.text()))
+    };
+    (r.status, v)
+}
+
+#[test]
+fn the_api_needs_the_token_and_is_off_without_one() {
+    let s = server();
+    let r = http_get(s.admin, "/api/streams", &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"StreamMachine admin\"")
+    );
+    let r = http_get(s.admin, "/api/streams", &[("Authorization", "Bearer nope")]);
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("wrong bearer token"));
+    assert_eq!(call(&s, "GET", "/api/streams", None).0, 200);
+    // The document is public; metrics and health stay open.
+    assert_eq!(http_get(s.admin, "/api/openapi.json", &[]).status, 200);
+    assert_eq!(http_get(s.admin, "/metrics", &[]).status, 200);
+    let off = ServerProcess::start(EXE, "streams: [{key: a, password: p}]\n");
+    let r = http_get(
+        off.admin,
+        "/api/streams",
+        &[("Authorization", "Bearer anything")],
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("the admin API is disabled"));
+}
+
+#[test]
+fn streams_are_created_changed_and_removed_live() {
+    let s = server();
+    // A listener on the existing stream, fed in real time, must not notice anything.
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..frames.len() / 5].to_vec(); // ~6 s
+    let audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let (src_addr, d2, f2) = (s.source, data.clone(), feed.clone());
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "main", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d2, &f2, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (mut main_listener, st, _, rest) = request(s.listen, "GET", "/main", &[]);
+    assert_eq!(st, 200);
+
+    // Create.
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(
+            json!({"key": "news", "format": "aac", "password": "np", "rewindSeconds": 600, "title": "News"}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["key"], "news");
+    assert_eq!(v["format"], "aac");
+    assert_eq!(v["config"]["rewindSeconds"], 600);
+    assert!(
+        v["config"].get("password").is_none(),
+        "passwords are never returned"
+    );
+    // It works at once: a source connects and a listener gets its audio.
+    let aac = fixture("aac-256.aac");
+    let mut src = Source::connect(s.source, "news", "np", SourceMethod::Ice, &[]).unwrap();
+    src.send(&aac).unwrap();
+    drop(src);
+    assert!(s.wait_metric(
+        "streammachine_source_connected{mount=\"news\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    let pump = http_get(s.listen, "/news?pump=5", &[]);
+    assert_eq!(pump.status, 200);
+    assert_eq!(pump.header("content-type"), Some("audio/aac"));
+    assert!(!pump.body.is_empty());
+
+    // Errors name the field.
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "bad", "password": "x", "rewindSeconds": 0})),
+    );
+    assert_eq!(st, 422);
+    assert_eq!(v["field"], "rewindSeconds");
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "bad", "password": "x", "rewindSecs": 5})),
+    );
+    assert_eq!(st, 400);
+    assert_eq!(v["field"], "rewindSecs");
+    assert!(v["error"].as_str().unwrap().contains("unknown field"));
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "news", "password": "x"})),
+    );
+    assert_eq!(st, 409);
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "x", "sourceMount": "nowhere"})),
+    );
+    assert_eq!(st, 422);
+    assert_eq!(v["field"], "sourceMount");
+    let r = http_send(
+        s.admin,
+        "POST",
+        "/api/streams",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"{not json",
+    );
+    assert_eq!(r.status, 400);
+
+    // Update live: a shorter rewind evicts at once, the title shows, the password is kept.
+    let (st, v) = call(
+        &s,
+        "PUT",
+        "/api/streams/news",
+        Some(json!({"key": "news", "format": "aac", "rewindSeconds": 10, "title": "Evening News"})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(v["buffer"]["seconds"].as_f64().unwrap() < 12.0, "{v}");
+    assert_eq!(v["title"], "Evening News");
+    assert!(
+        Source::connect(s.source, "news", "np", SourceMethod::Ice, &[]).is_ok(),
+        "password kept"
+    );
+    let (st, v) = call(
+        &s,
+        "PUT",
+        "/api/streams/news",
+        Some(json!({"key": "other", "password": "np"})),
+    );
+    assert_eq!((st, v["field"].as_str()), (422, Some("key")));
+    assert_eq!(
+        call(
+            &s,
+            "PUT",
+            "/api/streams/ghost",
+            Some(json!({"key": "ghost", "password": "x"}))
+        )
+        .0,
+        404
+    );
+
+    // Title through the API, heard by ICY listeners and shown in status.
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams/main/metadata",
+        Some(json!({"title": "Live from the API"})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = call(&s, "GET", "/api/source-mounts/main", None);
+    assert_eq!(v["title"], "Live from the API");
+
+    // Delete: its listener is disconnected, the key is gone.
+    let (mut news_listener, st, _, _) = request(s.listen, "GET", "/news", &[]);
+    assert_eq!(st, 200);
+    assert_eq!(call(&s, "DELETE", "/api/streams/news", None).0, 204);
+    news_listener
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let rest_news = read_n(
+        &mut news_listener,
+        Vec::new(),
+        usize::MAX,
+        Duration::from_secs(5),
+    );
+    let _ = rest_news; // whatever burst it had; what matters is that it ends:
+    assert!(matches!(
+        std::io::Read::read(&mut news_listener, &mut [0u8; 1]),
+        Ok(0) | Err(_)
+    ));
+    assert_eq!(http_get(s.listen, "/news", &[]).status, 404);
+    assert_eq!(call(&s, "DELETE", "/api/streams/news", None).0, 404);
+
+    feeder.join().unwrap();
+    main_listener
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let got = read_n(
+        &mut main_listener,
+        rest,
+        usize::MAX,
+        Duration::from_secs(10),
+    );
+    let at = find(&audio, &got[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&got),
+        "the other stream's listener was undisturbed"
+    );
+    assert_eq!(at + got.len(), audio.len());
+}
+
+#[test]
+fn mounts_and_their_sources() {
+    let s = server();
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/source-mounts",
+        Some(json!({"key": "studio", "format": "mp3", "password": "sp"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "hifi", "sourceMount": "studio"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "lofi", "sourceMount": "studio", "rewindSeconds": 60})),
+    );
+    assert_eq!(st, 201, "{v}");
+    // Two sources; the second waits.
+    let data = fixture("mp3/tone440Hz-44100-128-m.mp3");
+    let mut a = Source::connect(
+        s.source,
+        "studio",
+        "sp",
+        SourceMethod::Ice,
+        &[("ice-name", "A")],
+    )
+    .unwrap();
+    a.send(&data[..20_000]).unwrap();
+    let mut b = Source::connect(
+        s.source,
+        "studio",
+        "sp",
+        SourceMethod::Ice,
+        &[("ice-name", "B")],
+    )
+    .unwrap();
+    b.send(&data[..20_000]).unwrap();
+    assert!(s.wait_metric(
+        "streammachine_sources{mount=\"studio\"}",
+        2.0,
+        Duration::from_secs(5)
+    ));
+    let (st, v) = call(&s, "GET", "/api/source-mounts/studio/sources", None);
+    assert_eq!(st, 200);
+    assert_eq!(v[0]["name"], "A");
+    assert_eq!(v[0]["active"], true);
+    assert_eq!(v[1]["name"], "B");
+    let (a_id, b_id) = (v[0]["id"].as_u64().unwrap(), v[1]["id"].as_u64().unwrap());
+    assert_eq!(
+        call(
+            &s,
+            "POST",
+            &format!("/api/source-mounts/studio/sources/{a_id}/promote"),
+            None
+        )
+        .0,
+        409
+    );
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/source-mounts/studio/sources/{b_id}/promote"),
+        None,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(v[0]["id"].as_u64(), Some(b_id));
+    // Drop answers at once (the original's hung) and the source's connection ends.
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            &format!("/api/source-mounts/studio/sources/{b_id}"),
+            None
+        )
+        .0,
+        204
+    );
+    b.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(matches!(
+        std::io::Read::read(&mut b.sock, &mut [0u8; 1]),
+        Ok(0) | Err(_)
+    ));
+    assert!(s.wait_metric(
+        "streammachine_sources{mount=\"studio\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(
+        call(&s, "DELETE", "/api/source-mounts/studio/sources/999", None).0,
+        404
+    );
+    // A mount in use cannot go; once its streams are gone it can.
+    let (st, v) = call(&s, "DELETE", "/api/source-mounts/studio", None);
+    assert_eq!(st, 409);
+    assert!(v["error"].as_str().unwrap().contains("hifi"));
+    // Password change is live.
+    let (st, _) = call(
+        &s,
+        "PUT",
+        "/api/source-mounts/studio",
+        Some(json!({"key": "studio", "password": "new"})),
+    );
+    assert_eq!(st, 200);
+    assert!(Source::connect(s.source, "studio", "sp", SourceMethod::Ice, &[]).is_err());
+    assert_eq!(call(&s, "DELETE", "/api/streams/hifi", None).0, 204);
+    assert_eq!(call(&s, "DELETE", "/api/streams/lofi", None).0, 204);
+    assert_eq!(call(&s, "DELETE", "/api/source-mounts/studio", None).0, 204);
+    a.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        matches!(
+            std::io::Read::read(&mut a.sock, &mut [0u8; 1]),
+            Ok(0) | Err(_)
+        ),
+        "a removed mount's sources are disconnected"
+    );
+    // The exported config has no secrets.
+    let (st, v) = call(&s, "GET", "/api/config", None);
+    assert_eq!(st, 200);
+    assert!(
+        !v.to_string().contains("pw") && !v.to_string().contains(TOKEN),
+        "{v}"
+    );
+    assert_eq!(v["streams"][0]["key"], "main");
+}
+
+#[test]
+fn the_openapi_document_matches_what_the_server_answers() {
+    let s = server();
+    let doc: Value =
+        serde_json::from_slice(&http_get(s.admin, "/api/openapi.json", &[]).body).unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 10);
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let documented: Vec<u16> = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.parse().unwrap())
+                .collect();
+            // Call it for real: parameters point at things that do not exist,
+            // bodies are empty objects; whatever it answers must be documented.
+            let concrete = path.replace("{key}", "does-not-exist").replace("{id}", "1");
+            let body = if op.get("requestBody").is_some() {
+                Some(json!({}))
+            } else {
+                None
+            };
+            let (st, v) = call(&s, &method.to_ascii_uppercase(), &concrete, body);
+            assert!(
+                documented.contains(&st),
+                "{method} {path} answered {st} ({v}), documented {documented:?}"
+            );
+            if st >= 400 {
+                assert!(v["error"].is_string(), "{method} {path}: error body {v}");
+            }
+            if op.get("security").is_some() {
+                let r = http_send(s.admin, &method.to_ascii_uppercase(), &concrete, &[], b"");
+                assert_eq!(r.status, 401, "{method} {path} without a token");
+            }
+        }
+    }
+    // And nothing answers that is not documented.
+    assert_eq!(call(&s, "GET", "/api/nothing-here", None).0, 404);
+    assert_eq!(call(&s, "PATCH", "/api/streams", None).0, 405);
+}
