@@ -296,9 +296,6 @@ impl Server {
                         old.close();
                     }
                     let stream = Stream::new(sc.clone(), mount.format(), &self.metrics);
-                    if sc.hls.is_some() {
-                        tracing::warn!(stream = %sc.key, "hls is configured but not implemented in this build yet: /{}.m3u8 answers 501", sc.key);
-                    }
                     mount.attach_stream(Arc::clone(&stream));
                     reg.streams.insert(sc.key.clone(), stream);
                     applied.created.push(sc.key.clone());

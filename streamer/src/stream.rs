@@ -19,6 +19,16 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// The HLS segment length of a stream.
+pub fn segment_seconds(config: &StreamConfig) -> u32 {
+    config
+        .hls
+        .as_ref()
+        .map_or(crate::buffer::rewind::DEFAULT_SEGMENT_SECONDS, |h| {
+            h.segment_seconds
+        })
+}
+
 /// One stream and its buffer.
 #[derive(Debug)]
 pub struct Stream {
@@ -46,7 +56,15 @@ impl Stream {
     pub fn new(config: StreamConfig, format: AudioFormat, metrics: &Metrics) -> Arc<Stream> {
         let key = config.key.clone();
         Arc::new(Stream {
-            buffer: RwLock::new(RewindBuffer::new(config.rewind_seconds, 0)),
+            buffer: RwLock::new({
+                // Sequence numbers must never repeat, also across restarts
+                // without a dump: start from the clock in centiseconds (chunks
+                // are ~1 s, so numbering stays far below it).
+                let first_seq = u64::try_from(now_micros() / 10_000).unwrap_or(0);
+                let mut b = RewindBuffer::new(config.rewind_seconds, first_seq);
+                b.set_segment_seconds(segment_seconds(&config));
+                b
+            }),
             default_title: RwLock::new(Title::new(config.title.clone().unwrap_or_default())),
             waiters: Mutex::new(Waiters::default()),
             epoch: AtomicU64::new(0),

@@ -378,7 +378,12 @@ fn routes_headers_playlists_status_and_metrics() {
     let bad = http_get(server.listen, "/test?offset=abc", &[]);
     assert_eq!(bad.status, 400);
     assert!(bad.text().contains("offset=\"abc\""));
-    assert_eq!(http_get(server.listen, "/test.m3u8", &[]).status, 501);
+    let m3u8 = http_get(server.listen, "/test.m3u8", &[]);
+    assert_eq!(m3u8.status, 200);
+    assert_eq!(
+        m3u8.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
     assert_eq!(http_call(server.listen, "POST", "/test", &[]).status, 405);
     assert_eq!(http_get(server.admin, "/nothing", &[]).status, 404);
     // An empty stream answers a positioned request with 503 and a reason.

@@ -119,6 +119,12 @@ pub struct Chunk {
     pub byte_start: u64,
     /// True when the source had a gap (or changed) before this chunk.
     pub discontinuity: bool,
+    /// HLS segment number (media sequence number) this chunk belongs to.
+    pub hls_segment: u64,
+    /// HLS discontinuity sequence number.
+    pub hls_disc_seq: u64,
+    /// First chunk of its HLS segment.
+    pub hls_segment_start: bool,
     /// The title current when this audio arrived.
     pub title: Arc<Title>,
     /// The audio itself.
@@ -172,6 +178,22 @@ impl Chunk {
     /// The frame index that begins at byte `offset`, if one does.
     pub fn frame_index_of(&self, offset: u32) -> Option<usize> {
         self.draft.frames.binary_search(&offset).ok()
+    }
+
+    /// The view the HLS module works on.
+    pub fn hls_view(&self) -> crate::hls::ChunkView<'_> {
+        crate::hls::ChunkView {
+            seq: self.seq,
+            ts_micros: self.ts_micros,
+            audio_start_micros: self.audio_start_micros,
+            duration_micros: self.duration_micros(),
+            segment: self.hls_segment,
+            disc_seq: self.hls_disc_seq,
+            segment_start: self.hls_segment_start,
+            discontinuity: self.discontinuity,
+            title: self.title.text(),
+            len: self.draft.data.len(),
+        }
     }
 
     /// Memory held for this chunk beyond the audio bytes (struct, frame table).

@@ -8,6 +8,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::chunk::{Chunk, ChunkDraft, Title};
+use crate::hls::{ResumePoint, Segmenter};
+
+/// HLS segment length when the stream does not set one.
+pub const DEFAULT_SEGMENT_SECONDS: u32 = 10;
 
 /// A place in a stream: a chunk and a byte offset inside it.
 /// `offset` is 0 or a frame boundary for every start position.
@@ -35,6 +39,8 @@ pub struct RewindBuffer {
     bytes: usize,
     overhead: usize,
     micros: u64,
+    segment_seconds: u32,
+    segmenter: Segmenter,
 }
 
 impl RewindBuffer {
@@ -50,7 +56,57 @@ impl RewindBuffer {
             bytes: 0,
             overhead: 0,
             micros: 0,
+            segment_seconds: DEFAULT_SEGMENT_SECONDS,
+            segmenter: Segmenter::new(DEFAULT_SEGMENT_SECONDS),
         }
+    }
+
+    /// Sets the HLS segment length; numbering continues.
+    pub fn set_segment_seconds(&mut self, seconds: u32) {
+        if seconds != self.segment_seconds {
+            self.segment_seconds = seconds;
+            self.segmenter = match self.segmenter.resume_point().cloned() {
+                Some(p) => Segmenter::resume(seconds, p),
+                None => Segmenter::new(seconds),
+            };
+        }
+    }
+
+    /// The HLS segment length.
+    pub fn segment_seconds(&self) -> u32 {
+        self.segment_seconds
+    }
+
+    /// The chunks, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Chunk>> {
+        self.chunks.iter()
+    }
+
+    /// The chunks with sequence numbers in `range`.
+    pub fn range(&self, range: std::ops::Range<u64>) -> impl Iterator<Item = &Arc<Chunk>> {
+        range.filter_map(|seq| self.get(seq))
+    }
+
+    /// Fills an empty buffer with restored chunks (from a dump), keeping their
+    /// numbers and times; appends continue after the last one.
+    pub fn restore(&mut self, chunks: Vec<Chunk>) {
+        if !self.chunks.is_empty() {
+            return;
+        }
+        for c in chunks {
+            self.next_seq = c.seq + 1;
+            self.audio_end = c.audio_end_micros();
+            self.byte_end = c.byte_start + c.data().len() as u64;
+            self.last_end_ts = c.ts_micros + i64::try_from(c.duration_micros()).unwrap_or(0);
+            self.bytes += c.data().len();
+            self.overhead += c.overhead_bytes();
+            self.micros += c.duration_micros();
+            self.chunks.push_back(Arc::new(c));
+        }
+        if let Some(p) = ResumePoint::from_chunks(self.chunks.iter().map(|c| c.hls_view())) {
+            self.segmenter = Segmenter::resume(self.segment_seconds, p);
+        }
+        self.evict();
     }
 
     /// Appends a chunk, stamping its sequence number and wall-clock time.
@@ -81,12 +137,18 @@ impl RewindBuffer {
             ((now_micros - d).max(self.last_end_ts), had_any)
         };
         let end = (start + d).min(now_micros).max(start);
+        let hls = self
+            .segmenter
+            .assign(start, d.unsigned_abs(), discontinuity, title.text());
         let chunk = Arc::new(Chunk {
             seq: self.next_seq,
             ts_micros: start,
             audio_start_micros: self.audio_end,
             byte_start: self.byte_end,
             discontinuity,
+            hls_segment: hls.segment,
+            hls_disc_seq: hls.disc_seq,
+            hls_segment_start: hls.segment_start,
             title,
             draft,
         });

@@ -29,6 +29,7 @@ const EXPOSE: &str = "icy-metaint, icy-name, icy-genre, icy-url, icy-br, icy-des
 /// What a route answers.
 enum Answer {
     Short(Response),
+    Segment(super::hls::SegmentReply),
     Audio(Box<AudioRequest>),
 }
 
@@ -89,12 +90,45 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                     return;
                 }
             }
+            Answer::Segment(seg) => {
+                if !send_segment(&mut sock, seg, keep_alive, head_only).await || !keep_alive {
+                    return;
+                }
+            }
             Answer::Audio(audio) => {
                 spawn_audio(&server, sock, peer, *audio);
                 return;
             }
         }
     }
+}
+
+/// Writes a segment: head, then each part (shared chunk bytes, no copy).
+async fn send_segment(
+    sock: &mut TcpStream,
+    seg: super::hls::SegmentReply,
+    keep_alive: bool,
+    head_only: bool,
+) -> bool {
+    let conn = if keep_alive {
+        "Connection: keep-alive\r\n\r\n"
+    } else {
+        "Connection: close\r\n\r\n"
+    };
+    let mut head = seg.head.into_bytes();
+    head.extend_from_slice(conn.as_bytes());
+    if sock.write_all(&head).await.is_err() {
+        return false;
+    }
+    if head_only {
+        return true;
+    }
+    for part in &seg.parts {
+        if sock.write_all(part).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 async fn send_short(
@@ -163,15 +197,22 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
             return Answer::Short(playlist::render(kind, &stream, &base));
         }
     }
+    if let Some(group) = name
+        .strip_prefix("sg/")
+        .and_then(|g| g.strip_suffix(".m3u8"))
+    {
+        return Answer::Short(super::hls::multivariant(server, group, req));
+    }
     if let Some(stream) = name.strip_suffix(".m3u8").and_then(|k| server.stream(k)) {
-        return Answer::Short(Response::text(
-            501,
-            reason(501),
-            format!(
-                "HLS is not implemented yet in this build; listen at /{}",
-                stream.key()
-            ),
-        ));
+        return Answer::Short(super::hls::media_playlist(&stream, req));
+    }
+    if let Some((key, seg)) = name.split_once("/seg/") {
+        if let Some(stream) = server.stream(key) {
+            return match super::hls::segment(server, &stream, seg) {
+                Ok(reply) => Answer::Segment(reply),
+                Err(resp) => Answer::Short(resp),
+            };
+        }
     }
     Answer::Short(Response::text(
         404,

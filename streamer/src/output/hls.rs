@@ -1,0 +1,216 @@
+//! HLS routes: `/<stream>.m3u8`, `/<stream>/seg/<n>.<ext>` and `/sg/<group>.m3u8`,
+//! served straight from the rewind buffer (see [`crate::hls`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use streammachine_crds::config::AudioFormat;
+
+use super::start::StartRequest;
+use crate::buffer::{Chunk, RewindBuffer};
+use crate::hls::{self, Codec, HlsError, MediaOptions, StartAt, Variant};
+use crate::http::{reason, Request, Response};
+use crate::server::Server;
+use crate::stream::Stream;
+
+/// A segment ready to send: the response head and the parts of its body
+/// (the ID3 head, then the chunks' bytes, shared, not copied).
+#[derive(Debug)]
+pub struct SegmentReply {
+    /// Status line and headers.
+    pub head: String,
+    /// Body pieces.
+    pub parts: Vec<Bytes>,
+}
+
+fn codec(stream: &Stream) -> Codec {
+    match stream.format() {
+        AudioFormat::Mp3 => Codec::Mp3,
+        AudioFormat::Aac => Codec::Aac,
+    }
+}
+
+/// `EXT-X-TARGETDURATION` floor: one second above the segment length, which
+/// is what a segment cut at a window boundary lasts at most with ~1 s chunks,
+/// so the target stays put (RFC 8216 wants it constant).
+fn target_floor(segment_seconds: u32) -> u32 {
+    segment_seconds + 1
+}
+
+/// The media playlist of a stream. `?offset=` / `?at=` add `EXT-X-START`
+/// (timeshift); `?window=N` lists only the newest N segments (a short live
+/// window); `?session=` is carried into the segment URIs.
+pub fn media_playlist(stream: &Arc<Stream>, req: &Request) -> Response {
+    let start = match StartRequest::from_request(req) {
+        Ok(s) => s,
+        Err(e) => return Response::text(400, reason(400), e.to_string()),
+    };
+    let window = match req.query_param("window").map(|w| w.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(n),
+        Some(_) => {
+            return Response::text(
+                400,
+                reason(400),
+                "window=N: expected a number of segments >= 1",
+            )
+        }
+    };
+    let session = req.query_param("session").filter(|s| s.len() <= 128);
+    let query = session.as_ref().map(|s| format!("session={s}"));
+    let (list, seconds) = {
+        let b = stream.read_buffer();
+        (
+            hls::segments(b.iter().map(|c| c.hls_view())),
+            b.segment_seconds(),
+        )
+    };
+    let start_at = match (start.at, start.offset) {
+        (Some(ts), _) => Some(StartAt::At { ts_micros: ts }),
+        (None, Some(off)) => Some(StartAt::BehindLive {
+            micros: (off * 1e6) as u64,
+        }),
+        _ => None,
+    };
+    let mut opts = MediaOptions::new(stream.key(), codec(stream), target_floor(seconds));
+    opts.window = window;
+    opts.start = start_at;
+    opts.query = query.as_deref();
+    Response::new(200, "OK")
+        .header("Content-Type", hls::PLAYLIST_CONTENT_TYPE)
+        .header("Cache-Control", "no-cache")
+        .body(hls::render_media(&list, &opts).into_bytes())
+}
+
+/// Finds segment `number` in the buffer by binary search (segment numbers
+/// grow with sequence numbers); it must be complete: its first chunk starts
+/// it and a later chunk belongs to a later segment.
+fn find_segment(b: &RewindBuffer, number: u64) -> Result<Vec<Arc<Chunk>>, HlsError> {
+    let chunks: Vec<&Arc<Chunk>> = b.iter().collect();
+    let oldest = chunks.first().map_or(0, |c| c.hls_segment);
+    let i = chunks.partition_point(|c| c.hls_segment < number);
+    let Some(first) = chunks.get(i).filter(|c| c.hls_segment == number) else {
+        return Err(if number < oldest {
+            HlsError::SegmentGone { number, oldest }
+        } else {
+            HlsError::SegmentNotReady { number }
+        });
+    };
+    if !first.hls_segment_start {
+        return Err(HlsError::SegmentGone { number, oldest });
+    }
+    let run: Vec<Arc<Chunk>> = chunks[i..]
+        .iter()
+        .take_while(|c| c.hls_segment == number)
+        .map(|c| Arc::clone(c))
+        .collect();
+    if i + run.len() >= chunks.len() {
+        return Err(HlsError::SegmentNotReady { number });
+    }
+    Ok(run)
+}
+
+/// A segment of a stream, or a response saying why not.
+pub fn segment(
+    server: &Server,
+    stream: &Arc<Stream>,
+    name: &str,
+) -> Result<SegmentReply, Response> {
+    let not_found = |msg: String| Response::text(404, reason(404), msg);
+    let (number, ext) = hls::parse_segment_name(name).map_err(|e| not_found(e.to_string()))?;
+    if ext != codec(stream) {
+        return Err(not_found(format!(
+            "stream {:?} has .{} segments",
+            stream.key(),
+            codec(stream).ext()
+        )));
+    }
+    let run = {
+        let b = stream.read_buffer();
+        find_segment(&b, number).map_err(|e| not_found(e.to_string()))?
+    };
+    let (Some(first), title) = (
+        run.first(),
+        run.first()
+            .map(|c| c.title.text().to_string())
+            .unwrap_or_default(),
+    ) else {
+        return Err(not_found(format!("segment {number} is empty")));
+    };
+    let id3 = hls::segment_head(first.audio_start_micros, &title);
+    let len = id3.len() + run.iter().map(|c| c.data().len()).sum::<usize>();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nCache-Control: public, max-age=86400, immutable\r\nAccess-Control-Allow-Origin: {}\r\nAccept-Ranges: none\r\n",
+        codec(stream).content_type(),
+        server.config().listeners.cors_origin,
+    );
+    let mut parts = Vec::with_capacity(run.len() + 1);
+    parts.push(id3);
+    parts.extend(run.iter().map(|c| c.data().clone()));
+    Ok(SegmentReply { head, parts })
+}
+
+/// The nominal bit rate of a stream, for `BANDWIDTH` before it has segments.
+fn nominal_bps(stream: &Stream) -> u64 {
+    if let Some(key) = stream.format_key() {
+        let parts: Vec<&str> = key.split('-').collect();
+        if parts.first() == Some(&"mp3") {
+            if let Some(k) = parts.get(2).and_then(|b| b.parse::<u64>().ok()) {
+                return k * 1000;
+            }
+        }
+    }
+    let b = stream.read_buffer();
+    if b.duration_micros() > 0 {
+        return (b.bytes() as u64 * 8 * 1_000_000 / b.duration_micros()).max(1);
+    }
+    128_000
+}
+
+/// The ADTS profile field from an AAC format key (`aac-44100-2-2`: object type 2 → profile 1).
+fn adts_profile(stream: &Stream) -> u8 {
+    stream
+        .format_key()
+        .and_then(|k| k.split('-').nth(2).and_then(|p| p.parse::<u8>().ok()))
+        .map_or(1, |object_type| object_type.saturating_sub(1))
+}
+
+/// The multivariant playlist of a stream group.
+pub fn multivariant(server: &Server, group: &str, req: &Request) -> Response {
+    let members: Vec<Arc<Stream>> = server
+        .streams()
+        .into_iter()
+        .filter(|s| s.config().hls.as_ref().and_then(|h| h.group.as_deref()) == Some(group))
+        .collect();
+    if members.is_empty() {
+        return Response::text(404, reason(404), format!("no stream group {group:?}"));
+    }
+    let session = req
+        .query_param("session")
+        .filter(|s| s.len() <= 128)
+        .map(|s| format!("session={s}"));
+    let mut rows = Vec::new();
+    for s in &members {
+        let list = {
+            let b = s.read_buffer();
+            hls::segments(b.iter().map(|c| c.hls_view()))
+        };
+        let (peak, avg) = hls::bandwidth(&list, nominal_bps(s));
+        let codecs = hls::codecs(codec(s), adts_profile(s), hls::AacExtension::Plain);
+        rows.push((s.key().to_string(), peak, avg, codecs));
+    }
+    let variants: Vec<Variant<'_>> = rows
+        .iter()
+        .map(|(key, peak, avg, codecs)| Variant {
+            stream: key,
+            bandwidth: *peak,
+            average_bandwidth: *avg,
+            codecs,
+            query: session.as_deref(),
+        })
+        .collect();
+    Response::new(200, "OK")
+        .header("Content-Type", hls::PLAYLIST_CONTENT_TYPE)
+        .header("Cache-Control", "no-cache")
+        .body(hls::render_multivariant(&variants).into_bytes())
+}
