@@ -137,6 +137,9 @@ pub struct Config {
     /// Dynamic configuration store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisConfig>,
+    /// Rewind buffer dumps: written periodically and at shutdown, restored at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dumps: Option<DumpsConfig>,
     /// Where encoders connect. A stream without `sourceMount` is its own mount.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub source_mounts: Vec<SourceMountConfig>,
@@ -262,6 +265,21 @@ pub struct MasterConfig {
 pub struct RedisConfig {
     /// e.g. `redis://localhost:6379/0`.
     pub url: String,
+}
+
+/// Rewind buffer dumps, so a restart keeps hours of audio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DumpsConfig {
+    /// Directory of the dump files (`<stream>.dump`), e.g. a persistent volume.
+    pub dir: PathBuf,
+    /// Seconds between periodic dumps (default 300). A dump is also written at shutdown.
+    #[serde(default = "default_dump_interval")]
+    pub interval_seconds: u32,
+}
+
+fn default_dump_interval() -> u32 {
+    300
 }
 
 /// Where an encoder connects (an Icecast mount point).
@@ -594,6 +612,14 @@ impl Config {
                 return Err(ConfigError::invalid(
                     path,
                     "must be more than 0 and at most 3600",
+                ));
+            }
+        }
+        if let Some(d) = &self.dumps {
+            if d.interval_seconds < 10 {
+                return Err(ConfigError::invalid(
+                    "dumps.intervalSeconds",
+                    "must be at least 10",
                 ));
             }
         }

@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 use crate::http::{self, reason, Request, RequestError, Response};
 use crate::server::Server;
 
-/// How long a client may take to send a request (head and body).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request (head and body; a dump
+/// import can be a gigabyte).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Serves one admin connection (keep-alive allowed).
 pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
@@ -131,8 +132,9 @@ async fn read_body(
             .parse::<usize>()
             .map_err(|_| BodyError::BadLength)?,
     };
-    if len > crate::api::MAX_JSON_BODY {
-        return Err(BodyError::TooLarge(crate::api::MAX_JSON_BODY));
+    let limit = crate::api::body_limit(&req.method, &req.path);
+    if len > limit {
+        return Err(BodyError::TooLarge(limit));
     }
     while buf.len() < len {
         buf.reserve(len - buf.len());

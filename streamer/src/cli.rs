@@ -231,6 +231,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown();
+    server.dump_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     Ok(())
 }

@@ -56,6 +56,14 @@ pub enum ServerError {
     /// Metrics registry.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The dump directory cannot be created.
+    #[error("dumps.dir: cannot create {dir}: {error}")]
+    DumpDir {
+        /// The directory.
+        dir: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
     /// The streams and mounts do not form a valid configuration.
     #[error(transparent)]
     Config(streammachine_crds::ConfigError),
@@ -164,7 +172,60 @@ impl Server {
             admin_token,
         });
         server.apply(mounts, streams)?;
+        server.restore_dumps()?;
         Ok(server)
+    }
+
+    /// Restores every stream's dump, if dumps are configured. A missing dump
+    /// is normal (a new stream); a bad one is reported and skipped.
+    fn restore_dumps(&self) -> Result<(), ServerError> {
+        let Some(d) = &self.config.dumps else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(&d.dir).map_err(|error| ServerError::DumpDir {
+            dir: d.dir.display().to_string(),
+            error,
+        })?;
+        for stream in self.streams() {
+            let started = std::time::Instant::now();
+            match crate::persist::rewind::restore_stream(&stream, &d.dir) {
+                Ok(None) => tracing::info!(stream = %stream.key(), "no dump to restore"),
+                Ok(Some(n)) => {
+                    let secs = stream.read_buffer().duration_micros() as f64 / 1e6;
+                    tracing::info!(stream = %stream.key(), chunks = n, seconds = secs, took_ms = started.elapsed().as_millis() as u64, "rewind buffer restored from its dump");
+                }
+                Err(e) => {
+                    tracing::error!(stream = %stream.key(), error = %e, "dump not restored; starting with an empty buffer")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every stream's dump now (periodically and at shutdown).
+    pub async fn dump_all(&self) {
+        let Some(d) = &self.config.dumps else {
+            return;
+        };
+        for stream in self.streams() {
+            let dir = d.dir.clone();
+            let s = Arc::clone(&stream);
+            let started = std::time::Instant::now();
+            let r =
+                tokio::task::spawn_blocking(move || crate::persist::rewind::save_stream(&s, &dir))
+                    .await;
+            match r {
+                Ok(Ok(stats)) => {
+                    tracing::info!(stream = %stream.key(), chunks = stats.chunks, bytes = stats.dump_bytes, took_ms = started.elapsed().as_millis() as u64, "rewind buffer dumped")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(stream = %stream.key(), error = %e, "rewind dump failed")
+                }
+                Err(e) => {
+                    tracing::error!(stream = %stream.key(), error = %e, "rewind dump task failed")
+                }
+            }
+        }
     }
 
     fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
@@ -446,6 +507,19 @@ impl Server {
             "admin",
             crate::admin::handle_connection,
         ));
+        if let Some(d) = &self.config.dumps {
+            let server = Arc::clone(&self);
+            let every = Duration::from_secs(u64::from(d.interval_seconds));
+            tokio::spawn(async move {
+                let mut shutdown = server.shutdown_signal();
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => server.dump_all().await,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            });
+        }
         self.ready.store(true, Ordering::Relaxed);
         let _ = tokio::join!(l, s, a);
     }

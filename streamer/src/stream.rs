@@ -235,6 +235,32 @@ impl Stream {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Puts restored chunks (from a dump) into the buffer, if it is empty.
+    pub fn restore(&self, chunks: Vec<crate::buffer::Chunk>, format_key: Option<&str>) {
+        let (first, bytes, overhead, micros, end) = {
+            let mut b = self.write_buffer();
+            b.restore(chunks);
+            (
+                b.first_seq(),
+                b.bytes(),
+                b.overhead_bytes(),
+                b.duration_micros(),
+                b.byte_end(),
+            )
+        };
+        if let Some(k) = format_key {
+            self.set_format_key(k);
+        }
+        self.byte_end.store(end, Ordering::Release);
+        self.first_seq.store(first, Ordering::Release);
+        self.buffer_seconds.set(micros as f64 / 1e6);
+        self.buffer_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.buffer_overhead
+            .set(i64::try_from(overhead).unwrap_or(i64::MAX));
+        self.wake_listeners();
+    }
+
     /// Empties the buffer (numbering continues); listeners behind move on.
     pub fn clear_buffer(&self) {
         let first = {

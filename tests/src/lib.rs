@@ -236,6 +236,23 @@ impl ServerProcess {
         false
     }
 
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // Let the log reader thread catch up with the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// PID of the process.
     pub fn pid(&self) -> u32 {
         self.child.id()

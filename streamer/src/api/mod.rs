@@ -22,6 +22,18 @@ use crate::stream::Stream;
 /// Largest JSON request body.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
+/// Largest rewind dump accepted by an import (8 h at 320 kbit/s is 1.2 GB).
+pub const MAX_IMPORT_BODY: usize = 2 * 1024 * 1024 * 1024;
+
+/// The request body limit of a route.
+pub fn body_limit(method: &str, path: &str) -> usize {
+    if method == "PUT" && path.ends_with("/rewind") {
+        MAX_IMPORT_BODY
+    } else {
+        MAX_JSON_BODY
+    }
+}
+
 /// A failed API call: a status, the field at fault (if one is), a message.
 #[derive(Debug, PartialEq)]
 pub struct ApiError {
@@ -73,6 +85,8 @@ pub enum Reply {
     Json(u16, Value),
     /// No content.
     Empty,
+    /// Binary content.
+    Bytes(&'static str, Vec<u8>),
 }
 
 impl Reply {
@@ -82,6 +96,9 @@ impl Reply {
                 .header("Content-Type", "application/json")
                 .body(v.to_string().into_bytes()),
             Reply::Empty => Response::new(204, "No Content"),
+            Reply::Bytes(content_type, body) => Response::new(200, "OK")
+                .header("Content-Type", content_type)
+                .body(body),
         }
     }
 }
@@ -125,6 +142,8 @@ pub static ROUTES: &[Route] = &[
     Route { method: "PUT", path: "/api/streams/{key}", summary: "Replace a stream's settings (live; listeners stay). A missing password keeps the current one", body: Some(openapi::Body::Stream), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: update_stream },
     Route { method: "DELETE", path: "/api/streams/{key}", summary: "Remove a stream (its listeners are disconnected)", body: None, responses: &[(204, "removed"), E401, E404], auth: true, handler: delete_stream },
     Route { method: "POST", path: "/api/streams/{key}/metadata", summary: "Set the title (of the stream's mount, so every stream of that audio)", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: stream_metadata },
+    Route { method: "GET", path: "/api/streams/{key}/rewind", summary: "Export the rewind buffer as a dump (application/octet-stream, the format of persist::dump)", body: None, responses: &[(200, "the dump"), E401, E404], auth: true, handler: export_rewind },
+    Route { method: "PUT", path: "/api/streams/{key}/rewind", summary: "Import a dump into the rewind buffer (the stream must have no source and no listeners)", body: Some(openapi::Body::Dump), responses: &[(204, "imported"), (400, "not a valid dump"), E401, E404, (409, "stream in use"), (413, "too large")], auth: true, handler: import_rewind },
     Route { method: "DELETE", path: "/api/streams/{key}/rewind", summary: "Empty the stream's rewind buffer (numbering continues)", body: None, responses: &[(204, "cleared"), E401, E404], auth: true, handler: clear_rewind },
     Route { method: "GET", path: "/api/source-mounts", summary: "All source mounts with their sources", body: None, responses: &[(200, "mounts"), E401], auth: true, handler: list_mounts },
     Route { method: "POST", path: "/api/source-mounts", summary: "Create a source mount (live)", body: Some(openapi::Body::SourceMount), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: create_mount },
@@ -529,6 +548,39 @@ fn clear_rewind(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, Api
         .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
     s.clear_buffer();
     tracing::warn!(stream = %p[0], "rewind buffer cleared through the API");
+    Ok(Reply::Empty)
+}
+
+fn export_rewind(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let s = server
+        .stream(p[0])
+        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    let bytes =
+        crate::persist::rewind::export_stream(&s).map_err(|e| ApiError::new(500, e.to_string()))?;
+    Ok(Reply::Bytes("application/octet-stream", bytes))
+}
+
+fn import_rewind(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply, ApiError> {
+    let s = server
+        .stream(p[0])
+        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    let mount = server.mount(s.config().mount_key());
+    if mount.is_some_and(|m| m.active_source().is_some()) || s.listener_count() > 0 {
+        return Err(ApiError::new(
+            409,
+            "import needs the stream without a source and without listeners",
+        ));
+    }
+    let limits = crate::persist::Limits {
+        max_total_bytes: Some(body.len() as u64),
+        ..Default::default()
+    };
+    let (header, records) = crate::persist::read_dump(body, &limits)
+        .map_err(|e| ApiError::new(400, format!("not a valid dump: {e}")))?;
+    s.clear_buffer();
+    let n = crate::persist::rewind::restore_into(&s, header, records, false)
+        .map_err(|e| ApiError::new(400, e.to_string()))?;
+    tracing::warn!(stream = %p[0], chunks = n, "rewind buffer imported through the API");
     Ok(Reply::Empty)
 }
 

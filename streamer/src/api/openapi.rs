@@ -15,6 +15,8 @@ pub enum Body {
     SourceMount,
     /// A title.
     Metadata,
+    /// A rewind dump (binary).
+    Dump,
 }
 
 impl Body {
@@ -23,6 +25,7 @@ impl Body {
             Body::Stream => "StreamConfig",
             Body::SourceMount => "SourceMountConfig",
             Body::Metadata => "Metadata",
+            Body::Dump => "Dump",
         }
     }
 }
@@ -103,9 +106,17 @@ pub fn document() -> Value {
             op.insert("parameters".into(), Value::Array(params));
         }
         if let Some(b) = r.body {
+            let content = match b {
+                Body::Dump => {
+                    json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}})
+                }
+                _ => {
+                    json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", b.name())}}})
+                }
+            };
             op.insert(
                 "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", b.name())}}}}),
+                json!({"required": true, "content": content}),
             );
         }
         let mut responses = Map::new();
@@ -114,6 +125,8 @@ pub fn document() -> Value {
             if *code >= 400 {
                 resp["content"] =
                     json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+            } else if r.method == "GET" && r.path.ends_with("/rewind") {
+                resp["content"] = json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}});
             } else if *code != 204 {
                 resp["content"] = json!({"application/json": {"schema": {"type": "object"}}});
             }

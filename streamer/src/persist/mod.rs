@@ -7,6 +7,7 @@
 
 pub mod dump;
 mod file;
+pub mod rewind;
 
 pub use dump::{
     read_dump, write_dump, DumpChunk, DumpError, DumpHeader, DumpStats, DumpWriter, Limits,

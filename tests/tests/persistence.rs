@@ -1,0 +1,175 @@
+//! Rewind dumps: written at shutdown, restored at start, exported and imported
+//! through the API; a corrupt dump is reported and skipped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::time::Duration;
+
+use streamer::format::Codec;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+
+fn config(dir: &std::path::Path) -> String {
+    format!(
+        "admin: {{ token: tok }}\ndumps: {{ dir: {} }}\nstreams:\n  - key: keep\n    password: pw\n  - key: other\n    password: pw\n",
+        dir.display()
+    )
+}
+
+fn status(server: &ServerProcess, key: &str) -> serde_json::Value {
+    let r = http_get(
+        server.admin,
+        &format!("/api/streams/{key}"),
+        &[("Authorization", "Bearer tok")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn a_restart_keeps_the_buffer_and_the_numbering() {
+    let dumps = scratch_dir("dumps");
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = audio_of(&data, Codec::Mp3);
+    let mut first = ServerProcess::start(EXE, &config(&dumps));
+    let mut src = Source::connect(first.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    assert!(first.wait_metric(
+        "streammachine_source_connected{mount=\"keep\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    let before = http_get(first.listen, "/keep?pump=9999&offset=9999", &[]).body;
+    assert_eq!(before, audio);
+    let st = status(&first, "keep");
+    let next_seq = st["buffer"]["nextSeq"].as_u64().unwrap();
+    let playlist_before = http_get(first.listen, "/keep.m3u8", &[]).text();
+    assert_eq!(first.terminate(), Some(0), "a clean exit");
+    assert!(first
+        .logs()
+        .iter()
+        .any(|l| l.contains("rewind buffer dumped") && l.contains("\"stream\":\"keep\"")));
+    assert!(dumps.join("keep.dump").exists());
+
+    let second = ServerProcess::start(EXE, &config(&dumps));
+    assert!(second
+        .log_lines("rewind buffer restored from its dump")
+        .iter()
+        .any(|l| l.contains("\"stream\":\"keep\"")));
+    let after = http_get(second.listen, "/keep?pump=9999&offset=9999", &[]).body;
+    assert!(after == before, "the same audio after the restart");
+    assert_eq!(
+        status(&second, "keep")["buffer"]["nextSeq"].as_u64(),
+        Some(next_seq),
+        "numbering continues"
+    );
+    assert_eq!(
+        http_get(second.listen, "/keep.m3u8", &[]).text(),
+        playlist_before,
+        "the same HLS segments"
+    );
+    // New audio continues the numbering.
+    let mut src = Source::connect(second.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[..100_000]).unwrap();
+    drop(src);
+    assert!(second.wait_metric(
+        "streammachine_source_connected{mount=\"keep\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    assert!(
+        status(&second, "keep")["buffer"]["nextSeq"]
+            .as_u64()
+            .unwrap()
+            > next_seq
+    );
+
+    // Export from one stream, import into another.
+    let export = http_get(
+        second.admin,
+        "/api/streams/keep/rewind",
+        &[("Authorization", "Bearer tok")],
+    );
+    assert_eq!(export.status, 200);
+    assert_eq!(
+        export.header("content-type"),
+        Some("application/octet-stream")
+    );
+    let r = http_send(
+        second.admin,
+        "PUT",
+        "/api/streams/other/rewind",
+        &[("Authorization", "Bearer tok")],
+        &export.body,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let a = http_get(second.listen, "/keep?pump=9999&offset=9999", &[]).body;
+    let b = http_get(second.listen, "/other?pump=9999&offset=9999", &[]).body;
+    assert!(a == b && !a.is_empty());
+    let mut garbage = export.body.clone();
+    let mid = garbage.len() / 2;
+    garbage[mid] ^= 0x55;
+    let r = http_send(
+        second.admin,
+        "PUT",
+        "/api/streams/other/rewind",
+        &[("Authorization", "Bearer tok")],
+        &garbage,
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("not a valid dump"), "{}", r.text());
+    // A stream with listeners cannot be overwritten under them.
+    let (_l, _, _, _) = request(second.listen, "GET", "/other", &[]);
+    assert!(second.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"other\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    let r = http_send(
+        second.admin,
+        "PUT",
+        "/api/streams/other/rewind",
+        &[("Authorization", "Bearer tok")],
+        &export.body,
+    );
+    assert_eq!(r.status, 409);
+}
+
+#[test]
+fn a_corrupt_dump_is_reported_and_skipped() {
+    let dumps = scratch_dir("dumps-bad");
+    let data = fixture("mp3/mp3-44100-64-s.mp3");
+    let mut first = ServerProcess::start(EXE, &config(&dumps));
+    let mut src = Source::connect(first.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    assert!(first.wait_metric(
+        "streammachine_source_connected{mount=\"keep\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(first.terminate(), Some(0));
+    let path = dumps.join("keep.dump");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 3] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(dumps.join("other.dump"), &bytes[..n / 2]).unwrap();
+    let second = ServerProcess::start(EXE, &config(&dumps));
+    let errors = second.log_lines("dump not restored");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("checksum") || l.contains("Checksum") || l.contains("CRC")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        status(&second, "keep")["buffer"]["chunks"],
+        0,
+        "nothing loaded from a corrupt dump"
+    );
+    assert_eq!(http_get(second.listen, "/healthz", &[]).status, 200);
+}
