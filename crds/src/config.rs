@@ -259,12 +259,27 @@ pub struct MasterConfig {
     pub url: String,
 }
 
-/// Redis config store.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+/// Redis config store: streams and mounts created, changed or removed through
+/// the admin API are kept there and survive restarts. The file's streams and
+/// mounts are the base; the API's changes stored in Redis win for the keys they
+/// touched (a stream removed through the API stays removed); file entries the
+/// API never touched follow the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// e.g. `redis://localhost:6379/0`.
+    /// e.g. `redis://localhost:6379/0` (the path selects the database).
     pub url: String,
+    /// Key prefix; the API's changes are stored at `<prefix>:config`.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "streammachine".into(),
+        }
+    }
 }
 
 /// Rewind buffer dumps, so a restart keeps hours of audio.

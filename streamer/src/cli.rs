@@ -91,6 +91,9 @@ pub enum CliError {
     /// The server could not start.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// The Redis config store could not be read.
+    #[error("cannot load the configuration from redis: {0}")]
+    Store(crate::store::StoreError),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -215,8 +218,25 @@ fn run(args: Args) -> Result<(), CliError> {
     runtime.block_on(serve(config))
 }
 
-async fn serve(config: Config) -> Result<(), CliError> {
+async fn serve(mut config: Config) -> Result<(), CliError> {
+    let store = match &config.redis {
+        Some(r) => {
+            let store = crate::store::Store::new(&r.url, &r.prefix);
+            let overlay = load_overlay(&store).await?;
+            let (mounts, streams) = overlay.merge(
+                std::mem::take(&mut config.source_mounts),
+                std::mem::take(&mut config.streams),
+            );
+            config.source_mounts = mounts;
+            config.streams = streams;
+            Some((store, overlay))
+        }
+        None => None,
+    };
     let server = Server::new(config)?;
+    if let Some((store, overlay)) = store {
+        server.use_store(store, overlay);
+    }
     let bound = server.bind().await?;
     let (l, s, a) = bound.addrs();
     let fmt = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
@@ -234,6 +254,33 @@ async fn serve(config: Config) -> Result<(), CliError> {
     server.dump_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     Ok(())
+}
+
+/// Reads the API's stored changes, retrying for a while: in a cluster Redis
+/// may start after us. Starting without them would serve a wrong config.
+async fn load_overlay(store: &crate::store::Store) -> Result<crate::store::Overlay, CliError> {
+    let mut attempt = 0;
+    loop {
+        match store.load().await {
+            Ok(o) => {
+                tracing::info!(
+                    streams = o.streams.len(),
+                    mounts = o.source_mounts.len(),
+                    removed = o.deleted_streams.len() + o.deleted_source_mounts.len(),
+                    "configuration changes loaded from redis"
+                );
+                return Ok(o);
+            }
+            Err(e) if attempt < 9 => {
+                if attempt == 0 {
+                    tracing::warn!(error = %e, "cannot load the configuration from redis yet; retrying for 10 s");
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(CliError::Store(e)),
+        }
+    }
 }
 
 async fn wait_for_signal() {

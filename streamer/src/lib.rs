@@ -18,6 +18,7 @@ pub mod persist;
 pub mod server;
 pub mod source;
 pub mod status;
+pub mod store;
 pub mod stream;
 
 pub use server::{Bound, Server, ServerError};

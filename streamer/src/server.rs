@@ -80,6 +80,20 @@ pub struct Server {
     ready: AtomicBool,
     listener_port: std::sync::atomic::AtomicU16,
     admin_token: Option<Secret>,
+    overlay: std::sync::OnceLock<watch::Sender<crate::store::Overlay>>,
+}
+
+/// A change made through the admin API, recorded in the config store.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A stream created or changed (its whole configuration).
+    UpsertStream(StreamConfig),
+    /// A stream removed.
+    DeleteStream(String),
+    /// A mount created or changed.
+    UpsertMount(SourceMountConfig),
+    /// A mount removed.
+    DeleteMount(String),
 }
 
 /// The streams and mounts in service, and the configuration they came from.
@@ -89,6 +103,20 @@ struct Registry {
     mounts: BTreeMap<String, Arc<Mount>>,
     stream_configs: Vec<StreamConfig>,
     mount_configs: Vec<SourceMountConfig>,
+}
+
+/// A change for the log: what and which key, never a password.
+struct ChangeSummary<'a>(&'a Change);
+
+impl std::fmt::Debug for ChangeSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Change::UpsertStream(s) => write!(f, "stream {} set", s.key),
+            Change::DeleteStream(k) => write!(f, "stream {k} removed"),
+            Change::UpsertMount(m) => write!(f, "mount {} set", m.key),
+            Change::DeleteMount(k) => write!(f, "mount {k} removed"),
+        }
+    }
 }
 
 /// What [`Server::apply`] changed.
@@ -170,6 +198,7 @@ impl Server {
             ready: AtomicBool::new(false),
             listener_port: std::sync::atomic::AtomicU16::new(0),
             admin_token,
+            overlay: std::sync::OnceLock::new(),
         });
         server.apply(mounts, streams)?;
         server.restore_dumps()?;
@@ -373,13 +402,26 @@ impl Server {
         self.admin_token.as_ref()
     }
 
-    /// Called after the API changed streams or mounts.
-    pub fn config_changed(&self) {
-        tracing::info!(
-            streams = self.streams().len(),
-            mounts = self.mounts().len(),
-            "configuration changed through the API"
-        );
+    /// Keeps the API's changes in `store` from now on (`overlay` is what it
+    /// held at start). Call from within the runtime.
+    pub fn use_store(&self, store: crate::store::Store, overlay: crate::store::Overlay) {
+        let (tx, rx) = watch::channel(overlay);
+        if self.overlay.set(tx).is_ok() {
+            tokio::spawn(store.run_writer(rx));
+        }
+    }
+
+    /// Records a change made through the API (saved to Redis when configured).
+    pub fn record(&self, change: Change) {
+        tracing::info!(change = ?ChangeSummary(&change), "configuration changed through the API");
+        if let Some(tx) = self.overlay.get() {
+            tx.send_modify(|o| match change {
+                Change::UpsertStream(s) => o.upsert_stream(s),
+                Change::DeleteStream(k) => o.delete_stream(&k),
+                Change::UpsertMount(m) => o.upsert_mount(m),
+                Change::DeleteMount(k) => o.delete_mount(&k),
+            });
+        }
     }
 
     /// The configuration in force: the file's ports and settings with the

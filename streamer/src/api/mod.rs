@@ -15,7 +15,7 @@ use streammachine_crds::config::{SourceMountConfig, StreamConfig};
 use streammachine_crds::ConfigError;
 
 use crate::http::Response;
-use crate::server::{Server, ServerError};
+use crate::server::{Change, Server, ServerError};
 use crate::source::MountError;
 use crate::stream::Stream;
 
@@ -462,13 +462,14 @@ fn create_stream(server: &Arc<Server>, _: &[&str], body: &[u8]) -> Result<Reply,
         ));
     }
     let key = new.key.clone();
+    let new_for_store = new.clone();
     let mut streams = c.streams;
     streams.push(new);
     let prefix = format!("streams[{}]", streams.len() - 1);
     server
         .apply(c.source_mounts, streams)
         .map_err(|e| apply_error(e, &prefix))?;
-    server.config_changed();
+    server.record(Change::UpsertStream(new_for_store));
     let s = server
         .stream(&key)
         .ok_or_else(|| ApiError::new(500, "stream vanished"))?;
@@ -489,11 +490,11 @@ fn update_stream(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply,
         new.password_file = c.streams[i].password_file.clone();
     }
     let mut streams = c.streams;
-    streams[i] = new;
+    streams[i] = new.clone();
     server
         .apply(c.source_mounts, streams)
         .map_err(|e| apply_error(e, &format!("streams[{i}]")))?;
-    server.config_changed();
+    server.record(Change::UpsertStream(new));
     get_stream(server, p, &[])
 }
 
@@ -506,7 +507,7 @@ fn delete_stream(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, Ap
     server
         .apply(c.source_mounts, streams)
         .map_err(|e| apply_error(e, ""))?;
-    server.config_changed();
+    server.record(Change::DeleteStream(p[0].to_string()));
     Ok(Reply::Empty)
 }
 
@@ -614,13 +615,14 @@ fn create_mount(server: &Arc<Server>, _: &[&str], body: &[u8]) -> Result<Reply, 
         ));
     }
     let key = new.key.clone();
+    let new_for_store = new.clone();
     let mut mounts = c.source_mounts;
     mounts.push(new);
     let prefix = format!("sourceMounts[{}]", mounts.len() - 1);
     server
         .apply(mounts, c.streams)
         .map_err(|e| apply_error(e, &prefix))?;
-    server.config_changed();
+    server.record(Change::UpsertMount(new_for_store));
     let v = mount_json(server, &key).ok_or_else(|| ApiError::new(500, "mount vanished"))?;
     Ok(Reply::Json(201, v))
 }
@@ -653,11 +655,11 @@ fn update_mount(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply, 
         new.password_file = c.source_mounts[i].password_file.clone();
     }
     let mut mounts = c.source_mounts;
-    mounts[i] = new;
+    mounts[i] = new.clone();
     server
         .apply(mounts, c.streams)
         .map_err(|e| apply_error(e, &format!("sourceMounts[{i}]")))?;
-    server.config_changed();
+    server.record(Change::UpsertMount(new));
     get_mount(server, p, &[])
 }
 
@@ -693,7 +695,7 @@ fn delete_mount(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, Api
     server
         .apply(mounts, c.streams)
         .map_err(|e| apply_error(e, ""))?;
-    server.config_changed();
+    server.record(Change::DeleteMount(p[0].to_string()));
     Ok(Reply::Empty)
 }
 

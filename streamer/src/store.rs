@@ -1,0 +1,291 @@
+//! The Redis config store: the admin API's changes to streams and mounts,
+//! kept so they survive a restart.
+//!
+//! Precedence (the original ignored the file whenever Redis was empty): the
+//! file's streams and mounts are the base; the *overlay* stored in Redis holds
+//! what the API created or changed (whole entries, which win over the file's
+//! entry of the same key) and what it removed (which stays removed, even if
+//! the file still has it). Entries the API never touched follow the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use streammachine_crds::config::{SourceMountConfig, StreamConfig};
+use tokio::sync::watch;
+
+/// Errors talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Connecting or a command failed.
+    #[error("redis at {url}: {error}")]
+    Redis {
+        /// The URL (without a password).
+        url: String,
+        /// What failed.
+        error: redis::RedisError,
+    },
+    /// The stored document is not ours or is damaged.
+    #[error("redis key {key}: not a StreamMachine config overlay: {error}")]
+    Document {
+        /// The key.
+        key: String,
+        /// The parse error.
+        error: serde_json::Error,
+    },
+    /// No answer in time.
+    #[error("redis at {url}: no answer within {secs} s")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The limit.
+        secs: u64,
+    },
+}
+
+/// The API's changes, as stored in Redis (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overlay {
+    /// Document version.
+    #[serde(default)]
+    pub version: u32,
+    /// Streams created or changed through the API, by key.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamConfig>,
+    /// Mounts created or changed through the API, by key.
+    #[serde(default)]
+    pub source_mounts: BTreeMap<String, SourceMountConfig>,
+    /// Streams removed through the API.
+    #[serde(default)]
+    pub deleted_streams: BTreeSet<String>,
+    /// Mounts removed through the API.
+    #[serde(default)]
+    pub deleted_source_mounts: BTreeSet<String>,
+}
+
+impl Overlay {
+    /// The file's entries with the overlay applied (file order, then new ones).
+    pub fn merge(
+        &self,
+        mounts: Vec<SourceMountConfig>,
+        streams: Vec<StreamConfig>,
+    ) -> (Vec<SourceMountConfig>, Vec<StreamConfig>) {
+        fn apply<T: Clone>(
+            file: Vec<T>,
+            key: impl Fn(&T) -> &str,
+            changed: &BTreeMap<String, T>,
+            deleted: &BTreeSet<String>,
+        ) -> Vec<T> {
+            let mut out: Vec<T> = file
+                .into_iter()
+                .filter(|e| !deleted.contains(key(e)))
+                .map(|e| changed.get(key(&e)).cloned().unwrap_or(e))
+                .collect();
+            for (k, v) in changed {
+                if !out.iter().any(|e| key(e) == k) {
+                    out.push(v.clone());
+                }
+            }
+            out
+        }
+        (
+            apply(
+                mounts,
+                |m| m.key.as_str(),
+                &self.source_mounts,
+                &self.deleted_source_mounts,
+            ),
+            apply(
+                streams,
+                |s| s.key.as_str(),
+                &self.streams,
+                &self.deleted_streams,
+            ),
+        )
+    }
+
+    /// Records a stream created or changed.
+    pub fn upsert_stream(&mut self, s: StreamConfig) {
+        self.deleted_streams.remove(&s.key);
+        self.streams.insert(s.key.clone(), s);
+    }
+
+    /// Records a stream removed.
+    pub fn delete_stream(&mut self, key: &str) {
+        self.streams.remove(key);
+        self.deleted_streams.insert(key.to_string());
+    }
+
+    /// Records a mount created or changed.
+    pub fn upsert_mount(&mut self, m: SourceMountConfig) {
+        self.deleted_source_mounts.remove(&m.key);
+        self.source_mounts.insert(m.key.clone(), m);
+    }
+
+    /// Records a mount removed.
+    pub fn delete_mount(&mut self, key: &str) {
+        self.source_mounts.remove(key);
+        self.deleted_source_mounts.insert(key.to_string());
+    }
+}
+
+/// The URL without credentials, for messages.
+fn safe_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Where the overlay lives.
+#[derive(Debug, Clone)]
+pub struct Store {
+    url: String,
+    key: String,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// A store at `url` with the key `<prefix>:config`.
+    pub fn new(url: &str, prefix: &str) -> Self {
+        Store {
+            url: url.to_string(),
+            key: format!("{prefix}:config"),
+        }
+    }
+
+    fn err(&self, error: redis::RedisError) -> StoreError {
+        StoreError::Redis {
+            url: safe_url(&self.url),
+            error,
+        }
+    }
+
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| self.err(e))?;
+        match tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection()).await {
+            Ok(r) => r.map_err(|e| self.err(e)),
+            Err(_) => Err(StoreError::Timeout {
+                url: safe_url(&self.url),
+                secs: TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    /// Reads the overlay (empty when the key does not exist).
+    pub async fn load(&self) -> Result<Overlay, StoreError> {
+        let mut con = self.connection().await?;
+        let text: Option<String> = redis::cmd("GET")
+            .arg(&self.key)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.err(e))?;
+        match text {
+            None => Ok(Overlay::default()),
+            Some(t) => serde_json::from_str(&t).map_err(|error| StoreError::Document {
+                key: self.key.clone(),
+                error,
+            }),
+        }
+    }
+
+    /// Writes the overlay.
+    pub async fn save(&self, overlay: &Overlay) -> Result<(), StoreError> {
+        let mut doc = overlay.clone();
+        doc.version = 1;
+        let text = serde_json::to_string(&doc).map_err(|error| StoreError::Document {
+            key: self.key.clone(),
+            error,
+        })?;
+        let mut con = self.connection().await?;
+        redis::cmd("SET")
+            .arg(&self.key)
+            .arg(text)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Saves every new overlay sent on `rx`, in order, the latest winning;
+    /// while Redis is away it retries every 2 s (logging the failure once).
+    pub async fn run_writer(self, mut rx: watch::Receiver<Overlay>) {
+        while rx.changed().await.is_ok() {
+            let mut failing = false;
+            loop {
+                let overlay = rx.borrow_and_update().clone();
+                match self.save(&overlay).await {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!(key = %self.key, "configuration saved to redis again");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::error!(error = %e, "cannot save the configuration to redis; retrying");
+                            failing = true;
+                        }
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(key: &str, rewind: u32) -> StreamConfig {
+        let mut s = StreamConfig::new(key);
+        s.rewind_seconds = rewind;
+        s
+    }
+
+    #[test]
+    fn the_overlay_wins_for_what_it_touched_and_the_file_for_the_rest() {
+        let file = vec![stream("a", 100), stream("b", 100), stream("c", 100)];
+        let mut o = Overlay::default();
+        o.upsert_stream(stream("b", 600));
+        o.delete_stream("c");
+        o.upsert_stream(stream("d", 60));
+        let (_, merged) = o.merge(Vec::new(), file);
+        let got: Vec<(&str, u32)> = merged
+            .iter()
+            .map(|s| (s.key.as_str(), s.rewind_seconds))
+            .collect();
+        assert_eq!(got, vec![("a", 100), ("b", 600), ("d", 60)]);
+        // Re-creating a removed stream brings it back.
+        o.upsert_stream(stream("c", 5));
+        assert!(!o.deleted_streams.contains("c"));
+        // An empty overlay is the file (the original ignored the file then).
+        let (_, merged) = Overlay::default().merge(Vec::new(), vec![stream("a", 1)]);
+        assert_eq!(merged.len(), 1);
+    }
+
+    #[test]
+    fn urls_in_messages_hide_passwords() {
+        assert_eq!(
+            safe_url("redis://:s3cret@host:6379/1"),
+            "redis://***@host:6379/1"
+        );
+        assert_eq!(safe_url("redis://host"), "redis://host");
+    }
+
+    #[test]
+    fn the_document_round_trips() {
+        let mut o = Overlay::default();
+        o.upsert_stream(stream("x", 7));
+        o.delete_mount("m");
+        let text = serde_json::to_string(&o).unwrap();
+        assert!(text.contains("\"deletedSourceMounts\":[\"m\"]"));
+        let back: Overlay = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, o);
+    }
+}
