@@ -140,6 +140,9 @@ pub struct Config {
     /// Rewind buffer dumps: written periodically and at shutdown, restored at start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dumps: Option<DumpsConfig>,
+    /// Listener analytics events (JSON lines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<AnalyticsConfig>,
     /// Where encoders connect. A stream without `sourceMount` is its own mount.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub source_mounts: Vec<SourceMountConfig>,
@@ -295,6 +298,30 @@ pub struct DumpsConfig {
 
 fn default_dump_interval() -> u32 {
     300
+}
+
+/// Listener analytics: session starts, periodic listens and session roll-ups as JSON lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// File the events are appended to; without one they are logged on the
+    /// tracing target `streammachine::analytics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Seconds between `listen` events of a connected listener (default 30).
+    pub interval_seconds: u32,
+    /// An HLS session without a segment request for this long is rolled up (default 300).
+    pub session_idle_seconds: u32,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            file: None,
+            interval_seconds: 30,
+            session_idle_seconds: 300,
+        }
+    }
 }
 
 /// Where an encoder connects (an Icecast mount point).
@@ -635,6 +662,14 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "dumps.intervalSeconds",
                     "must be at least 10",
+                ));
+            }
+        }
+        if let Some(a) = &self.analytics {
+            if a.interval_seconds == 0 || a.session_idle_seconds == 0 {
+                return Err(ConfigError::invalid(
+                    "analytics.intervalSeconds",
+                    "intervalSeconds and sessionIdleSeconds must be at least 1",
                 ));
             }
         }

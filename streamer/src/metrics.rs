@@ -47,6 +47,10 @@ pub struct Metrics {
     pub buffer_overhead_bytes: IntGaugeVec,
     /// Metadata (title) updates received, by mount.
     pub title_updates: IntCounterVec,
+    /// Listener sessions started, by stream and output (`raw`, `icy`, `pump`, `hls`).
+    pub sessions: IntCounterVec,
+    /// Seconds listened, by stream and output.
+    pub listening_seconds: prometheus::CounterVec,
     /// Always 1; the version in a label.
     pub build_info: IntGaugeVec,
     /// Seconds since the Unix epoch when the process started.
@@ -159,6 +163,20 @@ impl Metrics {
                 "Title updates received.",
                 &["mount"],
             )?,
+            sessions: counter_vec(
+                r,
+                "streammachine_sessions_total",
+                "Listener sessions started.",
+                &["stream", "output"],
+            )?,
+            listening_seconds: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new("streammachine_listening_seconds_total", "Seconds listened."),
+                    &["stream", "output"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             build_info: gauge_vec(
                 r,
                 "streammachine_build_info",

@@ -81,6 +81,13 @@ pub struct Server {
     listener_port: std::sync::atomic::AtomicU16,
     admin_token: Option<Secret>,
     overlay: std::sync::OnceLock<watch::Sender<crate::store::Overlay>>,
+    analytics: crate::analytics::Analytics,
+    analytics_writer: std::sync::Mutex<
+        Option<(
+            tokio::sync::mpsc::Receiver<String>,
+            crate::analytics::PathBufOrLog,
+        )>,
+    >,
 }
 
 /// A change made through the admin API, recorded in the config store.
@@ -189,6 +196,8 @@ impl Server {
         }
         .filter(|t| !t.0.is_empty());
         let (mounts, streams) = (config.source_mounts.clone(), config.streams.clone());
+        let (analytics, analytics_writer) =
+            crate::analytics::Analytics::new(config.analytics.as_ref(), &metrics);
         let server = Arc::new(Server {
             config,
             registry: RwLock::new(Registry::default()),
@@ -199,6 +208,8 @@ impl Server {
             listener_port: std::sync::atomic::AtomicU16::new(0),
             admin_token,
             overlay: std::sync::OnceLock::new(),
+            analytics,
+            analytics_writer: std::sync::Mutex::new(analytics_writer),
         });
         server.apply(mounts, streams)?;
         server.restore_dumps()?;
@@ -397,6 +408,11 @@ impl Server {
         Ok(applied)
     }
 
+    /// The analytics sink.
+    pub fn analytics(&self) -> &crate::analytics::Analytics {
+        &self.analytics
+    }
+
     /// The admin API's bearer token, if one is configured.
     pub fn admin_token(&self) -> Option<&Secret> {
         self.admin_token.as_ref()
@@ -549,6 +565,24 @@ impl Server {
             "admin",
             crate::admin::handle_connection,
         ));
+        let writer = self
+            .analytics_writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((rx, sink)) = writer {
+            tokio::spawn(crate::analytics::run_writer(rx, sink));
+            let server = Arc::clone(&self);
+            tokio::spawn(async move {
+                let mut shutdown = server.shutdown_signal();
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => server.analytics.sweep(),
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            });
+        }
         if let Some(d) = &self.config.dumps {
             let server = Arc::clone(&self);
             let every = Duration::from_secs(u64::from(d.interval_seconds));

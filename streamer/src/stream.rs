@@ -38,6 +38,7 @@ pub struct Stream {
     buffer: RwLock<RewindBuffer>,
     closed: std::sync::atomic::AtomicBool,
     byte_end: AtomicU64,
+    audio_end: AtomicU64,
     first_seq: AtomicU64,
     last_source: AtomicU64,
     default_title: RwLock<Arc<Title>>,
@@ -73,6 +74,7 @@ impl Stream {
             format,
             closed: std::sync::atomic::AtomicBool::new(false),
             byte_end: AtomicU64::new(0),
+            audio_end: AtomicU64::new(0),
             first_seq: AtomicU64::new(0),
             last_source: AtomicU64::new(0),
             listeners: AtomicUsize::new(0),
@@ -158,7 +160,9 @@ impl Stream {
         let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
         let (first, bytes, overhead, micros, end) = {
             let mut b = self.write_buffer();
-            b.append(draft, title, now_micros(), continuous);
+            let c = b.append(draft, title, now_micros(), continuous);
+            self.audio_end
+                .store(c.audio_end_micros(), Ordering::Release);
             (
                 b.first_seq(),
                 b.bytes(),
@@ -240,6 +244,10 @@ impl Stream {
         let (first, bytes, overhead, micros, end) = {
             let mut b = self.write_buffer();
             b.restore(chunks);
+            if let Some(c) = b.last() {
+                self.audio_end
+                    .store(c.audio_end_micros(), Ordering::Release);
+            }
             (
                 b.first_seq(),
                 b.bytes(),
@@ -292,6 +300,11 @@ impl Stream {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake_listeners();
+    }
+
+    /// The live edge on the audio clock (µs), without taking the buffer lock.
+    pub fn audio_end(&self) -> u64 {
+        self.audio_end.load(Ordering::Acquire)
     }
 
     /// The live edge as a stream byte offset, without taking the buffer lock.

@@ -40,7 +40,7 @@ fn target_floor(segment_seconds: u32) -> u32 {
 /// The media playlist of a stream. `?offset=` / `?at=` add `EXT-X-START`
 /// (timeshift); `?window=N` lists only the newest N segments (a short live
 /// window); `?session=` is carried into the segment URIs.
-pub fn media_playlist(stream: &Arc<Stream>, req: &Request) -> Response {
+pub fn media_playlist(server: &Server, stream: &Arc<Stream>, req: &Request) -> Response {
     let start = match StartRequest::from_request(req) {
         Ok(s) => s,
         Err(e) => return Response::text(400, reason(400), e.to_string()),
@@ -56,7 +56,14 @@ pub fn media_playlist(stream: &Arc<Stream>, req: &Request) -> Response {
             )
         }
     };
-    let session = req.query_param("session").filter(|s| s.len() <= 128);
+    // The session id travels in the segment URIs, so segment requests can be
+    // stitched into a session (players send X-Playback-Session-Id, others not).
+    let session = session_id(req).or_else(|| {
+        server
+            .analytics()
+            .enabled()
+            .then(crate::analytics::new_session_id)
+    });
     let query = session.as_ref().map(|s| format!("session={s}"));
     let (list, seconds) = {
         let b = stream.read_buffer();
@@ -80,6 +87,19 @@ pub fn media_playlist(stream: &Arc<Stream>, req: &Request) -> Response {
         .header("Content-Type", hls::PLAYLIST_CONTENT_TYPE)
         .header("Cache-Control", "no-cache")
         .body(hls::render_media(&list, &opts).into_bytes())
+}
+
+/// The HLS session id of a request: `X-Playback-Session-Id`, else `?session=`.
+fn session_id(req: &Request) -> Option<String> {
+    req.header("x-playback-session-id")
+        .map(str::to_string)
+        .or_else(|| req.query_param("session"))
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Finds segment `number` in the buffer by binary search (segment numbers
@@ -115,6 +135,8 @@ pub fn segment(
     server: &Server,
     stream: &Arc<Stream>,
     name: &str,
+    req: &Request,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<SegmentReply, Response> {
     let not_found = |msg: String| Response::text(404, reason(404), msg);
     let (number, ext) = hls::parse_segment_name(name).map_err(|e| not_found(e.to_string()))?;
@@ -144,6 +166,32 @@ pub fn segment(
         codec(stream).content_type(),
         server.config().listeners.cors_origin,
     );
+    let audio_micros: u64 = run.iter().map(|c| c.duration_micros()).sum();
+    let behind = stream.audio_end().saturating_sub(first.audio_start_micros) as f64 / 1e6;
+    match session_id(req) {
+        Some(id) => {
+            let client = crate::analytics::Client {
+                ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                ua: req.header("user-agent").map(str::to_string),
+            };
+            server.analytics().hls_segment(
+                &id,
+                stream.key(),
+                client,
+                crate::analytics::SegmentServed {
+                    bytes: len as u64,
+                    audio_micros,
+                    behind_live: behind,
+                    content_ts: first.ts_micros,
+                },
+            );
+        }
+        None => server
+            .metrics()
+            .listening_seconds
+            .with_label_values(&[stream.key(), "hls"])
+            .inc_by(audio_micros as f64 / 1e6),
+    }
     let mut parts = Vec::with_capacity(run.len() + 1);
     parts.push(id3);
     parts.extend(run.iter().map(|c| c.data().clone()));

@@ -38,6 +38,7 @@ struct AudioRequest {
     start: StartRequest,
     icy: bool,
     head_only: bool,
+    user_agent: Option<String>,
 }
 
 /// Serves one listener connection.
@@ -189,6 +190,7 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
             start,
             icy,
             head_only: method == "HEAD",
+            user_agent: req.header("user-agent").map(str::to_string),
         }));
     }
     for (ext, kind) in [(".pls", playlist::Kind::Pls), (".m3u", playlist::Kind::M3u)] {
@@ -204,11 +206,11 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
         return Answer::Short(super::hls::multivariant(server, group, req));
     }
     if let Some(stream) = name.strip_suffix(".m3u8").and_then(|k| server.stream(k)) {
-        return Answer::Short(super::hls::media_playlist(&stream, req));
+        return Answer::Short(super::hls::media_playlist(server, &stream, req));
     }
     if let Some((key, seg)) = name.split_once("/seg/") {
         if let Some(stream) = server.stream(key) {
-            return match super::hls::segment(server, &stream, seg) {
+            return match super::hls::segment(server, &stream, seg, req, sock.peer_addr().ok()) {
                 Ok(reply) => Answer::Segment(reply),
                 Err(resp) => Answer::Short(resp),
             };
@@ -332,7 +334,22 @@ async fn serve_audio(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr,
     let sender = Sender::new(Arc::clone(&a.stream), s.pos, s.end, icy, s.lag, sent);
     // The hours-long part runs on a task of its own whose state is only what
     // streaming needs: the setup above (head text, request) is gone.
-    tokio::spawn(listen(server, sock, peer, sender, output, gauge, count));
+    let client = crate::analytics::Client {
+        ip: peer.ip().to_string(),
+        ua: a.user_agent.clone(),
+    };
+    let session = server.analytics().start(a.stream.key(), output, client);
+    let mut task = listen(
+        Arc::clone(&server),
+        sock,
+        peer,
+        sender,
+        output,
+        gauge,
+        count,
+    );
+    task.session = session;
+    tokio::spawn(task);
 }
 
 /// A listener streaming: the task that lives for hours, written as a plain
@@ -346,6 +363,7 @@ struct Listening {
     output: &'static str,
     gauge: prometheus::IntGauge,
     _count: crate::stream::ListenerCount,
+    session: Option<Box<crate::analytics::Session>>,
 }
 
 impl std::future::Future for Listening {
@@ -358,9 +376,25 @@ impl std::future::Future for Listening {
         let this = self.get_mut();
         let ended = match this.sender.poll_run(&mut this.sock, cx) {
             std::task::Poll::Ready(e) => e,
-            std::task::Poll::Pending => return std::task::Poll::Pending,
+            std::task::Poll::Pending => {
+                // Woken at least once a chunk while audio flows: time enough
+                // for the periodic listen event, without a timer per listener.
+                if let Some(s) = this.session.as_mut() {
+                    let (bytes, audio) = (this.sender.bytes, this.sender.audio_micros);
+                    this.server
+                        .analytics()
+                        .listen(s, bytes, audio, this.sender.position(), false);
+                }
+                return std::task::Poll::Pending;
+            }
         };
         this.gauge.dec();
+        if let Some(s) = this.session.take() {
+            let (bytes, audio) = (this.sender.bytes, this.sender.audio_micros);
+            this.server
+                .analytics()
+                .end(s, bytes, audio, this.sender.position(), ended.reason());
+        }
         let stream = this.sender.stream();
         this.server
             .metrics()
@@ -399,6 +433,7 @@ fn listen(
         output,
         gauge,
         _count: count,
+        session: None,
     }
 }
 

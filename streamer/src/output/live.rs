@@ -88,6 +88,10 @@ pub struct Sender {
     sent: IntCounter,
     current: Option<Arc<Chunk>>,
     registered: u64,
+    /// Bytes written to this listener.
+    pub bytes: u64,
+    /// Audio written to this listener, µs (for analytics).
+    pub audio_micros: u64,
 }
 
 impl Sender {
@@ -109,7 +113,28 @@ impl Sender {
             sent,
             current: None,
             registered: u64::MAX,
+            bytes: 0,
+            audio_micros: 0,
         }
+    }
+
+    /// Seconds behind live and the wall-clock time of the audio being sent
+    /// (analytics), when known.
+    pub fn position(&self) -> Option<(f64, i64)> {
+        let c = self.current.as_ref()?;
+        let len = c.data().len().max(1) as u64;
+        let offset = if c.seq == self.pos.seq {
+            u64::from(self.pos.offset)
+        } else {
+            len
+        };
+        let into = c.duration_micros() * offset / len;
+        let here = c.audio_start_micros + into;
+        let behind = self.stream.audio_end().saturating_sub(here);
+        Some((
+            behind as f64 / 1e6,
+            c.ts_micros + i64::try_from(into).unwrap_or(0),
+        ))
     }
 
     /// The stream it reads.
@@ -161,9 +186,13 @@ impl Sender {
                 if self.pos.seq < b.first_seq() {
                     return Poll::Ready(Ended::FellBehind);
                 }
-                self.current = b.get(self.pos.seq).cloned();
+                // Keep the last chunk when the next is not there yet: it says
+                // where this listener is (analytics) while it waits.
+                if let Some(next) = b.get(self.pos.seq) {
+                    self.current = Some(Arc::clone(next));
+                }
             }
-            let Some(chunk) = self.current.clone() else {
+            let Some(chunk) = self.current.clone().filter(|c| c.seq == self.pos.seq) else {
                 // Caught up: wait for audio, and notice a client that leaves
                 // meanwhile (a source can be away for a long time).
                 match sock.poll_read_ready(cx) {
@@ -211,10 +240,13 @@ impl Sender {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ended::Closed),
                 Poll::Ready(Ok(n)) => {
                     self.sent.inc_by(n as u64);
+                    self.bytes += n as u64;
                     let audio_bytes = match &mut self.icy {
                         Some(icy) => icy.advance(&plan, n),
                         None => n,
                     };
+                    self.audio_micros +=
+                        chunk.duration_micros() * audio_bytes as u64 / data.len().max(1) as u64;
                     self.pos.offset += audio_bytes as u32;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Ended::Io(e)),

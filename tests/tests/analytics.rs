@@ -1,0 +1,156 @@
+//! Listener analytics against the real server: JSON-line events for a
+//! connected listener and an HLS session, and the Prometheus counters.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::time::Duration;
+
+use serde_json::Value;
+use streamer::format::Codec;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+
+fn events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn listens_and_sessions_are_reported() {
+    let dir = scratch_dir("analytics");
+    let file = dir.join("events.jsonl");
+    let server = ServerProcess::start(
+        EXE,
+        &format!(
+            "analytics: {{ file: {}, intervalSeconds: 1, sessionIdleSeconds: 2 }}\nstreams:\n  - key: live\n    password: pw\n    burstSeconds: 1\n    hls: {{ segmentSeconds: 1 }}\n",
+            file.display()
+        ),
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let addr = server.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &frames[..frames.len() / 5], 44_100)
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // A raw listener for ~3 s.
+    let (mut l, st, _, rest) = request(
+        server.listen,
+        "GET",
+        "/live",
+        &[("User-Agent", "TestPlayer/1.0")],
+    );
+    assert_eq!(st, 200);
+    l.set_read_timeout(Some(Duration::from_millis(3200)))
+        .unwrap();
+    let got = read_n(&mut l, rest, usize::MAX, Duration::from_millis(3200));
+    drop(l);
+    // An HLS session: playlist and two segments with the player's session header.
+    let sid = "abc123session";
+    let pl = http_get(
+        server.listen,
+        "/live.m3u8",
+        &[("X-Playback-Session-Id", sid)],
+    )
+    .text();
+    let uris: Vec<&str> = pl
+        .lines()
+        .filter(|x| !x.starts_with('#') && !x.is_empty())
+        .collect();
+    assert!(uris.len() >= 2, "{pl}");
+    assert!(
+        uris[0].contains(&format!("session={sid}")),
+        "the session travels in the URIs: {pl}"
+    );
+    let mut hls_bytes = 0;
+    for u in &uris[..2] {
+        let seg = http_get(server.listen, &format!("/{u}"), &[]);
+        assert_eq!(seg.status, 200);
+        hls_bytes += seg.body.len() as u64;
+    }
+    feeder.join().unwrap();
+    std::thread::sleep(Duration::from_secs(4)); // HLS idle roll-up (2 s, swept every 5 s)
+    let mut ev = events(&file);
+    for _ in 0..40 {
+        if ev
+            .iter()
+            .any(|e| e["type"] == "session" && e["output"] == "hls")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        ev = events(&file);
+    }
+    let raw: Vec<&Value> = ev.iter().filter(|e| e["output"] == "raw").collect();
+    let start = raw
+        .iter()
+        .find(|e| e["type"] == "session_start")
+        .expect("raw session_start");
+    assert_eq!(start["stream"], "live");
+    assert_eq!(start["client"]["ua"], "TestPlayer/1.0");
+    assert_eq!(start["client"]["ip"], "127.0.0.1");
+    let sid_raw = start["session"].as_str().unwrap();
+    let listens: Vec<&&Value> = raw
+        .iter()
+        .filter(|e| e["type"] == "listen" && e["session"] == sid_raw)
+        .collect();
+    assert!(listens.len() >= 2, "periodic listens: {listens:?}");
+    assert!(listens
+        .iter()
+        .all(|e| e["behindLiveSeconds"].as_f64().unwrap() >= 0.0 && e["contentTime"].is_string()));
+    let session = raw
+        .iter()
+        .find(|e| e["type"] == "session")
+        .expect("raw session roll-up");
+    let listened: u64 = listens.iter().map(|e| e["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(
+        session["bytes"].as_u64().unwrap(),
+        listened,
+        "the roll-up adds up its listens"
+    );
+    assert!(session["bytes"].as_u64().unwrap() >= got.len() as u64);
+    assert!(
+        (2.5..6.0).contains(&session["durationSeconds"].as_f64().unwrap()),
+        "{session}"
+    );
+    let hls: Vec<&Value> = ev.iter().filter(|e| e["session"] == sid).collect();
+    assert_eq!(
+        hls.iter().filter(|e| e["type"] == "session_start").count(),
+        1
+    );
+    assert_eq!(hls.iter().filter(|e| e["type"] == "listen").count(), 2);
+    let roll = hls
+        .iter()
+        .find(|e| e["type"] == "session")
+        .expect("HLS roll-up after idle");
+    assert_eq!(roll["listens"], 2);
+    assert_eq!(roll["bytes"].as_u64().unwrap(), hls_bytes);
+    assert_eq!(roll["endReason"], "idle");
+    assert_eq!(
+        server.metric("streammachine_sessions_total{output=\"raw\",stream=\"live\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("streammachine_sessions_total{output=\"hls\",stream=\"live\"}"),
+        Some(1.0)
+    );
+    assert!(
+        server
+            .metric("streammachine_listening_seconds_total{output=\"raw\",stream=\"live\"}")
+            .unwrap()
+            > 2.0
+    );
+    assert!(
+        server
+            .metric("streammachine_listening_seconds_total{output=\"hls\",stream=\"live\"}")
+            .unwrap()
+            > 1.0
+    );
+}
