@@ -28,6 +28,7 @@ struct Args {
     seconds: u64,
     buffer: bool,
     server: bool,
+    hls: bool,
 }
 
 fn parse_args() -> Args {
@@ -36,6 +37,7 @@ fn parse_args() -> Args {
         seconds: 20,
         buffer: true,
         server: true,
+        hls: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -51,6 +53,11 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = it.next().expect("--seconds N").parse().expect("seconds"),
             "--skip-buffer" => a.buffer = false,
             "--skip-server" => a.server = false,
+            "--skip-hls" => a.hls = false,
+            "--only-hls" => {
+                a.buffer = false;
+                a.server = false;
+            }
             other => {
                 eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server]");
                 std::process::exit(2);
@@ -273,6 +280,10 @@ fn main() {
         eprintln!("sm-bench: filling an 8 h rewind buffer in-process…");
         rows.extend(bench_buffer());
     }
+    if args.hls {
+        eprintln!("sm-bench: HLS playlist/segments and dumps over an 8 h buffer…");
+        rows.extend(bench_hls_and_dumps());
+    }
     if args.server {
         rows.extend(bench_server(&args));
     }
@@ -280,6 +291,248 @@ fn main() {
     for (k, v) in rows {
         println!("| {k} | {v} |");
     }
+}
+
+/// An 8 h, 128 kbit/s stream with real-time timestamps (so 10 s HLS
+/// segments: 2880 of them) and a title change every 4 minutes.
+fn eight_hours() -> Vec<streamer::buffer::Chunk> {
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let mut framer = Framer::new(Codec::Mp3);
+    framer.push(&data);
+    let mut frames = Vec::new();
+    while let Some(f) = framer.next_frame().unwrap() {
+        frames.push(f);
+    }
+    let seconds = 8 * 3600u64;
+    let mut rb = RewindBuffer::new(u32::try_from(seconds).unwrap() + 60, 1_000_000);
+    let mut chunker = Chunker::new();
+    let mut now = 1_795_000_000_000_000i64;
+    let mut micros = 0u64;
+    let mut title = Title::new("Show 0");
+    'fill: loop {
+        for f in &frames {
+            if let Some(draft) = chunker.push(f) {
+                let d = draft.duration_micros();
+                now += i64::try_from(d).unwrap();
+                if micros / 240_000_000 != (micros + d) / 240_000_000 {
+                    title = Title::new(format!("Show {}", (micros + d) / 240_000_000));
+                }
+                rb.append(draft, Arc::clone(&title), now, true);
+                micros += d;
+                if micros >= seconds * 1_000_000 {
+                    break 'fill;
+                }
+            }
+        }
+    }
+    let arcs: Vec<Arc<streamer::buffer::Chunk>> = rb.iter().cloned().collect();
+    drop(rb);
+    arcs.into_iter()
+        .filter_map(|a| Arc::try_unwrap(a).ok())
+        .collect()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench_hls_and_dumps() -> Vec<(String, String)> {
+    use streamer::stream::Stream;
+    use streammachine_crds::config::{AudioFormat, StreamConfig};
+    let mut rows = Vec::new();
+    let metrics = streamer::metrics::Metrics::new().unwrap();
+    let mut cfg = StreamConfig::new("bench");
+    cfg.rewind_seconds = 8 * 3600 + 60;
+    cfg.password = Some(streammachine_crds::config::Secret("bench".into()));
+    let stream = Stream::new(cfg.clone(), AudioFormat::Mp3, &metrics);
+    stream.restore(eight_hours(), Some("mp3-44100-128-s"));
+    let raw = stream.read_buffer().bytes() as f64;
+    // Playlist generation in-process: group the 28,800 chunks into segments and render.
+    let mut times = Vec::new();
+    let mut body = String::new();
+    let mut segs = 0;
+    for _ in 0..31 {
+        let t = Instant::now();
+        let list = {
+            let b = stream.read_buffer();
+            streamer::hls::segments(b.iter().map(|c| c.hls_view()))
+        };
+        let opts = streamer::hls::MediaOptions::new("bench", streamer::hls::Codec::Mp3, 11);
+        body = streamer::hls::render_media(&list, &opts);
+        times.push(t.elapsed());
+        segs = list.iter().filter(|s| s.complete).count();
+    }
+    rows.push((
+        "HLS: 8 h media playlist, in-process (segment + render), median of 31".into(),
+        format!(
+            "{} for {segs} segments, {} bytes",
+            ms(median(times)),
+            body.len()
+        ),
+    ));
+    // Dump and restore.
+    let dir = streammachine_tests::scratch_dir("bench-dumps");
+    let t = Instant::now();
+    let stats = streamer::persist::rewind::save_stream(&stream, &dir).unwrap();
+    let save = t.elapsed();
+    rows.push((
+        "dump: 8 h at 128 kbit/s, save (write, fsync, rename)".into(),
+        format!(
+            "{:.2} s, {:.0} MB/s of audio",
+            save.as_secs_f64(),
+            raw / 1e6 / save.as_secs_f64()
+        ),
+    ));
+    rows.push((
+        "dump: size / raw audio bytes".into(),
+        format!(
+            "{:.1} MB / {:.1} MB = {:.4}",
+            stats.dump_bytes as f64 / 1e6,
+            raw / 1e6,
+            stats.dump_bytes as f64 / raw
+        ),
+    ));
+    let fresh = Stream::new(cfg, AudioFormat::Mp3, &metrics);
+    let t = Instant::now();
+    let n = streamer::persist::rewind::restore_stream(&fresh, &dir)
+        .unwrap()
+        .unwrap_or(0);
+    let load = t.elapsed();
+    rows.push((
+        "dump: restore (read, verify, rebuild chunks)".into(),
+        format!(
+            "{:.2} s, {:.0} MB/s of audio ({n} chunks)",
+            load.as_secs_f64(),
+            raw / 1e6 / load.as_secs_f64()
+        ),
+    ));
+    drop(fresh);
+    drop(stream);
+    // Over HTTP: a real server restores the dump and serves the playlist and segments.
+    let exe = std::env::current_exe()
+        .unwrap()
+        .with_file_name("streammachine");
+    if !exe.exists() {
+        rows.push((
+            "HLS over HTTP".into(),
+            "skipped: build the streammachine binary (./bench.sh)".into(),
+        ));
+        return rows;
+    }
+    let server = ServerProcess::try_start(
+        exe.to_str().unwrap(),
+        &format!("dumps: {{ dir: {} }}\nstreams:\n  - key: bench\n    password: bench\n    rewindSeconds: {}\n", dir.display(), 8 * 3600 + 60),
+        &[],
+    )
+    .unwrap_or_else(|log| panic!("server did not start:\n{log}"));
+    let restored = server.log_lines("restored from its dump");
+    if let Some(l) = restored.first() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        rows.push((
+            "server start: 8 h dump restored in".into(),
+            format!("{} ms", v["took_ms"]),
+        ));
+    }
+    let mut times = Vec::new();
+    let mut uris = Vec::new();
+    for _ in 0..31 {
+        let t = Instant::now();
+        let r = streammachine_tests::http_get(server.listen, "/bench.m3u8", &[]);
+        times.push(t.elapsed());
+        assert_eq!(r.status, 200);
+        uris = r
+            .text()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| format!("/{l}"))
+            .collect();
+    }
+    rows.push((
+        "HLS: 8 h media playlist over HTTP, one request (median of 31)".into(),
+        format!("{} ({} entries)", ms(median(times)), uris.len()),
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (reqs, bytes, secs) = rt.block_on(segment_load(
+        server.listen,
+        Arc::new(uris),
+        8,
+        Duration::from_secs(5),
+    ));
+    rows.push((
+        "HLS: segment serving, 8 keep-alive clients on loopback, 5 s".into(),
+        format!(
+            "{:.0} requests/s, {:.0} MB/s",
+            reqs as f64 / secs,
+            bytes as f64 / 1e6 / secs
+        ),
+    ));
+    rows
+}
+
+/// `clients` keep-alive connections fetching segments round-robin for `time`.
+async fn segment_load(
+    addr: std::net::SocketAddr,
+    uris: Arc<Vec<String>>,
+    clients: usize,
+    time: Duration,
+) -> (u64, u64, f64) {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let uris = Arc::clone(&uris);
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let (mut reqs, mut bytes) = (0u64, 0u64);
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut i = c * 7;
+                while start.elapsed() < time {
+                    let uri = &uris[i % uris.len()];
+                    i += 13;
+                    s.write_all(format!("GET {uri} HTTP/1.1\r\nHost: b\r\n\r\n").as_bytes())
+                        .await
+                        .unwrap();
+                    // Read the head, then Content-Length bytes.
+                    let mut have = Vec::new();
+                    let (head_end, len) = loop {
+                        let n = s.read(&mut buf).await.unwrap();
+                        assert!(n > 0);
+                        have.extend_from_slice(&buf[..n]);
+                        if let Some(e) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&have[..e]).to_ascii_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .unwrap()
+                                .trim()
+                                .parse()
+                                .unwrap();
+                            break (e + 4, len);
+                        }
+                    };
+                    let mut got = have.len() - head_end;
+                    while got < len {
+                        let n = s.read(&mut buf).await.unwrap();
+                        assert!(n > 0);
+                        got += n;
+                    }
+                    reqs += 1;
+                    bytes += len as u64;
+                }
+                (reqs, bytes)
+            })
+        })
+        .collect();
+    let (mut r, mut b) = (0, 0);
+    for t in tasks {
+        let (x, y) = t.await.unwrap();
+        r += x;
+        b += y;
+    }
+    (r, b, start.elapsed().as_secs_f64())
 }
 
 fn bench_server(args: &Args) -> Vec<(String, String)> {
