@@ -425,33 +425,11 @@ impl<W: Write> DumpWriter<W> {
                 chunk.seq, self.next_seq
             )));
         }
-        validate_chunk(chunk, &self.limits)?;
-        let mut flags = 0u8;
-        if chunk.discontinuity {
-            flags |= FLAG_DISCONTINUITY;
-        }
-        if chunk.hls_segment_start {
-            flags |= FLAG_HLS_SEGMENT_START;
-        }
         let mut rec = std::mem::take(&mut self.scratch);
-        rec.clear();
-        rec.push(TAG_CHUNK);
-        rec.extend_from_slice(&chunk.seq.to_le_bytes());
-        rec.extend_from_slice(&chunk.ts_micros.to_le_bytes());
-        rec.extend_from_slice(&chunk.audio_start_micros.to_le_bytes());
-        rec.extend_from_slice(&chunk.byte_start.to_le_bytes());
-        rec.extend_from_slice(&chunk.hls_segment.to_le_bytes());
-        rec.extend_from_slice(&chunk.hls_disc_seq.to_le_bytes());
-        rec.extend_from_slice(&chunk.samples_per_frame.to_le_bytes());
-        rec.extend_from_slice(&chunk.sample_rate.to_le_bytes());
-        rec.push(flags);
-        rec.extend_from_slice(&len_u32("title", chunk.title.len())?.to_le_bytes());
-        rec.extend_from_slice(&len_u32("frame count", chunk.frames.len())?.to_le_bytes());
-        rec.extend_from_slice(&len_u32("chunk data", chunk.data.len())?.to_le_bytes());
-        debug_assert_eq!(rec.len(), RECORD_FIXED_LEN);
-        rec.extend_from_slice(chunk.title.as_bytes());
-        for off in &chunk.frames {
-            rec.extend_from_slice(&off.to_le_bytes());
+        let encoded = encode_record_head(chunk, &self.limits, &mut rec);
+        if let Err(e) = encoded {
+            self.scratch = rec;
+            return Err(e);
         }
         let result = self.put(&rec).and_then(|()| self.put(&chunk.data));
         self.scratch = rec;
@@ -526,6 +504,73 @@ where
         writer.write_chunk(chunk.borrow())?;
     }
     writer.finish()
+}
+
+/// Encodes a chunk record without its audio bytes (tag, fixed fields, title,
+/// frame table) into `out` (cleared first); the record is `out` followed by
+/// `chunk.data`. The master↔slave link sends chunks with this same encoding,
+/// the data written straight from the shared buffer.
+pub fn encode_record_head(
+    chunk: &DumpChunk,
+    limits: &Limits,
+    out: &mut Vec<u8>,
+) -> Result<(), DumpError> {
+    validate_chunk(chunk, limits)?;
+    let mut flags = 0u8;
+    if chunk.discontinuity {
+        flags |= FLAG_DISCONTINUITY;
+    }
+    if chunk.hls_segment_start {
+        flags |= FLAG_HLS_SEGMENT_START;
+    }
+    out.clear();
+    out.push(TAG_CHUNK);
+    out.extend_from_slice(&chunk.seq.to_le_bytes());
+    out.extend_from_slice(&chunk.ts_micros.to_le_bytes());
+    out.extend_from_slice(&chunk.audio_start_micros.to_le_bytes());
+    out.extend_from_slice(&chunk.byte_start.to_le_bytes());
+    out.extend_from_slice(&chunk.hls_segment.to_le_bytes());
+    out.extend_from_slice(&chunk.hls_disc_seq.to_le_bytes());
+    out.extend_from_slice(&chunk.samples_per_frame.to_le_bytes());
+    out.extend_from_slice(&chunk.sample_rate.to_le_bytes());
+    out.push(flags);
+    out.extend_from_slice(&len_u32("title", chunk.title.len())?.to_le_bytes());
+    out.extend_from_slice(&len_u32("frame count", chunk.frames.len())?.to_le_bytes());
+    out.extend_from_slice(&len_u32("chunk data", chunk.data.len())?.to_le_bytes());
+    debug_assert_eq!(out.len(), RECORD_FIXED_LEN);
+    out.extend_from_slice(chunk.title.as_bytes());
+    for off in &chunk.frames {
+        out.extend_from_slice(&off.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Decodes one complete chunk record (as written by [`encode_record_head`]
+/// plus the data), checking every length against `limits` and the record's
+/// own consistency; trailing bytes are an error.
+pub fn decode_record(record: &[u8], limits: &Limits) -> Result<DumpChunk, DumpError> {
+    let mut input = Input {
+        inner: BufReader::with_capacity(256, record),
+        pos: 0,
+        crc: crc32fast::Hasher::new(),
+        end: Some(record.len() as u64),
+    };
+    match input.u8()? {
+        TAG_CHUNK => {}
+        t => {
+            return Err(DumpError::Inconsistent(format!(
+                "record tag {t:#04x} is not a chunk"
+            )))
+        }
+    }
+    let chunk = read_chunk(&mut input, limits, 0)?;
+    if input.pos != record.len() as u64 {
+        return Err(DumpError::Inconsistent(format!(
+            "{} bytes after the chunk record",
+            record.len() as u64 - input.pos
+        )));
+    }
+    Ok(chunk)
 }
 
 /// The reading side: a buffered reader that counts bytes, feeds the CRC and
@@ -900,6 +945,38 @@ pub(crate) mod tests {
             }
             other => panic!("expected Inconsistent({needle}), got {other:?}"),
         }
+    }
+
+    #[test]
+    fn single_records_round_trip_and_reject_damage() {
+        let c = DumpChunk {
+            seq: 7,
+            ts_micros: -3,
+            audio_start_micros: 9,
+            byte_start: 11,
+            discontinuity: true,
+            hls_segment: 13,
+            hls_disc_seq: 1,
+            hls_segment_start: true,
+            samples_per_frame: 1152,
+            sample_rate: 44_100,
+            frames: vec![0, 100],
+            title: "Titel – ü".into(),
+            data: Bytes::from(vec![0xAB; 200]),
+        };
+        let mut rec = Vec::new();
+        encode_record_head(&c, &Limits::default(), &mut rec).unwrap();
+        rec.extend_from_slice(&c.data);
+        assert_eq!(decode_record(&rec, &Limits::default()).unwrap(), c);
+        for cut in 0..rec.len() {
+            assert!(
+                decode_record(&rec[..cut], &Limits::default()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = rec.clone();
+        longer.push(0);
+        assert!(decode_record(&longer, &Limits::default()).is_err());
     }
 
     #[test]

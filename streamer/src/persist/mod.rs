@@ -10,7 +10,7 @@ mod file;
 pub mod rewind;
 
 pub use dump::{
-    read_dump, write_dump, DumpChunk, DumpError, DumpHeader, DumpStats, DumpWriter, Limits,
-    FORMAT_VERSION, MAGIC,
+    decode_record, encode_record_head, read_dump, write_dump, DumpChunk, DumpError, DumpHeader,
+    DumpStats, DumpWriter, Limits, FORMAT_VERSION, MAGIC,
 };
 pub use file::{load, save, Loaded};
