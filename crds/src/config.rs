@@ -252,6 +252,9 @@ pub struct LinkConfig {
     /// File holding the shared secret (a mounted Kubernetes Secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// The shared secret itself (prefer `secretFile` or `STREAMMACHINE_LINK_SECRET`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
 }
 
 /// Slave mode: the master to follow.
@@ -672,6 +675,13 @@ impl Config {
                     "intervalSeconds and sessionIdleSeconds must be at least 1",
                 ));
             }
+        }
+        if self.mode == Mode::Slave && (!self.streams.is_empty() || !self.source_mounts.is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "streams",
+                "slave mode takes its streams and mounts from the master; leave them out",
+            ));
         }
         if self.mode == Mode::Slave && self.master.as_ref().is_none_or(|m| m.url.is_empty()) {
             return Err(ConfigError::invalid(

@@ -36,6 +36,10 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                 tracing::debug!(%peer, error = %e, "admin port: bad request");
                 (e.response(), false, false)
             }
+            Ok(Ok(Some((req, _)))) if req.path == "/link" && req.method == "GET" => {
+                crate::link::master::serve(server, sock, peer, req, buf).await;
+                return;
+            }
             Ok(Ok(Some((req, body)))) => {
                 let resp = route(&server, &req, &body);
                 (resp, req.keep_alive(), req.method == "HEAD")

@@ -140,6 +140,19 @@ pub fn load_config(args: &Args) -> Result<Config, CliError> {
         config.admin.token = Some(Secret(t));
         config.admin.token_file = None;
     }
+    if let Some(t) = std::env::var("STREAMMACHINE_LINK_SECRET")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        let link = config.link.get_or_insert_with(Default::default);
+        link.secret = Some(Secret(t));
+        link.secret_file = None;
+    }
+    if let Ok(url) = std::env::var("STREAMMACHINE_MASTER_URL") {
+        if !url.is_empty() {
+            config.master = Some(streammachine_crds::config::MasterConfig { url });
+        }
+    }
     if let Some(m) = args.mode {
         config.mode = m;
     }

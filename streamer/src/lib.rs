@@ -13,6 +13,7 @@ pub mod cli;
 pub mod format;
 pub mod hls;
 pub mod http;
+pub mod link;
 pub mod metrics;
 pub mod output;
 pub mod persist;

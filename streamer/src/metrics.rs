@@ -51,6 +51,14 @@ pub struct Metrics {
     pub sessions: IntCounterVec,
     /// Seconds listened, by stream and output.
     pub listening_seconds: prometheus::CounterVec,
+    /// Slave: 1 while linked to the master.
+    pub link_connected: IntGauge,
+    /// Slave: chunks received from the master.
+    pub link_received_chunks: prometheus::IntCounter,
+    /// Master: chunks sent to slaves.
+    pub link_sent_chunks: prometheus::IntCounter,
+    /// Master: connected slaves.
+    pub slaves: IntGauge,
     /// Always 1; the version in a label.
     pub build_info: IntGaugeVec,
     /// Seconds since the Unix epoch when the process started.
@@ -176,6 +184,35 @@ impl Metrics {
                 )?;
                 r.register(Box::new(c.clone()))?;
                 c
+            },
+            link_connected: {
+                let g = IntGauge::new(
+                    "streammachine_link_connected",
+                    "Slave: 1 while linked to the master.",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            link_received_chunks: {
+                let c = prometheus::IntCounter::new(
+                    "streammachine_link_received_chunks_total",
+                    "Slave: chunks received from the master.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            link_sent_chunks: {
+                let c = prometheus::IntCounter::new(
+                    "streammachine_link_sent_chunks_total",
+                    "Master: chunks sent to slaves.",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            slaves: {
+                let g = IntGauge::new("streammachine_slaves", "Master: connected slaves.")?;
+                r.register(Box::new(g.clone()))?;
+                g
             },
             build_info: gauge_vec(
                 r,

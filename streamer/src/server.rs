@@ -82,6 +82,11 @@ pub struct Server {
     admin_token: Option<Secret>,
     overlay: std::sync::OnceLock<watch::Sender<crate::store::Overlay>>,
     analytics: crate::analytics::Analytics,
+    link_secret: Option<Secret>,
+    config_epoch: std::sync::atomic::AtomicU64,
+    config_notify: tokio::sync::Notify,
+    slaves: std::sync::Mutex<BTreeMap<u64, crate::link::master::SlaveInfo>>,
+    next_slave: std::sync::atomic::AtomicU64,
     analytics_writer: std::sync::Mutex<
         Option<(
             tokio::sync::mpsc::Receiver<String>,
@@ -140,10 +145,10 @@ pub struct Applied {
 /// The three bound ports.
 #[derive(Debug)]
 pub struct Bound {
-    /// Listener port.
-    pub listeners: TcpListener,
-    /// Source port.
-    pub sources: TcpListener,
+    /// Listener port (not on a master).
+    pub listeners: Option<TcpListener>,
+    /// Source port (not on a slave).
+    pub sources: Option<TcpListener>,
     /// Admin port.
     pub admin: TcpListener,
 }
@@ -152,8 +157,8 @@ impl Bound {
     /// The actual addresses (ports chosen by the OS when 0 was asked for).
     pub fn addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>) {
         (
-            self.listeners.local_addr().ok(),
-            self.sources.local_addr().ok(),
+            self.listeners.as_ref().and_then(|l| l.local_addr().ok()),
+            self.sources.as_ref().and_then(|l| l.local_addr().ok()),
             self.admin.local_addr().ok(),
         )
     }
@@ -171,15 +176,6 @@ fn read_password(path: &str, file: &Path) -> Result<Secret, ServerError> {
 impl Server {
     /// Builds streams and mounts from a validated configuration.
     pub fn new(config: Config) -> Result<Arc<Server>, ServerError> {
-        if config.mode != Mode::Standalone {
-            return Err(ServerError::Unsupported {
-                path: "mode".into(),
-                message: format!(
-                    "{} mode is not implemented in this build yet; only standalone is",
-                    config.mode
-                ),
-            });
-        }
         let metrics = Metrics::new()?;
         let started_at = SystemTime::now();
         metrics.start_time.set(
@@ -195,6 +191,24 @@ impl Server {
             (None, None) => None,
         }
         .filter(|t| !t.0.is_empty());
+        let link_secret = match (&config.link, config.mode) {
+            (Some(l), _) if l.secret.is_some() => l.secret.clone(),
+            (Some(l), _) if l.secret_file.is_some() => match &l.secret_file {
+                Some(f) => Some(read_password("link.secretFile", f)?),
+                None => None,
+            },
+            _ => None,
+        }
+        .filter(|s| !s.0.is_empty());
+        if config.mode != Mode::Standalone && link_secret.is_none() {
+            return Err(ServerError::Unsupported {
+                path: "link.secretFile".into(),
+                message: format!(
+                    "{} mode needs the link secret shared by master and slaves (link.secretFile or STREAMMACHINE_LINK_SECRET)",
+                    config.mode
+                ),
+            });
+        }
         let (mounts, streams) = (config.source_mounts.clone(), config.streams.clone());
         let (analytics, analytics_writer) =
             crate::analytics::Analytics::new(config.analytics.as_ref(), &metrics);
@@ -210,6 +224,11 @@ impl Server {
             overlay: std::sync::OnceLock::new(),
             analytics,
             analytics_writer: std::sync::Mutex::new(analytics_writer),
+            link_secret,
+            config_epoch: std::sync::atomic::AtomicU64::new(0),
+            config_notify: tokio::sync::Notify::new(),
+            slaves: std::sync::Mutex::new(BTreeMap::new()),
+            next_slave: std::sync::atomic::AtomicU64::new(1),
         });
         server.apply(mounts, streams)?;
         server.restore_dumps()?;
@@ -405,7 +424,120 @@ impl Server {
         }
         reg.stream_configs = candidate.streams;
         reg.mount_configs = candidate.source_mounts;
+        drop(reg);
+        self.bump_config_epoch();
         Ok(applied)
+    }
+
+    fn bump_config_epoch(&self) {
+        self.config_epoch.fetch_add(1, Ordering::AcqRel);
+        self.config_notify.notify_waiters();
+    }
+
+    /// Changes whenever the streams or mounts change (slaves are sent the new set).
+    pub fn config_epoch(&self) -> u64 {
+        self.config_epoch.load(Ordering::Acquire)
+    }
+
+    /// Resolves at the next configuration change.
+    pub async fn config_changed_signal(&self) {
+        self.config_notify.notified().await;
+    }
+
+    /// Slave: makes the master's streams the ones served here (no mounts: a
+    /// slave has no sources). New streams start empty and fill from the link.
+    pub fn apply_replica(&self, config: crate::link::frame::LinkConfig) {
+        let mut reg = self
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let keep: std::collections::BTreeSet<&str> =
+            config.streams.iter().map(|s| s.key.as_str()).collect();
+        let gone: Vec<String> = reg
+            .streams
+            .keys()
+            .filter(|k| !keep.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(s) = reg.streams.remove(&key) {
+                s.close();
+                tracing::info!(stream = %key, "stream removed by the master");
+            }
+        }
+        for sc in &config.streams {
+            let format = config.formats.get(&sc.key).copied().unwrap_or_default();
+            match reg.streams.get(&sc.key) {
+                Some(s) if s.format() == format => s.set_config(sc.clone()),
+                existing => {
+                    if let Some(old) = existing {
+                        old.close();
+                    }
+                    reg.streams.insert(
+                        sc.key.clone(),
+                        Stream::new(sc.clone(), format, &self.metrics),
+                    );
+                }
+            }
+        }
+        reg.stream_configs = config.streams;
+        drop(reg);
+        self.bump_config_epoch();
+    }
+
+    /// The shared secret of the master↔slave link.
+    pub fn link_secret(&self) -> Option<&Secret> {
+        self.link_secret.as_ref()
+    }
+
+    /// Master: a slave connected; returns its slot.
+    pub fn slave_connected(&self, info: crate::link::master::SlaveInfo) -> u64 {
+        let slot = self.next_slave.fetch_add(1, Ordering::Relaxed);
+        let mut slaves = self
+            .slaves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slaves.insert(slot, info);
+        self.metrics
+            .slaves
+            .set(i64::try_from(slaves.len()).unwrap_or(0));
+        slot
+    }
+
+    /// Master: a slave reported (or just said it is alive).
+    pub fn slave_stats(&self, slot: u64, stats: Option<crate::link::frame::Stats>) {
+        let mut slaves = self
+            .slaves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = slaves.get_mut(&slot) {
+            s.last_seen = std::time::Instant::now();
+            if let Some(st) = stats {
+                s.stats = st;
+            }
+        }
+    }
+
+    /// Master: a slave left.
+    pub fn slave_disconnected(&self, slot: u64) {
+        let mut slaves = self
+            .slaves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slaves.remove(&slot);
+        self.metrics
+            .slaves
+            .set(i64::try_from(slaves.len()).unwrap_or(0));
+    }
+
+    /// Master: the connected slaves.
+    pub fn slaves(&self) -> Vec<crate::link::master::SlaveInfo> {
+        self.slaves
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The analytics sink.
@@ -526,16 +658,29 @@ impl Server {
     /// Binds the three ports.
     pub async fn bind(&self) -> Result<Bound, ServerError> {
         let c = &self.config;
-        let listeners = bind(
-            "listener port",
-            &c.listeners.address,
-            c.listeners.port,
-            c.listeners.backlog,
-            c.listeners.send_buffer_bytes,
-        )?;
-        let sources = bind("source port", &c.sources.address, c.sources.port, 1024, 0)?;
+        // A master takes no listeners, a slave no sources (DESIGN.md §3).
+        let listeners = match c.mode {
+            Mode::Master => None,
+            _ => Some(bind(
+                "listener port",
+                &c.listeners.address,
+                c.listeners.port,
+                c.listeners.backlog,
+                c.listeners.send_buffer_bytes,
+            )?),
+        };
+        let sources = match c.mode {
+            Mode::Slave => None,
+            _ => Some(bind(
+                "source port",
+                &c.sources.address,
+                c.sources.port,
+                1024,
+                0,
+            )?),
+        };
         let admin = bind("admin port", &c.admin.address, c.admin.port, 1024, 0)?;
-        if let Ok(a) = listeners.local_addr() {
+        if let Some(a) = listeners.as_ref().and_then(|l| l.local_addr().ok()) {
             self.listener_port.store(a.port(), Ordering::Relaxed);
         }
         Ok(Bound {
@@ -547,18 +692,33 @@ impl Server {
 
     /// Serves on the bound ports until [`Server::shutdown`].
     pub async fn serve(self: Arc<Self>, bound: Bound) {
-        let l = tokio::spawn(accept_loop(
-            Arc::clone(&self),
-            bound.listeners,
-            "listener",
-            crate::output::listener::handle_connection,
-        ));
-        let s = tokio::spawn(accept_loop(
-            Arc::clone(&self),
-            bound.sources,
-            "source",
-            crate::source::icecast::handle_connection,
-        ));
+        let l = bound.listeners.map(|l| {
+            tokio::spawn(accept_loop(
+                Arc::clone(&self),
+                l,
+                "listener",
+                crate::output::listener::handle_connection,
+            ))
+        });
+        let s = bound.sources.map(|l| {
+            tokio::spawn(accept_loop(
+                Arc::clone(&self),
+                l,
+                "source",
+                crate::source::icecast::handle_connection,
+            ))
+        });
+        if self.config.mode == Mode::Slave {
+            let url = self
+                .config
+                .master
+                .as_ref()
+                .map(|m| m.url.clone())
+                .unwrap_or_default();
+            let id = std::env::var("HOSTNAME")
+                .unwrap_or_else(|_| format!("slave-{}", std::process::id()));
+            tokio::spawn(crate::link::slave::run(Arc::clone(&self), url, id));
+        }
         let a = tokio::spawn(accept_loop(
             Arc::clone(&self),
             bound.admin,
@@ -597,7 +757,10 @@ impl Server {
             });
         }
         self.ready.store(true, Ordering::Relaxed);
-        let _ = tokio::join!(l, s, a);
+        let _ = a.await;
+        for t in [l, s].into_iter().flatten() {
+            let _ = t.await;
+        }
     }
 }
 

@@ -239,6 +239,46 @@ impl Stream {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Appends a replica chunk from the master (numbers and times kept).
+    pub fn push_replica(&self, chunk: crate::buffer::Chunk) {
+        self.after_change(|b| {
+            b.append_replica(chunk);
+        });
+    }
+
+    /// Empties the buffer and continues at `next_seq` (the master said so).
+    pub fn reset_to(&self, next_seq: u64) {
+        self.after_change(|b| b.reset_to(next_seq));
+    }
+
+    /// Runs `f` on the buffer, then refreshes the lock-free copies, the gauges,
+    /// and wakes listeners.
+    fn after_change(&self, f: impl FnOnce(&mut RewindBuffer)) {
+        let (first, bytes, overhead, micros, end) = {
+            let mut b = self.write_buffer();
+            f(&mut b);
+            if let Some(c) = b.last() {
+                self.audio_end
+                    .store(c.audio_end_micros(), Ordering::Release);
+            }
+            (
+                b.first_seq(),
+                b.bytes(),
+                b.overhead_bytes(),
+                b.duration_micros(),
+                b.byte_end(),
+            )
+        };
+        self.byte_end.store(end, Ordering::Release);
+        self.first_seq.store(first, Ordering::Release);
+        self.buffer_seconds.set(micros as f64 / 1e6);
+        self.buffer_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.buffer_overhead
+            .set(i64::try_from(overhead).unwrap_or(i64::MAX));
+        self.wake_listeners();
+    }
+
     /// Puts restored chunks (from a dump) into the buffer, if it is empty.
     pub fn restore(&self, chunks: Vec<crate::buffer::Chunk>, format_key: Option<&str>) {
         let (first, bytes, overhead, micros, end) = {

@@ -121,18 +121,14 @@ impl ServerProcess {
         let mut child = Command::new(exe)
             .arg("--config")
             .arg(&cfg)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--listen-port",
-                "0",
-                "--source-port",
-                "0",
-                "--admin-port",
-                "0",
-                "--log-format",
-                "json",
-            ])
+            .args(["--bind", "127.0.0.1", "--log-format", "json"])
+            // Ports chosen by the OS, unless the caller names one.
+            .args(
+                ["--listen-port", "--source-port", "--admin-port"]
+                    .into_iter()
+                    .filter(|flag| !extra_args.contains(flag))
+                    .flat_map(|flag| [flag, "0"]),
+            )
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -164,7 +160,12 @@ impl ServerProcess {
             }
         };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let addr = |k: &str| v[k].as_str().unwrap().parse::<SocketAddr>().unwrap();
+        // A master has no listener port, a slave no source port: 0.0.0.0:0 then.
+        let addr = |k: &str| {
+            v[k].as_str()
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| "0.0.0.0:0".parse().unwrap())
+        };
         Ok(ServerProcess {
             listen: addr("listeners"),
             source: addr("sources"),

@@ -29,7 +29,7 @@ fn invalid_configs_are_refused_with_the_keys_path() {
     fails_with("streams:\n  - key: a\n", "a source password is required");
     fails_with(
         "mode: master\nstreams: [{key: a, password: p}]\n",
-        "master mode is not implemented in this build yet",
+        "master mode needs the link secret",
     );
     fails_with(
         "sourceMounts: [{key: m, password: p}]\nstreams: [{key: a, sourceMount: m, transcode: {format: aac, bitrate: 64}}]\n",

@@ -136,6 +136,7 @@ pub static ROUTES: &[Route] = &[
     Route { method: "GET", path: "/api/openapi.json", summary: "This document", body: None, responses: &[(200, "OpenAPI 3.0 document")], auth: false, handler: get_openapi },
     Route { method: "GET", path: "/api/status", summary: "Server status: streams, mounts, sources, listeners", body: None, responses: &[(200, "status"), E401], auth: true, handler: get_status },
     Route { method: "GET", path: "/api/config", summary: "The configuration in force (passwords left out)", body: None, responses: &[(200, "configuration"), E401], auth: true, handler: get_config },
+    Route { method: "GET", path: "/api/slaves", summary: "Master: the connected slaves, their listeners and how far behind they are", body: None, responses: &[(200, "slaves"), E401], auth: true, handler: list_slaves },
     Route { method: "GET", path: "/api/streams", summary: "All streams with their status", body: None, responses: &[(200, "streams"), E401], auth: true, handler: list_streams },
     Route { method: "POST", path: "/api/streams", summary: "Create a stream (live)", body: Some(openapi::Body::Stream), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: create_stream },
     Route { method: "GET", path: "/api/streams/{key}", summary: "One stream's status and settings", body: None, responses: &[(200, "stream"), E401, E404], auth: true, handler: get_stream },
@@ -429,6 +430,36 @@ fn get_config(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiEr
     c.source_mounts = c.source_mounts.into_iter().map(redact_mount).collect();
     c.admin.token = None;
     Ok(Reply::Json(200, to_json(&c)))
+}
+
+fn list_slaves(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let next: std::collections::BTreeMap<String, u64> = server
+        .streams()
+        .iter()
+        .map(|s| (s.key().to_string(), s.read_buffer().next_seq()))
+        .collect();
+    let slaves: Vec<Value> = server
+        .slaves()
+        .into_iter()
+        .map(|s| {
+            let behind: serde_json::Map<String, Value> = s
+                .stats
+                .next_seq
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(next.get(k).map_or(0, |m| m.saturating_sub(*v)))))
+                .collect();
+            json!({
+                "id": s.id,
+                "address": s.peer.to_string(),
+                "connectedAt": s.connected_at.duration_since(std::time::UNIX_EPOCH).map(|d| crate::output::start::format_time(i64::try_from(d.as_micros()).unwrap_or(0))).unwrap_or_default(),
+                "lastSeenSecondsAgo": s.last_seen.elapsed().as_secs_f64(),
+                "listeners": s.stats.listeners,
+                "nextSeq": s.stats.next_seq,
+                "chunksBehind": behind,
+            })
+        })
+        .collect();
+    Ok(Reply::Json(200, Value::Array(slaves)))
 }
 
 fn list_streams(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {

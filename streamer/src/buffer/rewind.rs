@@ -41,6 +41,9 @@ pub struct RewindBuffer {
     micros: u64,
     segment_seconds: u32,
     segmenter: Segmenter,
+    /// Replica chunks were appended: the segmenter resumes from them before
+    /// numbering a chunk of our own.
+    segmenter_stale: bool,
 }
 
 impl RewindBuffer {
@@ -58,6 +61,7 @@ impl RewindBuffer {
             micros: 0,
             segment_seconds: DEFAULT_SEGMENT_SECONDS,
             segmenter: Segmenter::new(DEFAULT_SEGMENT_SECONDS),
+            segmenter_stale: false,
         }
     }
 
@@ -94,19 +98,48 @@ impl RewindBuffer {
             return;
         }
         for c in chunks {
-            self.next_seq = c.seq + 1;
-            self.audio_end = c.audio_end_micros();
-            self.byte_end = c.byte_start + c.data().len() as u64;
-            self.last_end_ts = c.ts_micros + i64::try_from(c.duration_micros()).unwrap_or(0);
-            self.bytes += c.data().len();
-            self.overhead += c.overhead_bytes();
-            self.micros += c.duration_micros();
-            self.chunks.push_back(Arc::new(c));
+            self.push_stamped(c);
         }
         if let Some(p) = ResumePoint::from_chunks(self.chunks.iter().map(|c| c.hls_view())) {
             self.segmenter = Segmenter::resume(self.segment_seconds, p);
         }
         self.evict();
+    }
+
+    /// Appends a chunk that already has its numbers and times (a replica of
+    /// the master's). Returns false for a chunk already held (a duplicate); a
+    /// gap (a chunk beyond the next) empties the buffer first, since chunks
+    /// must be contiguous.
+    pub fn append_replica(&mut self, c: Chunk) -> bool {
+        if !self.chunks.is_empty() {
+            if c.seq < self.next_seq {
+                return false;
+            }
+            if c.seq > self.next_seq {
+                self.clear();
+            }
+        }
+        self.push_stamped(c);
+        self.evict();
+        self.segmenter_stale = true;
+        true
+    }
+
+    /// Empties the buffer and continues numbering at `next_seq` (a master's reset).
+    pub fn reset_to(&mut self, next_seq: u64) {
+        self.clear();
+        self.next_seq = next_seq;
+    }
+
+    fn push_stamped(&mut self, c: Chunk) {
+        self.next_seq = c.seq + 1;
+        self.audio_end = c.audio_end_micros();
+        self.byte_end = c.byte_start + c.data().len() as u64;
+        self.last_end_ts = c.ts_micros + i64::try_from(c.duration_micros()).unwrap_or(0);
+        self.bytes += c.data().len();
+        self.overhead += c.overhead_bytes();
+        self.micros += c.duration_micros();
+        self.chunks.push_back(Arc::new(c));
     }
 
     /// Appends a chunk, stamping its sequence number and wall-clock time.
@@ -137,6 +170,12 @@ impl RewindBuffer {
             ((now_micros - d).max(self.last_end_ts), had_any)
         };
         let end = (start + d).min(now_micros).max(start);
+        if self.segmenter_stale {
+            self.segmenter_stale = false;
+            if let Some(p) = ResumePoint::from_chunks(self.chunks.iter().map(|c| c.hls_view())) {
+                self.segmenter = Segmenter::resume(self.segment_seconds, p);
+            }
+        }
         let hls = self
             .segmenter
             .assign(start, d.unsigned_abs(), discontinuity, title.text());

@@ -13,7 +13,8 @@ pub fn dump_path(dir: &Path, stream: &str) -> PathBuf {
     dir.join(format!("{stream}.dump"))
 }
 
-fn to_record(c: &Chunk) -> DumpChunk {
+/// A chunk as a dump record (the link sends the same encoding).
+pub fn record_of(c: &Chunk) -> DumpChunk {
     DumpChunk {
         seq: c.seq,
         ts_micros: c.ts_micros,
@@ -87,7 +88,7 @@ pub fn save_stream(stream: &Stream, dir: &Path) -> Result<DumpStats, DumpError> 
     super::save(
         &dump_path(dir, stream.key()),
         &header,
-        chunks.iter().map(|c| to_record(c)),
+        chunks.iter().map(|c| record_of(c)),
     )
 }
 
@@ -95,7 +96,7 @@ pub fn save_stream(stream: &Stream, dir: &Path) -> Result<DumpStats, DumpError> 
 pub fn export_stream(stream: &Stream) -> Result<Vec<u8>, DumpError> {
     let (header, chunks) = snapshot(stream);
     let mut out = Vec::new();
-    super::write_dump(&mut out, &header, chunks.iter().map(|c| to_record(c)))?;
+    super::write_dump(&mut out, &header, chunks.iter().map(|c| record_of(c)))?;
     Ok(out)
 }
 

@@ -1,0 +1,303 @@
+//! The master's side of the link: one task per slave, on the admin port.
+//!
+//! After the slave's hello (which says, per stream, the next chunk it needs)
+//! the master sends the configuration, then each stream's missing chunks
+//! straight out of the rewind buffer (hours at memory speed), then live chunks
+//! as they are appended. Each slave has its own task and cursor: a slow slave
+//! only slows itself; one that falls behind the buffer is reset to its oldest
+//! chunk.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+
+use super::frame::{self, Frame, LinkConfig, Reset};
+use super::LinkError;
+use crate::http::Request;
+use crate::server::Server;
+use crate::stream::Stream;
+
+/// Chunks sent per stream before looking at the other streams.
+const BATCH: u64 = 64;
+/// A heartbeat after this much silence.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// No frame from the slave for this long: it is gone.
+const SLAVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the master knows of a connected slave.
+#[derive(Debug, Clone)]
+pub struct SlaveInfo {
+    /// Its name (from its hello).
+    pub id: String,
+    /// Its address.
+    pub peer: SocketAddr,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Its last report.
+    pub stats: frame::Stats,
+    /// When it last said anything.
+    pub last_seen: Instant,
+}
+
+/// The configuration slaves get: the streams, passwords left out, and formats.
+pub fn link_config(server: &Server) -> LinkConfig {
+    let c = server.effective_config();
+    let formats = server
+        .streams()
+        .iter()
+        .map(|s| (s.key().to_string(), s.format()))
+        .collect();
+    let streams = c
+        .streams
+        .into_iter()
+        .map(|mut s| {
+            s.password = None;
+            s.password_file = None;
+            s
+        })
+        .collect();
+    LinkConfig { streams, formats }
+}
+
+async fn read_frame(
+    sock: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+) -> Result<Frame, LinkError> {
+    loop {
+        if let Some(f) = frame::decode(buf)? {
+            return Ok(f);
+        }
+        if sock.read_buf(buf).await? == 0 {
+            return Err(LinkError::Closed);
+        }
+    }
+}
+
+/// Checks the slave's credentials and upgrades the connection; `Err` is the
+/// response to send.
+fn accept(server: &Server, req: &Request) -> Result<(), (u16, String)> {
+    let Some(secret) = server.link_secret() else {
+        return Err((401, "the slave link is disabled: no link secret (link.secretFile or STREAMMACHINE_LINK_SECRET)".into()));
+    };
+    if server.config().mode != streammachine_crds::config::Mode::Master {
+        return Err((
+            409,
+            format!("this server is {}, not a master", server.config().mode),
+        ));
+    }
+    let given = req
+        .header("authorization")
+        .and_then(|a| a.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match given {
+        Some(t) if crate::source::mount::constant_time_eq(t.as_bytes(), secret.0.as_bytes()) => {
+            Ok(())
+        }
+        Some(_) => Err((401, "wrong link secret".into())),
+        None => Err((401, "link secret required".into())),
+    }
+}
+
+/// Serves one slave, from the upgrade request to the end.
+pub async fn serve(
+    server: Arc<Server>,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    req: Request,
+    mut buf: BytesMut,
+) {
+    if let Err((status, msg)) = accept(&server, &req) {
+        tracing::warn!(%peer, status, "slave link refused: {msg}");
+        let body = format!("{msg}\n");
+        let resp = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            crate::http::reason(status),
+            body.len()
+        );
+        let _ = sock.write_all(resp.as_bytes()).await;
+        return;
+    }
+    if sock
+        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: streammachine-link/1\r\nConnection: Upgrade\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let hello = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut sock, &mut buf))
+        .await
+    {
+        Ok(Ok(Frame::Hello(h))) => h,
+        Ok(Ok(other)) => {
+            tracing::warn!(%peer, "slave link: expected a hello, got {other:?}");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "slave link: no hello");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "slave link: no hello within 10 s");
+            return;
+        }
+    };
+    let slot = server.slave_connected(SlaveInfo {
+        id: hello.id.clone(),
+        peer,
+        connected_at: SystemTime::now(),
+        stats: frame::Stats::default(),
+        last_seen: Instant::now(),
+    });
+    tracing::info!(slave = %hello.id, %peer, "slave connected");
+    let (mut rd, mut wr) = sock.into_split();
+    // The reader: the slave's reports, until it goes.
+    let reader_server = Arc::clone(&server);
+    let mut reader = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(SLAVE_TIMEOUT, read_frame(&mut rd, &mut buf)).await {
+                Ok(Ok(Frame::Stats(s))) => reader_server.slave_stats(slot, Some(s)),
+                Ok(Ok(Frame::Heartbeat)) => reader_server.slave_stats(slot, None),
+                Ok(Ok(Frame::Chunk(key, record))) => {
+                    // Chunks pulled back from the slave (see `Want`).
+                    if let Some(s) = reader_server.stream(&key) {
+                        for c in crate::persist::rewind::from_records(vec![record]) {
+                            s.push_replica(c);
+                        }
+                    }
+                    reader_server.slave_stats(slot, None);
+                }
+                Ok(Ok(f)) => {
+                    return LinkError::Protocol(format!("unexpected frame from a slave: {f:?}"))
+                }
+                Ok(Err(e)) => return e,
+                Err(_) => return LinkError::Timeout(SLAVE_TIMEOUT.as_secs()),
+            }
+        }
+    });
+    let end = tokio::select! {
+        r = feed(&server, &mut wr, hello.next_seq) => r.err().unwrap_or(LinkError::Closed),
+        r = &mut reader => r.unwrap_or(LinkError::Closed),
+    };
+    reader.abort();
+    server.slave_disconnected(slot);
+    match end {
+        LinkError::Closed => tracing::info!(slave = %hello.id, %peer, "slave disconnected"),
+        e => tracing::warn!(slave = %hello.id, %peer, error = %e, "slave link ended"),
+    }
+}
+
+/// Sends the configuration and then chunks, forever.
+async fn feed(
+    server: &Arc<Server>,
+    wr: &mut OwnedWriteHalf,
+    mut cursors: BTreeMap<String, u64>,
+) -> Result<(), LinkError> {
+    let mut config_epoch = server.config_epoch();
+    wr.write_all(&frame::config(&link_config(server))).await?;
+    // A slave holding more than we do (we restarted with an older dump, or
+    // none): take it back from the slave instead of making it forget.
+    let mut pulling = std::collections::BTreeSet::new();
+    for stream in server.streams() {
+        let Some(&theirs) = cursors.get(stream.key()) else {
+            continue;
+        };
+        let (empty, first, next) = {
+            let b = stream.read_buffer();
+            (b.is_empty(), b.first_seq(), b.next_seq())
+        };
+        if (empty && theirs > 0) || (theirs > next && theirs > first) {
+            let from_seq = if empty { 0 } else { next };
+            tracing::info!(stream = %stream.key(), from_seq, up_to = theirs, "master behind a slave: pulling the missing chunks from it");
+            wr.write_all(&frame::want(&frame::Want {
+                stream: stream.key().to_string(),
+                from_seq,
+            }))
+            .await?;
+            pulling.insert(stream.key().to_string());
+        }
+    }
+    let mut registered: BTreeMap<String, u64> = BTreeMap::new();
+    let mut scratch = Vec::with_capacity(256);
+    let sent_chunks = server.metrics().link_sent_chunks.clone();
+    loop {
+        if server.config_epoch() != config_epoch {
+            config_epoch = server.config_epoch();
+            wr.write_all(&frame::config(&link_config(server))).await?;
+        }
+        let streams = server.streams();
+        let epochs: Vec<(Arc<Stream>, u64)> =
+            streams.iter().map(|s| (Arc::clone(s), s.epoch())).collect();
+        let mut sent = false;
+        for stream in &streams {
+            let (reset, chunks) = {
+                let b = stream.read_buffer();
+                let (first, next) = (b.first_seq(), b.next_seq());
+                let cursor = cursors.entry(stream.key().to_string()).or_insert(first);
+                if pulling.contains(stream.key()) {
+                    if b.is_empty() || *cursor > next {
+                        // Still coming back from the slave.
+                        continue;
+                    }
+                    pulling.remove(stream.key());
+                }
+                // Behind the buffer (fell behind, or never had any), or ahead of
+                // it (the master's numbering restarted): start from the oldest.
+                let reset = *cursor < first || *cursor > next;
+                if reset {
+                    *cursor = first;
+                }
+                let end = next.min(*cursor + BATCH);
+                let chunks: Vec<_> = b.range(*cursor..end).cloned().collect();
+                (reset.then_some(*cursor), chunks)
+            };
+            if let Some(next_seq) = reset {
+                wr.write_all(&frame::reset(&Reset {
+                    stream: stream.key().to_string(),
+                    next_seq,
+                }))
+                .await?;
+            }
+            for c in chunks {
+                let record = crate::persist::rewind::record_of(&c);
+                crate::persist::encode_record_head(
+                    &record,
+                    &crate::persist::Limits::default(),
+                    &mut scratch,
+                )
+                .map_err(|e| LinkError::Protocol(e.to_string()))?;
+                wr.write_all(&frame::chunk_head(stream.key(), &scratch, c.data().len()))
+                    .await?;
+                wr.write_all(c.data()).await?;
+                cursors.insert(stream.key().to_string(), c.seq + 1);
+                sent_chunks.inc();
+                sent = true;
+            }
+        }
+        if sent {
+            continue;
+        }
+        // Caught up with every stream: wait for an append, a config change
+        // (its epoch is checked above after any wake), or send a heartbeat.
+        let wait = std::future::poll_fn(|cx| {
+            for (s, e) in &epochs {
+                let r = registered.entry(s.key().to_string()).or_insert(u64::MAX);
+                if !s.wait(cx.waker(), *e, r) {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        });
+        tokio::select! {
+            () = wait => {}
+            () = tokio::time::sleep(HEARTBEAT) => wr.write_all(&frame::heartbeat()).await?,
+            () = server.config_changed_signal() => {}
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The master↔slave link (DESIGN.md §4).
+//!
+//! One long-lived connection per slave: an HTTP upgrade on the master's admin
+//! port (`GET /link`, `Upgrade: streammachine-link/1`, `Authorization: Bearer
+//! <link secret>`), then length-delimited binary frames ([`frame`]) both ways.
+//! Chunks keep their sequence numbers, times and HLS numbers, so a slave's
+//! buffer is an exact replica and re-sync after any break asks for exactly
+//! what is missing.
+
+pub mod frame;
+pub mod master;
+pub mod slave;
+
+/// Why a link ended or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The peer closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// A socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame that cannot be read.
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    /// Silence beyond the limit.
+    #[error("nothing received for {0} s")]
+    Timeout(u64),
+    /// The master said no.
+    #[error("refused by the master: {0}")]
+    Refused(String),
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}

@@ -1,0 +1,247 @@
+//! The slave's side of the link: connect to the master's admin port, say what
+//! it holds, take the configuration and the chunks, report back; reconnect
+//! with backoff when the link breaks. Listeners keep playing from the
+//! slave's own buffer while the master is away.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::frame::{self, Frame, Hello};
+use super::LinkError;
+use crate::server::Server;
+
+/// No frame from the master for this long: the link is dead.
+const MASTER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Stats to the master this often.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+/// `host:port` of an `http://host:port[/…]` URL.
+pub fn authority(url: &str) -> Result<String, LinkError> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        LinkError::Protocol(format!("master.url {url:?}: expected http://host:port"))
+    })?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(LinkError::Protocol(format!("master.url {url:?}: no host")));
+    }
+    Ok(if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    })
+}
+
+/// Keeps the link to the master up until shutdown.
+pub async fn run(server: Arc<Server>, url: String, id: String) {
+    let mut shutdown = server.shutdown_signal();
+    let mut backoff = Duration::from_millis(500);
+    let mut failing = false;
+    loop {
+        let (was_connected, error) = tokio::select! {
+            r = session(&server, &url, &id) => r,
+            _ = shutdown.changed() => return,
+        };
+        server.metrics().link_connected.set(0);
+        if was_connected {
+            tracing::warn!(master = %url, error = %error, "link to the master lost; reconnecting (listeners keep playing from the buffer)");
+            failing = false;
+            backoff = Duration::from_millis(500);
+        } else if !failing {
+            tracing::warn!(master = %url, error = %error, "cannot connect to the master; retrying (logged once until it works)");
+            failing = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn connect(server: &Server, url: &str) -> Result<(TcpStream, BytesMut), LinkError> {
+    let addr = authority(url)?;
+    let secret = server
+        .link_secret()
+        .ok_or_else(|| LinkError::Protocol("no link secret configured".into()))?;
+    let mut sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
+        .await
+        .map_err(|_| LinkError::Timeout(5))??;
+    let _ = sock.set_nodelay(true);
+    let req = format!(
+        "GET /link HTTP/1.1\r\nHost: {addr}\r\nUpgrade: streammachine-link/1\r\nConnection: Upgrade\r\nAuthorization: Bearer {}\r\n\r\n",
+        secret.0
+    );
+    sock.write_all(req.as_bytes()).await?;
+    // The response head, bounded.
+    let mut buf = BytesMut::with_capacity(1024);
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 16 * 1024 {
+            return Err(LinkError::Protocol("response head too large".into()));
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read_buf(&mut buf))
+            .await
+            .map_err(|_| LinkError::Timeout(10))??;
+        if n == 0 {
+            return Err(LinkError::Closed);
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    if !head.starts_with("HTTP/1.1 101") {
+        let mut rest = buf[head_end..].to_vec();
+        let _ = tokio::time::timeout(Duration::from_secs(2), sock.read_to_end(&mut rest)).await;
+        let status = head.lines().next().unwrap_or("").to_string();
+        return Err(LinkError::Refused(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&rest).trim()
+        )));
+    }
+    let _ = buf.split_to(head_end);
+    Ok((sock, buf))
+}
+
+/// One connection: returns whether it got connected, and why it ended.
+async fn session(server: &Arc<Server>, url: &str, id: &str) -> (bool, LinkError) {
+    let (sock, buf) = match connect(server, url).await {
+        Ok(c) => c,
+        Err(e) => return (false, e),
+    };
+    match connected(server, url, id, sock, buf).await {
+        Ok(()) => (true, LinkError::Closed),
+        Err(e) => (true, e),
+    }
+}
+
+async fn connected(
+    server: &Arc<Server>,
+    url: &str,
+    id: &str,
+    sock: TcpStream,
+    mut buf: BytesMut,
+) -> Result<(), LinkError> {
+    let next_seq: BTreeMap<String, u64> = server
+        .streams()
+        .iter()
+        .filter_map(|s| {
+            let b = s.read_buffer();
+            (!b.is_empty()).then(|| (s.key().to_string(), b.next_seq()))
+        })
+        .collect();
+    let (mut rd, mut wr) = sock.into_split();
+    wr.write_all(&frame::hello(&Hello {
+        version: 1,
+        id: id.to_string(),
+        next_seq,
+    }))
+    .await?;
+    tracing::info!(master = %url, "connected to the master");
+    server.metrics().link_connected.set(1);
+    let received = server.metrics().link_received_chunks.clone();
+    let mut stats_timer = tokio::time::interval(STATS_EVERY);
+    loop {
+        tokio::select! {
+            f = tokio::time::timeout(MASTER_TIMEOUT, read(&mut rd, &mut buf)) => {
+                let f = f.map_err(|_| LinkError::Timeout(MASTER_TIMEOUT.as_secs()))??;
+                match f {
+                    Frame::Config(c) => {
+                        let n = c.streams.len();
+                        server.apply_replica(c);
+                        tracing::info!(streams = n, "configuration from the master applied");
+                    }
+                    Frame::Chunk(key, record) => {
+                        if let Some(s) = server.stream(&key) {
+                            let chunk = crate::persist::rewind::from_records(vec![record]);
+                            for c in chunk {
+                                s.push_replica(c);
+                            }
+                            received.inc();
+                        }
+                    }
+                    Frame::Reset(r) => {
+                        if let Some(s) = server.stream(&r.stream) {
+                            tracing::info!(stream = %r.stream, next_seq = r.next_seq, "master reset the stream: re-syncing");
+                            s.reset_to(r.next_seq);
+                        }
+                    }
+                    Frame::Heartbeat => {}
+                    Frame::Want(w) => send_back(server, &mut wr, &w).await?,
+                    other => return Err(LinkError::Protocol(format!("unexpected frame from the master: {other:?}"))),
+                }
+            }
+            _ = stats_timer.tick() => {
+                let mut s = frame::Stats::default();
+                for st in server.streams() {
+                    s.listeners.insert(st.key().to_string(), st.listener_count() as u64);
+                    s.next_seq.insert(st.key().to_string(), st.read_buffer().next_seq());
+                }
+                wr.write_all(&frame::stats(&s)).await?;
+            }
+        }
+    }
+}
+
+/// Sends the master the chunks it asks for (it restarted with less than we hold).
+async fn send_back(
+    server: &Server,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    w: &frame::Want,
+) -> Result<(), LinkError> {
+    let Some(stream) = server.stream(&w.stream) else {
+        return Ok(());
+    };
+    let chunks: Vec<_> = {
+        let b = stream.read_buffer();
+        let from = w.from_seq.max(b.first_seq());
+        b.range(from..b.next_seq()).cloned().collect()
+    };
+    tracing::info!(stream = %w.stream, chunks = chunks.len(), "sending the master back its missing chunks");
+    let mut scratch = Vec::with_capacity(256);
+    for c in chunks {
+        let record = crate::persist::rewind::record_of(&c);
+        crate::persist::encode_record_head(
+            &record,
+            &crate::persist::Limits::default(),
+            &mut scratch,
+        )
+        .map_err(|e| LinkError::Protocol(e.to_string()))?;
+        wr.write_all(&frame::chunk_head(&w.stream, &scratch, c.data().len()))
+            .await?;
+        wr.write_all(c.data()).await?;
+    }
+    Ok(())
+}
+
+async fn read(
+    rd: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+) -> Result<Frame, LinkError> {
+    loop {
+        if let Some(f) = frame::decode(buf)? {
+            return Ok(f);
+        }
+        if rd.read_buf(buf).await? == 0 {
+            return Err(LinkError::Closed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_urls() {
+        assert_eq!(authority("http://master:8002").unwrap(), "master:8002");
+        assert_eq!(authority("http://10.0.0.1:8002/").unwrap(), "10.0.0.1:8002");
+        assert_eq!(authority("http://master").unwrap(), "master:80");
+        assert!(authority("ws://master").is_err());
+        assert!(authority("http://").is_err());
+    }
+}

@@ -1,0 +1,288 @@
+//! Master and slaves as real processes: exact replicas, live fan-out, a late
+//! slave, a master killed and restarted, a wrong secret.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::time::{Duration, Instant};
+
+use streamer::format::Codec;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+const SECRET: &str = "link-s3cret";
+
+fn master_config(extra: &str) -> String {
+    format!("mode: master\nlink: {{ secret: {SECRET} }}\nadmin: {{ token: tok }}\n{extra}streams:\n  - key: live\n    password: pw\n    burstSeconds: 1\n    hls: {{ segmentSeconds: 2 }}\n")
+}
+
+fn slave(master: &ServerProcess, secret: &str) -> ServerProcess {
+    ServerProcess::start(
+        EXE,
+        &format!(
+            "mode: slave\nlink: {{ secret: {secret} }}\nmaster: {{ url: \"http://{}\" }}\n",
+            master.admin
+        ),
+    )
+}
+
+fn buffered(server: &ServerProcess) -> f64 {
+    server
+        .metric("streammachine_buffer_bytes{stream=\"live\"}")
+        .unwrap_or(-1.0)
+}
+
+/// Waits until `a` and `b` hold the same number of audio bytes (and some).
+fn wait_same(a: &ServerProcess, b: &ServerProcess, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        let (x, y) = (buffered(a), buffered(b));
+        if x > 0.0 && x == y {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn everything(server: &ServerProcess) -> Vec<u8> {
+    http_get(server.listen, "/live?pump=99999&offset=99999", &[]).body
+}
+
+#[test]
+fn slaves_hold_exact_replicas_and_serve_every_output() {
+    let master = ServerProcess::start(EXE, &master_config(""));
+    let s1 = slave(&master, SECRET);
+    let s2 = slave(&master, SECRET);
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = audio_of(&data, Codec::Mp3);
+    let mut src = Source::connect(master.source, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    assert!(
+        wait_same(&master, &s1, Duration::from_secs(10))
+            && wait_same(&master, &s2, Duration::from_secs(10))
+    );
+    assert_eq!(
+        everything(&s1),
+        audio,
+        "slave 1 holds exactly the source's audio"
+    );
+    assert_eq!(everything(&s2), audio, "slave 2 too");
+    // Same HLS segments (numbers and bytes) on both slaves.
+    let p1 = http_get(s1.listen, "/live.m3u8", &[]).text();
+    assert_eq!(p1, http_get(s2.listen, "/live.m3u8", &[]).text());
+    let seg = p1.lines().find(|l| l.starts_with("live/seg/")).unwrap();
+    assert_eq!(
+        http_get(s1.listen, &format!("/{seg}"), &[]).body,
+        http_get(s2.listen, &format!("/{seg}"), &[]).body
+    );
+    // The master takes no listeners.
+    assert_eq!(master.listen.port(), 0);
+    // Live through a slave: a real-time source, a listener on slave 1.
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..frames_for_secs(4.0)].to_vec();
+    let sent: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let (mut l, st, _, rest) = request(s1.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
+    assert_eq!(st, 200);
+    let addr = master.source;
+    let d = data.clone();
+    std::thread::spawn(move || {
+        let mut src = Source::connect(addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    })
+    .join()
+    .unwrap();
+    l.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let wire = read_n(&mut l, rest, usize::MAX, Duration::from_secs(10));
+    let (got, _) = strip_icy(&wire, 16_000);
+    let whole = [audio.clone(), sent.clone()].concat();
+    let at = find(&whole, &got[..1024]).unwrap();
+    assert!(
+        whole[at..].starts_with(&got) && at + got.len() == whole.len(),
+        "the slave's live listener got every byte, in order"
+    );
+    // The master knows its slaves.
+    std::thread::sleep(Duration::from_secs(6));
+    let r = http_get(
+        master.admin,
+        "/api/slaves",
+        &[("Authorization", "Bearer tok")],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(master.metric("streammachine_slaves"), Some(2.0));
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["listeners"]["live"] == 1),
+        "{v}"
+    );
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["chunksBehind"]["live"] == 0),
+        "{v}"
+    );
+    // Config changes reach the slaves live.
+    let body = br#"{"key":"news","format":"aac","password":"x"}"#;
+    assert_eq!(
+        http_send(
+            master.admin,
+            "POST",
+            "/api/streams",
+            &[("Authorization", "Bearer tok")],
+            body
+        )
+        .status,
+        201
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while http_call(s2.listen, "HEAD", "/news", &[]).status != 200 {
+        assert!(
+            Instant::now() < end,
+            "the new stream never reached the slave"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        http_call(s2.listen, "HEAD", "/news", &[]).header("content-type"),
+        Some("audio/aac")
+    );
+}
+
+fn frames_for_secs(s: f64) -> usize {
+    (s * 44_100.0 / 1152.0) as usize
+}
+
+#[test]
+fn a_late_slave_catches_up_and_a_killed_master_resyncs_from_its_slaves() {
+    let master = ServerProcess::start(EXE, &master_config(""));
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = audio_of(&data, Codec::Mp3);
+    let mut src = Source::connect(master.source, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    assert!(master.wait_metric(
+        "streammachine_source_connected{mount=\"live\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    // A slave started after the audio gets all of it at once.
+    let started = Instant::now();
+    let s1 = slave(&master, SECRET);
+    assert!(wait_same(&master, &s1, Duration::from_secs(10)));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "not at real-time speed"
+    );
+    assert_eq!(everything(&s1), audio);
+    let playlist = http_get(s1.listen, "/live.m3u8", &[]).text();
+
+    // kill -9 the master: the slave's listeners keep playing from its buffer.
+    let admin_port = master.admin.port();
+    drop(master);
+    let (mut l, st, _, rest) = request(s1.listen, "GET", "/live?offset=20", &[]);
+    assert_eq!(st, 200);
+    l.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let got = read_n(&mut l, rest, usize::MAX, Duration::from_secs(5));
+    assert!(
+        got.len() > 300_000 && audio.ends_with(&got),
+        "{} bytes from the slave while the master is away",
+        got.len()
+    );
+    assert_eq!(everything(&s1), audio);
+
+    // The master comes back empty on the same port: it takes the audio back
+    // from the slave, numbering and HLS included, and both go on together.
+    let master = ServerProcess::try_start(
+        EXE,
+        &master_config(""),
+        &["--admin-port", &admin_port.to_string()],
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while buffered(&master) != buffered(&s1) || buffered(&master) <= 0.0 {
+        assert!(
+            Instant::now() < end,
+            "master did not re-sync from the slave: {} vs {}",
+            buffered(&master),
+            buffered(&s1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s2 = slave(&master, SECRET);
+    assert!(wait_same(&master, &s2, Duration::from_secs(10)));
+    assert_eq!(
+        everything(&s2),
+        audio,
+        "a new slave gets the pre-crash audio from the restarted master"
+    );
+    assert_eq!(
+        http_get(s2.listen, "/live.m3u8", &[]).text(),
+        playlist,
+        "same segments, same numbers"
+    );
+    // New audio: both slaves append it after the old, nothing lost or doubled.
+    let mut src = Source::connect(master.source, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[..200_000]).unwrap();
+    drop(src);
+    assert!(master.wait_metric(
+        "streammachine_source_connected{mount=\"live\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    assert!(
+        wait_same(&master, &s1, Duration::from_secs(10))
+            && wait_same(&master, &s2, Duration::from_secs(10))
+    );
+    let a = everything(&s1);
+    assert!(a.starts_with(&audio) && a.len() > audio.len());
+    assert_eq!(a, everything(&s2));
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_logged_once() {
+    let master = ServerProcess::start(EXE, &master_config(""));
+    let bad = slave(&master, "wrong");
+    assert!(master
+        .wait_log("wrong link secret", Duration::from_secs(5))
+        .is_some());
+    assert!(
+        bad.wait_log("wrong link secret", Duration::from_secs(5))
+            .is_some(),
+        "the slave says why"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        bad.log_lines("cannot connect to the master").len(),
+        1,
+        "logged once while it keeps failing"
+    );
+    assert_eq!(master.metric("streammachine_slaves"), Some(0.0));
+    // Garbage on the link port is refused without harm.
+    let r = http_get(
+        master.admin,
+        "/link",
+        &[("Authorization", &format!("Bearer {SECRET}"))],
+    );
+    assert_eq!(r.status, 101);
+    let mut s = std::net::TcpStream::connect(master.admin).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(format!("GET /link HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 9, 9, 9]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(master
+        .wait_log("slave link: no hello", Duration::from_secs(5))
+        .is_some());
+    assert_eq!(http_get(master.admin, "/healthz", &[]).status, 200);
+}
