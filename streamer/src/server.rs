@@ -230,7 +230,9 @@ impl Server {
             slaves: std::sync::Mutex::new(BTreeMap::new()),
             next_slave: std::sync::atomic::AtomicU64::new(1),
         });
-        server.apply(mounts, streams)?;
+        if server.config.mode != Mode::Slave {
+            server.apply(mounts, streams)?;
+        }
         server.restore_dumps()?;
         Ok(server)
     }
@@ -639,7 +641,10 @@ impl Server {
 
     /// True once the ports are bound and serving.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !*self.shutdown.borrow()
+        // A slave is ready once it has had the master's streams (and keeps
+        // serving its buffer if the master goes away later).
+        let synced = self.config.mode != Mode::Slave || self.config_epoch() > 0;
+        synced && self.ready.load(Ordering::Relaxed) && !*self.shutdown.borrow()
     }
 
     /// A receiver that turns true when the server shuts down.

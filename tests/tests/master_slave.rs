@@ -198,6 +198,11 @@ fn a_late_slave_catches_up_and_a_killed_master_resyncs_from_its_slaves() {
         got.len()
     );
     assert_eq!(everything(&s1), audio);
+    assert_eq!(
+        http_get(s1.listen, "/readyz", &[]).status,
+        200,
+        "still ready without its master: it has the audio"
+    );
 
     // The master comes back empty on the same port: it takes the audio back
     // from the slave, numbering and HLS included, and both go on together.
@@ -251,6 +256,11 @@ fn a_late_slave_catches_up_and_a_killed_master_resyncs_from_its_slaves() {
 fn a_wrong_secret_is_refused_and_logged_once() {
     let master = ServerProcess::start(EXE, &master_config(""));
     let bad = slave(&master, "wrong");
+    assert_eq!(
+        http_get(bad.listen, "/readyz", &[]).status,
+        503,
+        "a slave that never synced is not ready"
+    );
     assert!(master
         .wait_log("wrong link secret", Duration::from_secs(5))
         .is_some());
