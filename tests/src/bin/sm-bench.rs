@@ -29,6 +29,7 @@ struct Args {
     buffer: bool,
     server: bool,
     hls: bool,
+    link: bool,
 }
 
 fn parse_args() -> Args {
@@ -38,6 +39,7 @@ fn parse_args() -> Args {
         buffer: true,
         server: true,
         hls: true,
+        link: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -57,7 +59,14 @@ fn parse_args() -> Args {
             "--only-hls" => {
                 a.buffer = false;
                 a.server = false;
+                a.link = false;
             }
+            "--only-link" => {
+                a.buffer = false;
+                a.server = false;
+                a.hls = false;
+            }
+            "--skip-link" => a.link = false,
             other => {
                 eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server]");
                 std::process::exit(2);
@@ -284,6 +293,10 @@ fn main() {
         eprintln!("sm-bench: HLS playlist/segments and dumps over an 8 h buffer…");
         rows.extend(bench_hls_and_dumps());
     }
+    if args.link {
+        eprintln!("sm-bench: master/slave sync of a 4 h buffer, master CPU per slave…");
+        rows.extend(bench_link());
+    }
     if args.server {
         rows.extend(bench_server(&args));
     }
@@ -296,6 +309,11 @@ fn main() {
 /// An 8 h, 128 kbit/s stream with real-time timestamps (so 10 s HLS
 /// segments: 2880 of them) and a title change every 4 minutes.
 fn eight_hours() -> Vec<streamer::buffer::Chunk> {
+    hours_of_audio(8)
+}
+
+/// `hours` of 128 kbit/s audio as chunks (see [`eight_hours`]).
+fn hours_of_audio(hours: u64) -> Vec<streamer::buffer::Chunk> {
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let mut framer = Framer::new(Codec::Mp3);
     framer.push(&data);
@@ -303,7 +321,7 @@ fn eight_hours() -> Vec<streamer::buffer::Chunk> {
     while let Some(f) = framer.next_frame().unwrap() {
         frames.push(f);
     }
-    let seconds = 8 * 3600u64;
+    let seconds = hours * 3600;
     let mut rb = RewindBuffer::new(u32::try_from(seconds).unwrap() + 60, 1_000_000);
     let mut chunker = Chunker::new();
     let mut now = 1_795_000_000_000_000i64;
@@ -470,6 +488,99 @@ fn bench_hls_and_dumps() -> Vec<(String, String)> {
             bytes as f64 / 1e6 / secs
         ),
     ));
+    rows
+}
+
+fn bench_link() -> Vec<(String, String)> {
+    use streamer::stream::Stream;
+    use streammachine_crds::config::{AudioFormat, StreamConfig};
+    let mut rows = Vec::new();
+    let exe = std::env::current_exe()
+        .unwrap()
+        .with_file_name("streammachine");
+    assert!(
+        exe.exists(),
+        "build the streammachine binary first (./bench.sh)"
+    );
+    // A master that starts with 4 h in its buffer (from a dump).
+    let dir = streammachine_tests::scratch_dir("bench-link");
+    let metrics = streamer::metrics::Metrics::new().unwrap();
+    let mut cfg = StreamConfig::new("bench");
+    cfg.rewind_seconds = 4 * 3600 + 60;
+    let stream = Stream::new(cfg, AudioFormat::Mp3, &metrics);
+    stream.restore(hours_of_audio(4), Some("mp3-44100-128-s"));
+    let raw = stream.read_buffer().bytes();
+    streamer::persist::rewind::save_stream(&stream, &dir).unwrap();
+    drop(stream);
+    let master = ServerProcess::try_start(
+        exe.to_str().unwrap(),
+        &format!("mode: master\nlink: {{ secret: bench }}\ndumps: {{ dir: {} }}\nstreams:\n  - key: bench\n    password: bench\n    rewindSeconds: {}\n", dir.display(), 4 * 3600 + 60),
+        &[],
+    )
+    .unwrap_or_else(|log| panic!("master did not start:\n{log}"));
+    let slave_cfg = format!(
+        "mode: slave\nlink: {{ secret: bench }}\nmaster: {{ url: \"http://{}\" }}\n",
+        master.admin
+    );
+    let bytes = |s: &ServerProcess| {
+        s.metric("streammachine_buffer_bytes{stream=\"bench\"}")
+            .unwrap_or(0.0) as usize
+    };
+    let t = Instant::now();
+    let slave = ServerProcess::try_start(exe.to_str().unwrap(), &slave_cfg, &[]).unwrap();
+    while bytes(&slave) < raw {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "slave sync too slow"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    rows.push((
+        "link: new slave receives a 4 h 128 kbit/s buffer (incl. process start)".into(),
+        format!(
+            "{:.2} s ({:.0} MB, {:.0} MB/s)",
+            took.as_secs_f64(),
+            raw as f64 / 1e6,
+            raw as f64 / 1e6 / took.as_secs_f64()
+        ),
+    ));
+    // Steady state: master CPU with 0 and with 8 slaves, a real-time source.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pid = master.pid();
+    let cpu_over = |secs: u64| {
+        let c0 = cpu_seconds(pid);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs));
+        (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64()
+    };
+    drop(slave);
+    let src = rt.spawn(source(master.source, 0));
+    std::thread::sleep(Duration::from_secs(3));
+    let base = cpu_over(15);
+    let mut slaves = Vec::new();
+    for _ in 0..8 {
+        slaves.push(ServerProcess::try_start(exe.to_str().unwrap(), &slave_cfg, &[]).unwrap());
+    }
+    for s in &slaves {
+        while bytes(s) < raw {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let with = cpu_over(15);
+    rows.push((
+        "link: master CPU, real-time source, no slaves".into(),
+        format!("{:.2} % of a core", base * 100.0),
+    ));
+    rows.push((
+        "link: master CPU per slave at steady state (8 slaves)".into(),
+        format!("{:.3} % of a core", (with - base) * 100.0 / 8.0),
+    ));
+    src.abort();
     rows
 }
 
