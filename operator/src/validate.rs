@@ -1,0 +1,221 @@
+//! Checks the API server's schema cannot make, turning a SourceMount and its
+//! Streams into the streamer's config types. An invalid spec is an [`Invalid`]:
+//! a `Ready=False` condition with its reason, not an error to retry.
+
+use std::fmt;
+
+use kube::ResourceExt;
+use streammachine_crds::config::{
+    Config, HlsConfig, SourceMountConfig, StreamConfig, TranscodeConfig, RESERVED_STREAM_KEYS,
+};
+use streammachine_crds::v1alpha1::{SourceMount, Stream};
+
+use crate::names;
+
+/// Reason: the Stream names a SourceMount that does not exist.
+pub const REASON_SOURCE_MOUNT_NOT_FOUND: &str = "SourceMountNotFound";
+/// Reason: the spec asks for something the streamer cannot do.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Reason: the object's name cannot be a mount or stream key.
+pub const REASON_INVALID_NAME: &str = "InvalidName";
+
+/// Why a spec cannot be served, for a `Ready=False` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The condition's reason (CamelCase).
+    pub reason: &'static str,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Invalid {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// Keys become URL paths and metric labels; the streamer allows 1-64 of
+/// `A-Z a-z 0-9 - _ .`. Kubernetes names are already lowercase DNS names, so
+/// only the length and the reserved words are left to check.
+fn check_key(kind: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || name.len() > 64 || name.starts_with('.') {
+        return Err(Invalid::new(
+            REASON_INVALID_NAME,
+            format!(
+                "{kind} name {name:?} cannot be used as a key: at most 64 characters, not starting with ."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The SourceMount as the streamer's mount config.
+pub fn source_mount_config(mount: &SourceMount) -> Result<SourceMountConfig, Invalid> {
+    let name = mount.name_any();
+    check_key("SourceMount", &name)?;
+    Ok(SourceMountConfig {
+        key: name,
+        format: mount.spec.format.into(),
+        password: None,
+        password_file: Some(
+            format!(
+                "{}/{}",
+                names::SOURCE_PASSWORD_DIR,
+                names::SOURCE_PASSWORD_FILE
+            )
+            .into(),
+        ),
+        monitored: mount.spec.monitored,
+    })
+}
+
+/// The Stream as the streamer's stream config, checked against its SourceMount.
+pub fn stream_config(
+    stream: &Stream,
+    mount: Option<&SourceMount>,
+) -> Result<StreamConfig, Invalid> {
+    let spec = &stream.spec;
+    let Some(mount) = mount else {
+        return Err(Invalid::new(
+            REASON_SOURCE_MOUNT_NOT_FOUND,
+            format!(
+                "spec.sourceMount: no SourceMount {:?} in namespace {:?}",
+                spec.source_mount,
+                stream.namespace().unwrap_or_default()
+            ),
+        ));
+    };
+    let name = stream.name_any();
+    check_key("Stream", &name)?;
+    if RESERVED_STREAM_KEYS.contains(&name.as_str()) {
+        return Err(Invalid::new(
+            REASON_INVALID_NAME,
+            format!("Stream name {name:?} is reserved for a built-in route of the streamer"),
+        ));
+    }
+    let source_format = mount.spec.format;
+    let transcode = match (spec.format, spec.bitrate) {
+        (_, Some(bitrate)) => Some(TranscodeConfig {
+            format: spec.format.unwrap_or(source_format).into(),
+            bitrate,
+        }),
+        (Some(f), None) if f != source_format => {
+            return Err(Invalid::new(
+                REASON_INVALID_SPEC,
+                format!(
+                    "spec.format: {f} differs from the source mount's {source_format}, which is a transcode: set spec.bitrate"
+                ),
+            ))
+        }
+        _ => None,
+    };
+    let mut c = StreamConfig::new(name);
+    c.source_mount = Some(mount.name_any());
+    c.rewind_seconds = spec.rewind_seconds;
+    c.burst_seconds = spec.burst_seconds;
+    c.icy_meta_interval = spec.icy_meta_interval;
+    if let Some(b) = spec.max_buffer_bytes {
+        c.max_buffer_bytes = b;
+    }
+    c.title.clone_from(&spec.title);
+    c.name.clone_from(&spec.name);
+    c.description.clone_from(&spec.description);
+    c.genre.clone_from(&spec.genre);
+    c.url.clone_from(&spec.url);
+    c.hls = spec.hls.as_ref().map(|h| HlsConfig {
+        segment_seconds: h.segment_seconds,
+        group: h.group.clone(),
+    });
+    c.transcode = transcode;
+    // Everything else the streamer checks (ranges, burst within rewind), on a
+    // config holding just this stream, so the message names this stream's field.
+    let alone = Config {
+        source_mounts: vec![source_mount_config(mount)?],
+        streams: vec![c.clone()],
+        ..Config::default()
+    };
+    if let Err(e) = alone.validate() {
+        let message = e.to_string().replacen("streams[0].", "spec.", 1).replacen(
+            "sourceMounts[0].",
+            "SourceMount ",
+            1,
+        );
+        return Err(Invalid::new(REASON_INVALID_SPEC, message));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata;
+    use streammachine_crds::v1alpha1::Format;
+
+    #[test]
+    fn a_plain_stream_follows_its_mount() {
+        let m = testdata::mount("main");
+        let s = testdata::stream("hits", "main");
+        let c = stream_config(&s, Some(&m)).unwrap();
+        assert_eq!(c.key, "hits");
+        assert_eq!(c.source_mount.as_deref(), Some("main"));
+        assert_eq!(c.transcode, None);
+        assert_eq!(c.rewind_seconds, 14_400);
+    }
+
+    #[test]
+    fn missing_mount_is_its_own_reason() {
+        let s = testdata::stream("hits", "nope");
+        let e = stream_config(&s, None).unwrap_err();
+        assert_eq!(e.reason, REASON_SOURCE_MOUNT_NOT_FOUND);
+        assert!(e.message.contains("\"nope\""), "{e}");
+    }
+
+    #[test]
+    fn a_format_change_needs_a_bitrate() {
+        let m = testdata::mount("main");
+        let mut s = testdata::stream("hits", "main");
+        s.spec.format = Some(Format::Aac);
+        let e = stream_config(&s, Some(&m)).unwrap_err();
+        assert_eq!(e.reason, REASON_INVALID_SPEC);
+        assert!(e.message.starts_with("spec.format: aac differs"), "{e}");
+        s.spec.bitrate = Some(64);
+        let c = stream_config(&s, Some(&m)).unwrap();
+        let t = c.transcode.unwrap();
+        assert_eq!((t.format.to_string(), t.bitrate), ("aac".to_string(), 64));
+        // Same format with a bitrate is a transcode too.
+        s.spec.format = Some(Format::Mp3);
+        assert!(stream_config(&s, Some(&m)).unwrap().transcode.is_some());
+    }
+
+    #[test]
+    fn streamer_checks_name_the_spec_field() {
+        let m = testdata::mount("main");
+        let mut s = testdata::stream("hits", "main");
+        s.spec.rewind_seconds = 5;
+        s.spec.burst_seconds = 10;
+        let e = stream_config(&s, Some(&m)).unwrap_err();
+        assert_eq!(e.reason, REASON_INVALID_SPEC);
+        assert!(e.message.starts_with("spec.burstSeconds"), "{e}");
+    }
+
+    #[test]
+    fn reserved_and_long_names() {
+        let m = testdata::mount("main");
+        let e = stream_config(&testdata::stream("metrics", "main"), Some(&m)).unwrap_err();
+        assert_eq!(e.reason, REASON_INVALID_NAME);
+        let long = "a".repeat(65);
+        let e = stream_config(&testdata::stream(&long, "main"), Some(&m)).unwrap_err();
+        assert_eq!(e.reason, REASON_INVALID_NAME);
+        let e = source_mount_config(&testdata::mount(&long)).unwrap_err();
+        assert_eq!(e.reason, REASON_INVALID_NAME);
+    }
+}
