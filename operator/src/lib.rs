@@ -3,10 +3,19 @@
 //! * [`build`]: pure functions from a SourceMount and its Streams to the child
 //!   objects (ConfigMap, Secret, Deployments or DaemonSet, Services, budget).
 //! * [`validate`]: what the CRD schema cannot check, as `Ready=False` reasons.
-//! * [`names`]: names, labels, ports and paths of the children.
+//! * [`controller`]: the reconcilers and the controllers that run them.
+//! * [`status`]: asking a master for its streams (listeners, buffer, source).
+//! * [`leader`]: Lease-based leader election (a second replica is a hot standby).
+//! * [`conditions`], [`metrics`], [`http`], [`names`]: the pieces they share.
 
 pub mod build;
+pub mod conditions;
+pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod names;
+pub mod status;
 #[doc(hidden)]
 pub mod testdata;
 pub mod validate;

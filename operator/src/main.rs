@@ -1,5 +1,179 @@
-//! `streammachine-operator`: the controllers come in the next steps.
+//! `streammachine-operator`: runs the SourceMount and Stream controllers.
 
-fn main() {
-    eprintln!("streammachine-operator: no controllers yet");
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use streammachine_operator::build::Settings;
+use streammachine_operator::controller::{self, Context};
+use streammachine_operator::leader::LeaseLock;
+use streammachine_operator::metrics::Metrics;
+use streammachine_operator::status::HttpMasterStatus;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// The StreamMachine operator: SourceMount and Stream resources become
+/// masters, slaves and their Services.
+#[derive(Debug, Parser)]
+#[command(name = "streammachine-operator", version)]
+struct Args {
+    /// Streamer image for SourceMounts that name none.
+    #[arg(long, env = "STREAMMACHINE_DEFAULT_IMAGE", default_value = concat!("streammachine:", env!("CARGO_PKG_VERSION")))]
+    default_image: String,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_address: SocketAddr,
+    /// Seconds between status polls of each master.
+    #[arg(long, default_value_t = 30)]
+    poll_interval_seconds: u64,
+    /// Run the controllers only while holding a Lease (for more than one replica).
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "streammachine-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name or host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let listener = tokio::net::TcpListener::bind(args.http_address)
+        .await
+        .map_err(|e| format!("{}: {e}", args.http_address))?;
+    tokio::spawn(streammachine_operator::http::serve(
+        listener,
+        metrics.clone(),
+    ));
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("kubernetes client: {e}"))?;
+
+    let lock = if args.leader_election {
+        let identity = args
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("streammachine-operator-{}", std::process::id()));
+        let lock = LeaseLock::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            Duration::from_secs(15),
+        );
+        tracing::info!(lease = %args.lease_name, %identity, "waiting to lead");
+        tokio::select! {
+            () = lock.acquire(Duration::from_secs(5)) => {},
+            () = shutdown_signal() => return Ok(()),
+        }
+        tracing::info!(lease = %args.lease_name, %identity, "leading");
+        Some(lock)
+    } else {
+        None
+    };
+
+    let ctx = Arc::new(Context::new(
+        client,
+        Settings {
+            default_image: args.default_image.clone(),
+        },
+        Arc::new(HttpMasterStatus::new(Duration::from_secs(5))),
+        metrics,
+        Duration::from_secs(args.poll_interval_seconds.max(5)),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(controller::run(ctx, args.namespace.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let lost = async {
+        match &lock {
+            Some(l) => l.keep(Duration::from_secs(5)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        () = lost => Err("lost the leader lease; exiting so a standby leads".to_string()),
+    };
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(20), controllers).await;
+    if let Some(l) = &lock {
+        if result.is_ok() {
+            if let Err(e) = l.release().await {
+                tracing::warn!(error = %e, "cannot release the lease");
+            }
+        }
+    }
+    result
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
