@@ -1,0 +1,69 @@
+//! The example resources in `manifests/examples/` fit the CRD types: they
+//! parse, and every field they set is a field of the type (the API server
+//! would prune an unknown one silently, so a typo would go unnoticed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+use streammachine_crds::v1alpha1::{SourceMount, Stream};
+
+/// Paths of `set` that are missing from `known`.
+fn unknown_fields(set: &Value, known: &Value, path: &str, out: &mut Vec<String>) {
+    match (set, known) {
+        (Value::Object(s), Value::Object(k)) => {
+            for (key, v) in s {
+                let p = format!("{path}.{key}");
+                match k.get(key) {
+                    Some(kv) => unknown_fields(v, kv, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(s), Value::Array(k)) => {
+            for (i, (a, b)) in s.iter().zip(k).enumerate() {
+                unknown_fields(a, b, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn examples_fit_the_types() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let mut seen = (0, 0);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap();
+            let back = match v["kind"].as_str() {
+                Some("SourceMount") => {
+                    seen.0 += 1;
+                    serde_json::to_value(serde_json::from_value::<SourceMount>(v.clone()).unwrap())
+                }
+                Some("Stream") => {
+                    seen.1 += 1;
+                    serde_json::to_value(serde_json::from_value::<Stream>(v.clone()).unwrap())
+                }
+                _ => continue,
+            }
+            .unwrap();
+            let mut unknown = Vec::new();
+            unknown_fields(&v["spec"], &back["spec"], "spec", &mut unknown);
+            assert!(
+                unknown.is_empty(),
+                "{}: unknown fields {unknown:?}",
+                file.display()
+            );
+        }
+    }
+    assert!(seen.0 >= 1 && seen.1 >= 1, "{seen:?}");
+}
