@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every StreamMachine test: format, lints, unit tests and the
 # cross-component tests (real server processes, ffmpeg as encoder and decoder,
-# promtool). Installs the Debian packages those use when they are missing.
+# promtool, hls.js in headless Chromium). Installs the Debian packages those use
+# when they are missing, and hls.js (pinned in tests/web) with npm.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,12 +10,22 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# hls.js for tests/tests/hls_browser.rs, the version tests/web/package-lock.json pins.
+want=$(node -p 'require("./tests/web/package-lock.json").packages["node_modules/hls.js"].version')
+have=$(node -p 'try { require("./tests/web/node_modules/hls.js/package.json").version } catch { "" }')
+if [ "$want" != "$have" ]; then
+  echo "test.sh: installing hls.js $want into tests/web" >&2
+  npm ci --prefix tests/web --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # The connection-storm tests hold thousands of sockets.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use streammachine_crds::config::{AudioFormat, Config, Mode, Secret, StreamConfig};
 
 use crate::server::Server;
@@ -58,6 +58,41 @@ pub struct Args {
     /// Checks the configuration, prints it as the server reads it, and exits.
     #[arg(long)]
     pub check_config: bool,
+    /// Take over from a predecessor: listen on this Unix socket for its
+    /// handoff (while serving). Ports are bound with SO_REUSEPORT.
+    #[arg(long, env = "STREAMMACHINE_HANDOFF_FROM")]
+    pub handoff_from: Option<PathBuf>,
+    /// Control socket: `streammachine handoff` (a preStop hook) and
+    /// `streammachine run` talk to the server here. Ports are bound with
+    /// SO_REUSEPORT so a successor can bind them too.
+    #[arg(long, env = "STREAMMACHINE_CONTROL_SOCKET")]
+    pub control_socket: Option<PathBuf>,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the server under a small supervisor that, on SIGHUP, starts a new
+    /// process from the binary on disk (an upgrade) and hands every listener
+    /// and source to it without dropping a byte.
+    Run,
+    /// Tells the server behind `--control-socket` to hand everything to the
+    /// successor listening at `--to`, or (`--drain`) to stop taking listeners
+    /// and wait until they are gone. For Kubernetes preStop hooks.
+    Handoff {
+        /// The successor's handoff socket (its `--handoff-from`).
+        #[arg(long, conflicts_with = "drain")]
+        to: Option<PathBuf>,
+        /// Drain instead: report not ready, stop accepting listeners, wait.
+        #[arg(long)]
+        drain: bool,
+        /// Longest drain, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -194,6 +229,13 @@ fn init_tracing(format: LogFormat) {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.log_format);
+    match &args.command {
+        Some(Command::Run) => return crate::supervisor::run(&args),
+        Some(Command::Handoff { to, drain, seconds }) => {
+            return control_request(&args, to.as_deref(), *drain, *seconds)
+        }
+        None => {}
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -228,10 +270,63 @@ fn run(args: Args) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(
+        config,
+        args.handoff_from.clone(),
+        args.control_socket.clone(),
+    ))
 }
 
-async fn serve(mut config: Config) -> Result<(), CliError> {
+/// Sends one command to a running server's control socket and prints its answer.
+fn control_request(
+    args: &Args,
+    to: Option<&std::path::Path>,
+    drain: bool,
+    seconds: u64,
+) -> ExitCode {
+    use std::io::{BufRead, Write};
+    let Some(path) = &args.control_socket else {
+        eprintln!(
+            "streammachine handoff: --control-socket (or STREAMMACHINE_CONTROL_SOCKET) is required"
+        );
+        return ExitCode::from(2);
+    };
+    let line = match (to, drain) {
+        (Some(t), _) => format!("HANDOFF {}\n", t.display()),
+        (None, true) => format!("DRAIN {seconds}\n"),
+        (None, false) => {
+            eprintln!("streammachine handoff: give --to <socket> or --drain");
+            return ExitCode::from(2);
+        }
+    };
+    let result = (|| -> std::io::Result<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(path)?;
+        s.write_all(line.as_bytes())?;
+        let mut reply = String::new();
+        std::io::BufReader::new(s).read_line(&mut reply)?;
+        Ok(reply)
+    })();
+    match result {
+        Ok(reply) => {
+            println!("{}", reply.trim());
+            if reply.starts_with("OK") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("streammachine handoff: {}: {e}", path.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(
+    mut config: Config,
+    handoff_from: Option<PathBuf>,
+    control: Option<PathBuf>,
+) -> Result<(), CliError> {
     let store = match &config.redis {
         Some(r) => {
             let store = crate::store::Store::new(&r.url, &r.prefix);
@@ -250,6 +345,7 @@ async fn serve(mut config: Config) -> Result<(), CliError> {
     if let Some((store, overlay)) = store {
         server.use_store(store, overlay);
     }
+    server.set_reuse_port(handoff_from.is_some() || control.is_some());
     let bound = server.bind().await?;
     let (l, s, a) = bound.addrs();
     let fmt = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
@@ -261,7 +357,27 @@ async fn serve(mut config: Config) -> Result<(), CliError> {
         "listening"
     );
     let task = tokio::spawn(std::sync::Arc::clone(&server).serve(bound));
-    wait_for_signal().await;
+    if let Some(path) = control {
+        tokio::spawn(crate::handoff::control_loop(
+            std::sync::Arc::clone(&server),
+            path,
+        ));
+    }
+    if let Some(path) = handoff_from {
+        tokio::spawn(crate::handoff::receive_loop(
+            std::sync::Arc::clone(&server),
+            path,
+        ));
+    }
+    let mut handed_off = server.handed_off_signal();
+    tokio::select! {
+        () = wait_for_signal() => {}
+        _ = handed_off.wait_for(|h| *h) => {
+            // Everything is the successor's now (buffers included): no dump.
+            tracing::info!("handed off; exiting");
+            return Ok(());
+        }
+    }
     tracing::info!("shutting down");
     server.shutdown();
     server.dump_all().await;

@@ -11,6 +11,7 @@ pub mod api;
 pub mod buffer;
 pub mod cli;
 pub mod format;
+pub mod handoff;
 pub mod hls;
 pub mod http;
 pub mod link;
@@ -22,5 +23,6 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod stream;
+pub mod supervisor;
 
 pub use server::{Bound, Server, ServerError};

@@ -87,12 +87,28 @@ pub struct Server {
     config_notify: tokio::sync::Notify,
     slaves: std::sync::Mutex<BTreeMap<u64, crate::link::master::SlaveInfo>>,
     next_slave: std::sync::atomic::AtomicU64,
+    parking: watch::Sender<bool>,
+    parked: std::sync::Mutex<Parked>,
+    accepting: watch::Sender<bool>,
+    draining: AtomicBool,
+    listening: std::sync::Mutex<Vec<(&'static str, Arc<TcpListener>)>>,
+    handed_off: watch::Sender<bool>,
+    reuse_port: AtomicBool,
     analytics_writer: std::sync::Mutex<
         Option<(
             tokio::sync::mpsc::Receiver<String>,
             crate::analytics::PathBufOrLog,
         )>,
     >,
+}
+
+/// Connections paused for a handoff.
+#[derive(Debug, Default)]
+pub struct Parked {
+    /// Listeners, at an exact byte.
+    pub listeners: Vec<crate::output::listener::ParkedListener>,
+    /// Sources, with their parsing state.
+    pub sources: Vec<crate::source::icecast::ParkedSource>,
 }
 
 /// A change made through the admin API, recorded in the config store.
@@ -229,6 +245,13 @@ impl Server {
             config_notify: tokio::sync::Notify::new(),
             slaves: std::sync::Mutex::new(BTreeMap::new()),
             next_slave: std::sync::atomic::AtomicU64::new(1),
+            parking: watch::channel(false).0,
+            parked: std::sync::Mutex::new(Parked::default()),
+            accepting: watch::channel(true).0,
+            draining: AtomicBool::new(false),
+            listening: std::sync::Mutex::new(Vec::new()),
+            handed_off: watch::channel(false).0,
+            reuse_port: AtomicBool::new(false),
         });
         if server.config.mode != Mode::Slave {
             server.apply(mounts, streams)?;
@@ -487,6 +510,167 @@ impl Server {
         self.bump_config_epoch();
     }
 
+    /// Lets a successor bind the same ports during a handoff (`SO_REUSEPORT`).
+    /// Set before [`Server::bind`] when handoffs are in use.
+    pub fn set_reuse_port(&self, on: bool) {
+        self.reuse_port.store(on, Ordering::Relaxed);
+    }
+
+    /// True while a handoff collects connections.
+    pub fn is_parking(&self) -> bool {
+        *self.parking.borrow()
+    }
+
+    /// Turns true when a handoff starts collecting connections.
+    pub fn parking_signal(&self) -> watch::Receiver<bool> {
+        self.parking.subscribe()
+    }
+
+    /// Starts collecting: sources and listeners stop at their next poll.
+    pub fn begin_parking(&self) {
+        self.parking.send_replace(true);
+        for s in self.streams() {
+            s.wake_all();
+        }
+    }
+
+    /// Stops collecting.
+    pub fn end_parking(&self) {
+        self.parking.send_replace(false);
+    }
+
+    fn lock_parked(&self) -> std::sync::MutexGuard<'_, Parked> {
+        self.parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A listener stopped for the handoff.
+    pub fn park_listener(&self, p: crate::output::listener::ParkedListener) {
+        self.lock_parked().listeners.push(p);
+    }
+
+    /// A source stopped for the handoff.
+    pub fn park_source(&self, p: crate::source::icecast::ParkedSource) {
+        self.lock_parked().sources.push(p);
+    }
+
+    /// (listeners, sources) that must stop before a handoff can proceed.
+    pub fn expected_parked(&self) -> (usize, usize) {
+        let listeners = self.streams().iter().map(|s| s.listener_count()).sum();
+        let sources = self.mounts().iter().map(|m| m.sources().len()).sum();
+        (listeners, sources)
+    }
+
+    /// (listeners, sources) stopped so far.
+    pub fn parked_counts(&self) -> (usize, usize) {
+        let p = self.lock_parked();
+        (p.listeners.len(), p.sources.len())
+    }
+
+    /// Everything stopped so far.
+    pub fn take_parked(&self) -> Parked {
+        std::mem::take(&mut *self.lock_parked())
+    }
+
+    /// Restarts stopped connections here (the handoff failed).
+    pub fn resume_parked(self: &Arc<Self>, parked: Parked) {
+        self.end_parking();
+        for l in parked.listeners {
+            crate::output::listener::resume(self, l);
+        }
+        for s in parked.sources {
+            tokio::spawn(crate::source::icecast::drive(
+                Arc::clone(self),
+                s.sock,
+                s.peer,
+                s.guard,
+                s.run,
+                bytes::BytesMut::new(),
+            ));
+        }
+    }
+
+    /// Pauses or resumes accepting new connections on every port.
+    pub fn set_accepting(&self, on: bool) {
+        self.accepting.send_replace(on);
+    }
+
+    /// The listening sockets, by port name.
+    pub fn listening_sockets(&self) -> Vec<(&'static str, Arc<TcpListener>)> {
+        self.listening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Serves a listening socket received from a predecessor.
+    pub fn adopt_listening(self: &Arc<Self>, kind: &str, l: TcpListener) {
+        let l = Arc::new(l);
+        let server = Arc::clone(self);
+        match kind {
+            "listener" => {
+                self.remember_listening("listener", Arc::clone(&l));
+                tokio::spawn(accept_loop(
+                    server,
+                    l,
+                    "listener",
+                    crate::output::listener::handle_connection,
+                ));
+            }
+            "source" => {
+                self.remember_listening("source", Arc::clone(&l));
+                tokio::spawn(accept_loop(
+                    server,
+                    l,
+                    "source",
+                    crate::source::icecast::handle_connection,
+                ));
+            }
+            _ => {
+                self.remember_listening("admin", Arc::clone(&l));
+                tokio::spawn(accept_loop(
+                    server,
+                    l,
+                    "admin",
+                    crate::admin::handle_connection,
+                ));
+            }
+        }
+    }
+
+    fn remember_listening(&self, kind: &'static str, l: Arc<TcpListener>) {
+        self.listening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((kind, l));
+    }
+
+    /// After a successful handoff: the process should exit now.
+    pub fn mark_handed_off(&self) {
+        self.handed_off.send_replace(true);
+    }
+
+    /// Turns true after a successful handoff.
+    pub fn handed_off_signal(&self) -> watch::Receiver<bool> {
+        self.handed_off.subscribe()
+    }
+
+    /// Stops accepting listeners, reports not ready, and waits until no
+    /// listener is left or `max` passed; returns the listeners left.
+    pub async fn drain(&self, max: std::time::Duration) -> usize {
+        self.draining.store(true, Ordering::Relaxed);
+        self.set_accepting(false);
+        let end = tokio::time::Instant::now() + max;
+        loop {
+            let left: usize = self.streams().iter().map(|s| s.listener_count()).sum();
+            if left == 0 || tokio::time::Instant::now() >= end {
+                return left;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// The shared secret of the master↔slave link.
     pub fn link_secret(&self) -> Option<&Secret> {
         self.link_secret.as_ref()
@@ -644,7 +828,10 @@ impl Server {
         // A slave is ready once it has had the master's streams (and keeps
         // serving its buffer if the master goes away later).
         let synced = self.config.mode != Mode::Slave || self.config_epoch() > 0;
-        synced && self.ready.load(Ordering::Relaxed) && !*self.shutdown.borrow()
+        synced
+            && self.ready.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && !*self.shutdown.borrow()
     }
 
     /// A receiver that turns true when the server shuts down.
@@ -663,6 +850,7 @@ impl Server {
     /// Binds the three ports.
     pub async fn bind(&self) -> Result<Bound, ServerError> {
         let c = &self.config;
+        let reuse = self.reuse_port.load(Ordering::Relaxed);
         // A master takes no listeners, a slave no sources (DESIGN.md §3).
         let listeners = match c.mode {
             Mode::Master => None,
@@ -672,6 +860,7 @@ impl Server {
                 c.listeners.port,
                 c.listeners.backlog,
                 c.listeners.send_buffer_bytes,
+                reuse,
             )?),
         };
         let sources = match c.mode {
@@ -682,9 +871,10 @@ impl Server {
                 c.sources.port,
                 1024,
                 0,
+                reuse,
             )?),
         };
-        let admin = bind("admin port", &c.admin.address, c.admin.port, 1024, 0)?;
+        let admin = bind("admin port", &c.admin.address, c.admin.port, 1024, 0, reuse)?;
         if let Some(a) = listeners.as_ref().and_then(|l| l.local_addr().ok()) {
             self.listener_port.store(a.port(), Ordering::Relaxed);
         }
@@ -698,6 +888,8 @@ impl Server {
     /// Serves on the bound ports until [`Server::shutdown`].
     pub async fn serve(self: Arc<Self>, bound: Bound) {
         let l = bound.listeners.map(|l| {
+            let l = Arc::new(l);
+            self.remember_listening("listener", Arc::clone(&l));
             tokio::spawn(accept_loop(
                 Arc::clone(&self),
                 l,
@@ -706,6 +898,8 @@ impl Server {
             ))
         });
         let s = bound.sources.map(|l| {
+            let l = Arc::new(l);
+            self.remember_listening("source", Arc::clone(&l));
             tokio::spawn(accept_loop(
                 Arc::clone(&self),
                 l,
@@ -724,9 +918,11 @@ impl Server {
                 .unwrap_or_else(|_| format!("slave-{}", std::process::id()));
             tokio::spawn(crate::link::slave::run(Arc::clone(&self), url, id));
         }
+        let admin = Arc::new(bound.admin);
+        self.remember_listening("admin", Arc::clone(&admin));
         let a = tokio::spawn(accept_loop(
             Arc::clone(&self),
-            bound.admin,
+            admin,
             "admin",
             crate::admin::handle_connection,
         ));
@@ -776,6 +972,7 @@ fn bind(
     port: u16,
     backlog: u32,
     send_buffer: u32,
+    reuse_port: bool,
 ) -> Result<TcpListener, ServerError> {
     let text = if address.contains(':') && !address.starts_with('[') {
         format!("[{address}]:{port}")
@@ -800,6 +997,9 @@ fn bind(
     }
     .map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
+    if reuse_port {
+        socket.set_reuseport(true).map_err(err)?;
+    }
     if send_buffer > 0 {
         socket.set_send_buffer_size(send_buffer).map_err(err)?;
     }
@@ -809,7 +1009,7 @@ fn bind(
 
 async fn accept_loop<F, Fut>(
     server: Arc<Server>,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     what: &'static str,
     handler: F,
 ) where
@@ -817,11 +1017,24 @@ async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut shutdown = server.shutdown_signal();
+    let mut accepting = server.accepting.subscribe();
     let mut last_error_log = None::<tokio::time::Instant>;
     loop {
+        // Paused during a handoff (every port) or a drain (the listener port):
+        // connections wait in the kernel's queue, which the successor inherits.
+        let open = *accepting.borrow_and_update()
+            && !(what == "listener" && server.draining.load(Ordering::Relaxed));
+        if !open {
+            tokio::select! {
+                _ = accepting.changed() => continue,
+                _ = shutdown.changed() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+            }
+        }
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.changed() => return,
+            _ = accepting.changed() => continue,
         };
         match accepted {
             Ok((sock, peer)) => {

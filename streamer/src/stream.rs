@@ -181,6 +181,11 @@ impl Stream {
         self.wake_listeners();
     }
 
+    /// The next chunk from source `id` continues the timeline (handoff).
+    pub fn continue_source(&self, id: u64) {
+        self.last_source.store(id, Ordering::Relaxed);
+    }
+
     /// The wake-up epoch: it changes after every append (and on close). A
     /// listener reads it before looking at the buffer and passes it to
     /// [`Stream::wait`], so no append can slip between the look and the wait.
@@ -334,6 +339,11 @@ impl Stream {
         self.buffer
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes every listener (so each looks at the server's state: a handoff).
+    pub fn wake_all(&self) {
+        self.wake_listeners();
     }
 
     /// Ends every listener of this stream (shutdown, or the stream removed).

@@ -10,6 +10,21 @@ use crate::format::Frame;
 /// about a second.
 pub const CHUNK_TARGET_MICROS: u64 = 1_000_000;
 
+/// A chunker's partial chunk, so another process can continue it (handoff).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkerState {
+    /// Frames collected so far.
+    pub data: Vec<u8>,
+    /// Their offsets.
+    pub frames: Vec<u32>,
+    /// Samples per frame.
+    pub samples_per_frame: u32,
+    /// Sample rate.
+    pub sample_rate: u32,
+    /// Target length.
+    pub target_micros: u64,
+}
+
 /// Collects frames and emits a [`ChunkDraft`] once a chunk's worth is there.
 /// A change of sample rate or frame size closes the chunk early, so every chunk
 /// has one frame duration.
@@ -65,6 +80,28 @@ impl Chunker {
             done = self.flush();
         }
         done
+    }
+
+    /// Its partial chunk (see [`ChunkerState`]).
+    pub fn state(&self) -> ChunkerState {
+        ChunkerState {
+            data: self.data.clone(),
+            frames: self.frames.clone(),
+            samples_per_frame: self.samples_per_frame,
+            sample_rate: self.sample_rate,
+            target_micros: self.target_micros,
+        }
+    }
+
+    /// A chunker that continues from `state`.
+    pub fn resume(state: ChunkerState) -> Self {
+        Chunker {
+            data: state.data,
+            frames: state.frames,
+            samples_per_frame: state.samples_per_frame,
+            sample_rate: state.sample_rate,
+            target_micros: state.target_micros,
+        }
     }
 
     /// Audio held so far, in microseconds.

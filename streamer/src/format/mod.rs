@@ -328,6 +328,23 @@ pub struct Framer {
     stats: FramerStats,
 }
 
+/// A framer's position in its input, so another process can continue it
+/// exactly (handoff): the bytes it holds (a frame waiting for the next header
+/// to confirm it, a partial frame) and where it is in the stream's structure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FramerState {
+    /// Buffered, not yet consumed bytes.
+    pub buffered: Vec<u8>,
+    /// Bytes of an ID3 tag still to skip.
+    pub skip: u64,
+    /// See [`Framer::is_synced`].
+    pub in_sync: bool,
+    /// At a frame or tag boundary.
+    pub at_boundary: bool,
+    /// A frame has been confirmed already.
+    pub got_first: bool,
+}
+
 /// What `next_frame` does with the bytes at the start of the buffer.
 enum Action {
     NeedMore,
@@ -360,6 +377,28 @@ impl Framer {
             failed: None,
             stats: FramerStats::default(),
         }
+    }
+
+    /// Its position in the input (see [`FramerState`]).
+    pub fn state(&self) -> FramerState {
+        FramerState {
+            buffered: self.buf.to_vec(),
+            skip: self.skip,
+            in_sync: self.in_sync,
+            at_boundary: self.at_boundary,
+            got_first: self.got_first,
+        }
+    }
+
+    /// A framer that continues where `state` was taken.
+    pub fn resume(codec: Codec, state: FramerState) -> Self {
+        let mut f = Framer::new(codec);
+        f.buf = BytesMut::from(&state.buffered[..]);
+        f.skip = state.skip;
+        f.in_sync = state.in_sync;
+        f.at_boundary = state.at_boundary;
+        f.got_first = state.got_first;
+        f
     }
 
     /// The codec this framer parses.

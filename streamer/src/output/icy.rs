@@ -90,6 +90,20 @@ impl Plan {
     }
 }
 
+/// An ICY writer's state as data (handoff): the phase, a half-written block,
+/// and the last title sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IcyState {
+    /// The interval.
+    pub metaint: usize,
+    /// Audio bytes left before the next block.
+    pub until_meta: usize,
+    /// A block being written, and how much of it is out.
+    pub pending: Option<(Vec<u8>, usize)>,
+    /// The last title announced.
+    pub last_title: Option<String>,
+}
+
 /// A listener's ICY writer state.
 #[derive(Debug, Clone)]
 pub struct IcyWriter {
@@ -109,6 +123,26 @@ impl IcyWriter {
             until_meta: metaint as usize,
             pending: None,
             last_title: None,
+        }
+    }
+
+    /// Its state as data.
+    pub fn state(&self) -> IcyState {
+        IcyState {
+            metaint: self.metaint,
+            until_meta: self.until_meta,
+            pending: self.pending.as_ref().map(|(b, n)| (b.to_vec(), *n)),
+            last_title: self.last_title.as_ref().map(|t| t.text().to_string()),
+        }
+    }
+
+    /// A writer continuing from `state`.
+    pub fn from_state(state: IcyState) -> Self {
+        IcyWriter {
+            metaint: state.metaint,
+            until_meta: state.until_meta,
+            pending: state.pending.map(|(b, n)| (Bytes::from(b), n)),
+            last_title: state.last_title.map(Title::new),
         }
     }
 

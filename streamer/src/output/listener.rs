@@ -348,22 +348,50 @@ async fn serve_audio(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr,
         gauge,
         count,
     );
-    task.session = session;
+    if let Some(conn) = task.conn.as_mut() {
+        conn.session = session;
+    }
     tokio::spawn(task);
 }
 
 /// A listener streaming: the task that lives for hours, written as a plain
 /// struct future so its size is exactly its fields (an `async fn` would keep
 /// its arguments twice).
-struct Listening {
+pub struct Listening {
     server: Arc<Server>,
-    sock: TcpStream,
     peer: SocketAddr,
-    sender: Sender,
     output: &'static str,
     gauge: prometheus::IntGauge,
+    /// Taken out when the listener is parked for a handoff.
+    conn: Option<Conn>,
+}
+
+/// What a listener hands over when parked: the connection and its exact state.
+#[derive(Debug)]
+pub struct Conn {
+    /// The client's connection.
+    pub sock: TcpStream,
+    /// Its send state (position, ICY phase, lag allowance).
+    pub sender: Sender,
     _count: crate::stream::ListenerCount,
     session: Option<Box<crate::analytics::Session>>,
+}
+
+/// A listener paused for a handoff.
+#[derive(Debug)]
+pub struct ParkedListener {
+    /// Its address.
+    pub peer: SocketAddr,
+    /// `raw`, `icy` or `pump`.
+    pub output: &'static str,
+    /// The connection and state.
+    pub conn: Conn,
+}
+
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listening({})", self.peer)
+    }
 }
 
 impl std::future::Future for Listening {
@@ -374,28 +402,48 @@ impl std::future::Future for Listening {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         let this = self.get_mut();
-        let ended = match this.sender.poll_run(&mut this.sock, cx) {
+        let Some(conn) = this.conn.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        if this.server.is_parking() {
+            // A handoff is collecting every listener: stop at this exact byte.
+            if let Some(conn) = this.conn.take() {
+                this.gauge.dec();
+                this.server.park_listener(ParkedListener {
+                    peer: this.peer,
+                    output: this.output,
+                    conn,
+                });
+            }
+            return std::task::Poll::Ready(());
+        }
+        let ended = match conn.sender.poll_run(&mut conn.sock, cx) {
             std::task::Poll::Ready(e) => e,
             std::task::Poll::Pending => {
                 // Woken at least once a chunk while audio flows: time enough
                 // for the periodic listen event, without a timer per listener.
-                if let Some(s) = this.session.as_mut() {
-                    let (bytes, audio) = (this.sender.bytes, this.sender.audio_micros);
+                if let Some(s) = conn.session.as_mut() {
+                    let (bytes, audio) = (conn.sender.bytes, conn.sender.audio_micros);
                     this.server
                         .analytics()
-                        .listen(s, bytes, audio, this.sender.position(), false);
+                        .listen(s, bytes, audio, conn.sender.position(), false);
                 }
                 return std::task::Poll::Pending;
             }
         };
+        if matches!(ended, Ended::Shutdown) && this.server.is_parking() {
+            // Woken for the handoff while waiting: park on the next poll.
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
         this.gauge.dec();
-        if let Some(s) = this.session.take() {
-            let (bytes, audio) = (this.sender.bytes, this.sender.audio_micros);
+        if let Some(s) = conn.session.take() {
+            let (bytes, audio) = (conn.sender.bytes, conn.sender.audio_micros);
             this.server
                 .analytics()
-                .end(s, bytes, audio, this.sender.position(), ended.reason());
+                .end(s, bytes, audio, conn.sender.position(), ended.reason());
         }
-        let stream = this.sender.stream();
+        let stream = conn.sender.stream();
         this.server
             .metrics()
             .listener_disconnections
@@ -427,13 +475,53 @@ fn listen(
 ) -> Listening {
     Listening {
         server,
-        sock,
         peer,
-        sender,
         output,
         gauge,
-        _count: count,
-        session: None,
+        conn: Some(Conn {
+            sock,
+            sender,
+            _count: count,
+            session: None,
+        }),
+    }
+}
+
+/// Starts (again) a listener from a parked one: after a failed handoff in the
+/// old process, or adopted in the successor. Counts it in.
+pub fn resume(server: &Arc<Server>, parked: ParkedListener) {
+    let stream = parked.conn.sender.stream();
+    let gauge = server
+        .metrics()
+        .listeners
+        .with_label_values(&[stream.key(), parked.output]);
+    gauge.inc();
+    tokio::spawn(Listening {
+        server: Arc::clone(server),
+        peer: parked.peer,
+        output: parked.output,
+        gauge,
+        conn: Some(parked.conn),
+    });
+}
+
+/// Builds a parked listener from state received from a predecessor.
+pub fn adopted(
+    sock: TcpStream,
+    peer: SocketAddr,
+    output: &'static str,
+    sender: Sender,
+) -> ParkedListener {
+    let count = sender.stream().listener_joined();
+    ParkedListener {
+        peer,
+        output,
+        conn: Conn {
+            sock,
+            sender,
+            _count: count,
+            session: None,
+        },
     }
 }
 

@@ -51,6 +51,46 @@ pub enum SourceEnd {
     /// Dropped through the admin API, or its mount was removed.
     #[error("dropped by the admin API (or its mount was removed)")]
     Dropped,
+    /// Paused for a handoff to a successor process, with its parsing state.
+    #[error("parked for a handoff")]
+    Parked(Box<SourceRun>),
+}
+
+/// A source's parsing state: what must continue, byte-exact, in a successor
+/// process after a handoff.
+#[derive(Debug)]
+pub struct SourceRun {
+    /// The frame parser (with the bytes it holds).
+    pub framer: Framer,
+    /// The partial chunk.
+    pub chunker: Chunker,
+    /// The format key, once known.
+    pub format_key: Option<String>,
+}
+
+impl SourceRun {
+    /// A fresh state for a mount's codec.
+    pub fn new(format: AudioFormat) -> Self {
+        SourceRun {
+            framer: Framer::new(codec_of(format)),
+            chunker: Chunker::new(),
+            format_key: None,
+        }
+    }
+}
+
+/// A source paused for a handoff: its connection, its place in the mount,
+/// and its parsing state.
+#[derive(Debug)]
+pub struct ParkedSource {
+    /// The connection.
+    pub sock: TcpStream,
+    /// The encoder's address.
+    pub peer: SocketAddr,
+    /// Its membership in the mount (kept until the handoff is done).
+    pub guard: super::mount::SourceGuard,
+    /// Its parsing state.
+    pub run: Box<SourceRun>,
 }
 
 /// Serves one connection on the source port, start to end.
@@ -101,11 +141,14 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
         Ok(Ok(Some(r))) => r,
     };
     match (req.method.as_str(), req.path.as_str()) {
-        ("SOURCE" | "PUT", _) => {
-            if let Err(rej) = accept_source(&server, &mut sock, peer, req, buf).await {
-                rej.send(&server, &mut sock, peer).await;
+        ("SOURCE" | "PUT", _) => match accept_source(&server, &mut sock, peer, req).await {
+            Err(rej) => rej.send(&server, &mut sock, peer).await,
+            Ok(None) => {}
+            Ok(Some(guard)) => {
+                let run = Box::new(SourceRun::new(guard.mount().format()));
+                drive(server, sock, peer, guard, run, buf).await;
             }
-        }
+        },
         ("GET", "/admin/metadata") => match metadata::update(&server, &req) {
             Ok(r) => {
                 let _ = sock.write_all(&r.to_bytes(false, false)).await;
@@ -197,13 +240,13 @@ fn declared_format(content_type: &str) -> Option<Result<AudioFormat, String>> {
     }
 }
 
+/// Checks and answers a source request; returns its place in the mount.
 async fn accept_source(
     server: &Arc<Server>,
     sock: &mut TcpStream,
     peer: SocketAddr,
     req: Request,
-    leftover: BytesMut,
-) -> Result<(), Rejection> {
+) -> Result<Option<super::mount::SourceGuard>, Rejection> {
     let mount = authorize(server, &req, &req.path)?;
     if let Some(ct) = req.header("content-type") {
         match declared_format(ct) {
@@ -237,7 +280,7 @@ async fn accept_source(
         b"HTTP/1.0 200 OK\r\n\r\n"
     };
     if sock.write_all(reply).await.is_err() {
-        return Ok(());
+        return Ok(None);
     }
     let info = SourceInfo {
         remote: Some(peer),
@@ -258,8 +301,37 @@ async fn accept_source(
         .inc();
     tracing::info!(mount = %mount.key(), source = guard.id(), %peer, method = %req.method,
         active = mount.active_source() == Some(guard.id()), "source connected");
-    let end = run(server, sock, &mount, guard.id(), guard.entry(), leftover).await;
-    match &end {
+    Ok(Some(guard))
+}
+
+/// Runs an accepted source until it ends (or is parked for a handoff, when
+/// its connection and state go to the server's handoff).
+pub async fn drive(
+    server: Arc<Server>,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    guard: super::mount::SourceGuard,
+    run_state: Box<SourceRun>,
+    leftover: BytesMut,
+) {
+    let mount = Arc::clone(guard.mount());
+    let end = run(
+        &server,
+        &mut sock,
+        &mount,
+        guard.id(),
+        guard.entry(),
+        leftover,
+        run_state,
+    )
+    .await;
+    match end {
+        SourceEnd::Parked(run) => server.park_source(ParkedSource {
+            sock,
+            peer,
+            guard,
+            run,
+        }),
         SourceEnd::Closed => {
             tracing::info!(mount = %mount.key(), source = guard.id(), %peer, "source disconnected")
         }
@@ -267,7 +339,6 @@ async fn accept_source(
             tracing::warn!(mount = %mount.key(), source = guard.id(), %peer, reason = %e, "source dropped")
         }
     }
-    Ok(())
 }
 
 /// Reads audio until the source ends, feeding the mount.
@@ -278,12 +349,15 @@ async fn run(
     id: u64,
     entry: &super::mount::SourceEntry,
     leftover: BytesMut,
+    state: Box<SourceRun>,
 ) -> SourceEnd {
     let cfg = &server.config().sources;
     let codec = codec_of(mount.format());
-    let mut framer = Framer::new(codec);
-    let mut chunker = Chunker::new();
-    let mut format_key: Option<String> = None;
+    let SourceRun {
+        mut framer,
+        mut chunker,
+        mut format_key,
+    } = *state;
     let received = server
         .metrics()
         .source_received_bytes
@@ -297,6 +371,7 @@ async fn run(
     let stall = Duration::from_secs_f64(cfg.data_timeout_seconds);
     let mut deadline = Instant::now() + first_frame;
     let mut shutdown = server.shutdown_signal();
+    let mut parking = server.parking_signal();
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending: &[u8] = &leftover;
     let mut eof = false;
@@ -350,6 +425,12 @@ async fn run(
             r = timeout_at(deadline, sock.read(&mut buf)) => r,
             _ = shutdown.changed() => return SourceEnd::Shutdown,
             _ = entry.kick.notified() => return SourceEnd::Dropped,
+            r = parking.wait_for(|p| *p) => {
+                if r.is_ok() {
+                    return SourceEnd::Parked(Box::new(SourceRun { framer, chunker, format_key }));
+                }
+                continue;
+            }
         };
         match read {
             Err(_) if format_key.is_none() => {

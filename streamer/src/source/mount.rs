@@ -20,7 +20,7 @@ use crate::stream::Stream;
 static NEXT_SOURCE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What a connected source told us about itself.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SourceInfo {
     /// Peer address.
     pub remote: Option<SocketAddr>,
@@ -182,6 +182,14 @@ impl Mount {
             .ok_or(MountError::NoSuchSource(id))?;
         s.kick.notify_one();
         Ok(())
+    }
+
+    /// Makes `id` (an adopted source, after a handoff) continue the streams'
+    /// timelines without a discontinuity.
+    pub fn continue_with(&self, id: u64) {
+        for s in self.lock().streams.iter() {
+            s.continue_source(id);
+        }
     }
 
     /// Disconnects every source (the mount is being removed).

@@ -1,0 +1,165 @@
+//! `streammachine run`: the server under a small supervisor (the original's
+//! "runner"). On SIGHUP it starts a new server process from the binary on disk
+//! (that is how an upgrade works outside Kubernetes), waits until it listens
+//! for a handoff, and tells the old one to hand everything over; the old one
+//! exits 0. If the new one fails, the old one keeps serving. SIGTERM and
+//! SIGINT go to the server; the supervisor exits with the server's code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::Args;
+
+/// Runs the supervisor.
+pub fn run(_args: &Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(supervise())
+}
+
+/// The binary as invoked (a path, so a new file at that path is what a
+/// successor runs), and the arguments without `run`.
+fn command_line() -> (PathBuf, Vec<std::ffi::OsString>) {
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().map(PathBuf::from).unwrap_or_default();
+    let exe = if argv0.components().count() > 1 {
+        std::fs::canonicalize(&argv0).unwrap_or(argv0)
+    } else {
+        std::env::current_exe().unwrap_or(argv0)
+    };
+    let mut rest: Vec<std::ffi::OsString> = argv.collect();
+    if let Some(i) = rest.iter().position(|a| a == "run") {
+        rest.remove(i);
+    }
+    (exe, rest)
+}
+
+fn spawn(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    control: &Path,
+    handoff_from: Option<&Path>,
+) -> std::io::Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).arg("--control-socket").arg(control);
+    if let Some(h) = handoff_from {
+        cmd.arg("--handoff-from").arg(h);
+    }
+    cmd.kill_on_drop(false).spawn()
+}
+
+async fn send_term(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+}
+
+async fn control(path: &Path, line: String) -> std::io::Result<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let s = tokio::net::UnixStream::connect(path).await?;
+    let (rd, mut wr) = s.into_split();
+    wr.write_all(line.as_bytes()).await?;
+    let mut reply = String::new();
+    BufReader::new(rd).read_line(&mut reply).await?;
+    Ok(reply.trim().to_string())
+}
+
+async fn supervise() -> ExitCode {
+    let (exe, args) = command_line();
+    let dir = std::env::temp_dir().join(format!("streammachine-run-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot create the supervisor's directory");
+        return ExitCode::from(2);
+    }
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::from(2);
+    };
+    let mut generation = 0u32;
+    let mut control_path = dir.join(format!("control-{generation}.sock"));
+    let mut child = match spawn(&exe, &args, &control_path, None) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(exe = %exe.display(), error = %e, "cannot start the server");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(
+        pid = child.id(),
+        "supervisor: server started; SIGHUP hands off to a new process"
+    );
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
+                tracing::info!(code, "supervisor: server exited");
+                let _ = std::fs::remove_dir_all(&dir);
+                return ExitCode::from(u8::try_from(code).unwrap_or(1));
+            }
+            _ = term.recv() => send_term(&child).await,
+            _ = int.recv() => send_term(&child).await,
+            _ = hup.recv() => {
+                generation += 1;
+                let next_control = dir.join(format!("control-{generation}.sock"));
+                let handoff = dir.join(format!("handoff-{generation}.sock"));
+                let mut next = match spawn(&exe, &args, &next_control, Some(&handoff)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "supervisor: cannot start the new server; the old one keeps serving");
+                        continue;
+                    }
+                };
+                // Wait until the new one listens for the handoff (or dies).
+                let mut ready = false;
+                for _ in 0..300 {
+                    if handoff.exists() {
+                        ready = true;
+                        break;
+                    }
+                    if let Ok(Some(st)) = next.try_wait() {
+                        tracing::error!(status = %st, "supervisor: the new server exited before taking over; the old one keeps serving");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if !ready {
+                    send_term(&next).await;
+                    continue;
+                }
+                match control(&control_path, format!("HANDOFF {}\n", handoff.display())).await {
+                    Ok(reply) if reply.starts_with("OK") => {
+                        tracing::info!(reply = %reply, "supervisor: handed off to the new server");
+                        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+                        child = next;
+                        control_path = next_control;
+                    }
+                    other => {
+                        tracing::error!(reply = ?other, "supervisor: handoff failed; the old server keeps serving");
+                        send_term(&next).await;
+                        let _ = next.wait().await;
+                    }
+                }
+            }
+        }
+    }
+}

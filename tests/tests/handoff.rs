@@ -1,0 +1,293 @@
+//! Handoff restarts between real processes: every listener (raw, ICY,
+//! rewound) and the source continue at exactly the next byte; the old process
+//! exits 0; a successor that dies mid-handoff leaves the old one serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use streamer::format::Codec;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+
+fn config() -> &'static str {
+    "streams:\n  - key: live\n    password: pw\n    burstSeconds: 1\n    icyMetaInterval: 1000\n"
+}
+
+/// Reads a listener until it goes quiet; returns everything.
+fn reader(mut s: TcpStream, rest: Vec<u8>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = rest;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+}
+
+fn handoff_cmd(control: &Path, to: &Path) -> (bool, String) {
+    let out = Command::new(EXE)
+        .arg("--control-socket")
+        .arg(control)
+        .args(["handoff", "--to"])
+        .arg(to)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn every_listener_and_the_source_continue_at_the_next_byte() {
+    let dir = scratch_dir("handoff");
+    let (lp, sp, ap) = (free_port(), free_port(), free_port());
+    let ports = |control: &str| -> Vec<String> {
+        vec![
+            "--listen-port".into(),
+            lp.to_string(),
+            "--source-port".into(),
+            sp.to_string(),
+            "--admin-port".into(),
+            ap.to_string(),
+            "--control-socket".into(),
+            dir.join(control).display().to_string(),
+        ]
+    };
+    let a_args = ports("a.sock");
+    let mut old = ServerProcess::try_start(
+        EXE,
+        config(),
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let src_addr = old.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let (raw, st, _, r1) = request(old.listen, "GET", "/live", &[]);
+    assert_eq!(st, 200);
+    let (icy, st, _, r2) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
+    assert_eq!(st, 200);
+    let (back, st, _, r3) = request(old.listen, "GET", "/live?offset=2", &[]);
+    assert_eq!(st, 200);
+    let (raw, icy, back) = (reader(raw, r1), reader(icy, r2), reader(back, r3));
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The successor: same ports (SO_REUSEPORT), waiting for the handoff.
+    let mut b_args = ports("b.sock");
+    b_args.extend([
+        "--handoff-from".to_string(),
+        dir.join("h.sock").display().to_string(),
+    ]);
+    let new = ServerProcess::try_start(
+        EXE,
+        config(),
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(new
+        .wait_log("waiting for a predecessor", Duration::from_secs(5))
+        .is_some());
+    let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
+    assert!(ok, "handoff: {out}");
+    assert!(out.contains("3 listeners, 1 sources, 1 buffers"), "{out}");
+    assert_eq!(
+        old.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "the old process exits 0"
+    );
+    assert!(new.log_lines("took over from the predecessor").len() == 1);
+
+    feeder.join().unwrap(); // the source kept sending, to the new process
+    let (raw, icy, back) = (
+        raw.join().unwrap(),
+        icy.join().unwrap(),
+        back.join().unwrap(),
+    );
+    // Raw: one contiguous run of the source's audio up to its very end.
+    let at = find(&audio, &raw[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&raw),
+        "raw: a byte lost or doubled across the handoff"
+    );
+    assert_eq!(
+        at + raw.len(),
+        audio.len(),
+        "raw: got every byte to the end"
+    );
+    // ICY: blocks exactly every 1000 audio bytes on both sides of the handoff.
+    let (icy_audio, metas) = strip_icy(&icy, 1000);
+    let at = find(&audio, &icy_audio[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&icy_audio) && at + icy_audio.len() == audio.len(),
+        "icy: contiguous, phase kept"
+    );
+    assert_eq!(
+        metas.len(),
+        0,
+        "no title: zero-length blocks only, never a re-sent head or block"
+    );
+    assert!(
+        !icy[100..].windows(8).any(|w| w == b"HTTP/1.1"),
+        "no headers re-sent"
+    );
+    // Rewound: contiguous too.
+    let at = find(&audio, &back[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&back) && at + back.len() == audio.len(),
+        "rewound listener contiguous"
+    );
+    // The buffer came along: the new process serves the whole of it.
+    let all = http_get(new.listen, "/live?pump=999&offset=999", &[]).body;
+    assert!(all == audio, "the buffer moved with the listeners");
+}
+
+#[test]
+fn a_successor_that_dies_mid_handoff_leaves_the_old_one_serving() {
+    let dir = scratch_dir("handoff-crash");
+    let control = dir.join("a.sock");
+    let args = [
+        "--control-socket".to_string(),
+        control.display().to_string(),
+    ];
+    let old = ServerProcess::try_start(
+        EXE,
+        config(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(6.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let src_addr = old.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (s, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
+    assert_eq!(st, 200);
+    let listener = reader(s, rest);
+    // A "successor" that accepts the handoff connection, reads a little, and dies.
+    let fake = dir.join("fake.sock");
+    let ul = std::os::unix::net::UnixListener::bind(&fake).unwrap();
+    let crasher = std::thread::spawn(move || {
+        let (mut c, _) = ul.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let _ = c.read(&mut buf);
+        drop(c);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out) = handoff_cmd(&control, &fake);
+    crasher.join().unwrap();
+    assert!(!ok, "the handoff must report failure: {out}");
+    assert!(out.starts_with("ERR"), "{out}");
+    assert!(old
+        .wait_log("resuming here, nothing lost", Duration::from_secs(5))
+        .is_some());
+    feeder.join().unwrap();
+    let wire = listener.join().unwrap();
+    let (got, _) = strip_icy(&wire, 1000);
+    let at = find(&audio, &got[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&got) && at + got.len() == audio.len(),
+        "the old process kept serving every byte"
+    );
+    assert_eq!(http_get(old.listen, "/healthz", &[]).status, 200);
+}
+
+#[test]
+fn run_hands_off_to_a_new_process_on_sighup() {
+    let (lp, sp, ap) = (free_port(), free_port(), free_port());
+    let args = [
+        "--listen-port".to_string(),
+        lp.to_string(),
+        "--source-port".into(),
+        sp.to_string(),
+        "--admin-port".into(),
+        ap.to_string(),
+        "run".into(),
+    ];
+    let mut sup = ServerProcess::try_start(
+        EXE,
+        config(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(7.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let src_addr = sup.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (s, st, _, rest) = request(sup.listen, "GET", "/live", &[]);
+    assert_eq!(st, 200);
+    let listener = reader(s, rest);
+    std::thread::sleep(Duration::from_secs(1));
+    Command::new("kill")
+        .args(["-HUP", &sup.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        sup.wait_log(
+            "supervisor: handed off to the new server",
+            Duration::from_secs(15)
+        )
+        .is_some(),
+        "{:#?}",
+        sup.logs()
+    );
+    feeder.join().unwrap();
+    let got = listener.join().unwrap();
+    let at = find(&audio, &got[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&got) && at + got.len() == audio.len(),
+        "the listener did not notice the upgrade"
+    );
+    assert!(sup.is_running(), "the supervisor stays");
+    assert_eq!(
+        http_get(sup.listen, "/healthz", &[]).status,
+        200,
+        "the new process serves"
+    );
+    assert_eq!(sup.terminate(), Some(0));
+}
