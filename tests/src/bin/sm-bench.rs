@@ -30,6 +30,7 @@ struct Args {
     server: bool,
     hls: bool,
     link: bool,
+    handoff: Vec<usize>,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +41,7 @@ fn parse_args() -> Args {
         server: true,
         hls: true,
         link: true,
+        handoff: vec![1000, 5000],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -67,6 +69,21 @@ fn parse_args() -> Args {
                 a.hls = false;
             }
             "--skip-link" => a.link = false,
+            "--handoff" => {
+                a.handoff = it
+                    .next()
+                    .expect("--handoff N[,N…] (0: skip)")
+                    .split(',')
+                    .map(|n| n.parse().expect("a number of listeners"))
+                    .filter(|n| *n > 0)
+                    .collect()
+            }
+            "--only-handoff" => {
+                a.buffer = false;
+                a.server = false;
+                a.hls = false;
+                a.link = false;
+            }
             other => {
                 eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server]");
                 std::process::exit(2);
@@ -296,6 +313,10 @@ fn main() {
     if args.link {
         eprintln!("sm-bench: master/slave sync of a 4 h buffer, master CPU per slave…");
         rows.extend(bench_link());
+    }
+    for &n in &args.handoff {
+        eprintln!("sm-bench: handoff with {n} listeners…");
+        rows.extend(bench_handoff(n));
     }
     if args.server {
         rows.extend(bench_server(&args));
@@ -581,6 +602,173 @@ fn bench_link() -> Vec<(String, String)> {
         format!("{:.3} % of a core", (with - base) * 100.0 / 8.0),
     ));
     src.abort();
+    rows
+}
+
+/// One listener that checks every byte: after finding where it starts in the
+/// (looped) source audio, each read must continue it exactly.
+async fn checking_listener(
+    addr: std::net::SocketAddr,
+    audio: Arc<Vec<u8>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    window: Arc<std::sync::Mutex<Option<(Instant, Instant)>>>,
+) -> (u64, u64, Duration) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /bench HTTP/1.1\r\nHost: b\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut pending = Vec::new();
+    // Skip the head; locate the first 4 KiB of audio.
+    let mut pos: Option<usize> = None;
+    let (mut bytes, mut bad) = (0u64, 0u64);
+    let mut last = Instant::now();
+    let mut max_gap = Duration::ZERO;
+    let mut stop = stop;
+    loop {
+        let n = tokio::select! {
+            r = s.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+            _ = stop.changed() => break,
+        };
+        let now = Instant::now();
+        if let Some((a, b)) = *window.lock().unwrap() {
+            // Gaps that overlap the handoff window.
+            if now >= a && last <= b {
+                max_gap = max_gap.max(now - last);
+            }
+        }
+        last = now;
+        match pos {
+            None => {
+                pending.extend_from_slice(&buf[..n]);
+                let Some(h) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                if pending.len() < h + 4 + 4096 {
+                    continue;
+                }
+                let body = &pending[h + 4..];
+                let start = audio
+                    .windows(4096)
+                    .position(|w| w == &body[..4096])
+                    .expect("listener bytes not from the source");
+                for (i, b) in body.iter().enumerate() {
+                    if audio[(start + i) % audio.len()] != *b {
+                        bad += 1;
+                    }
+                }
+                bytes += body.len() as u64;
+                pos = Some((start + body.len()) % audio.len());
+                pending = Vec::new();
+            }
+            Some(p) => {
+                let mut q = p;
+                for b in &buf[..n] {
+                    if audio[q] != *b {
+                        bad += 1;
+                    }
+                    q = (q + 1) % audio.len();
+                }
+                bytes += n as u64;
+                pos = Some(q);
+            }
+        }
+    }
+    (bytes, bad, max_gap)
+}
+
+fn bench_handoff(n: usize) -> Vec<(String, String)> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let exe = std::env::current_exe()
+        .unwrap()
+        .with_file_name("streammachine");
+    assert!(
+        exe.exists(),
+        "build the streammachine binary first (./bench.sh)"
+    );
+    let dir = streammachine_tests::scratch_dir("bench-handoff");
+    let (lp, sp, ap) = (
+        streammachine_tests::free_port(),
+        streammachine_tests::free_port(),
+        streammachine_tests::free_port(),
+    );
+    let ports = |extra: &[String]| -> Vec<String> {
+        let mut v = vec![
+            "--listen-port".to_string(),
+            lp.to_string(),
+            "--source-port".into(),
+            sp.to_string(),
+            "--admin-port".into(),
+            ap.to_string(),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let cfg = "streams:\n  - key: bench\n    password: bench\n    rewindSeconds: 600\n    burstSeconds: 2\n";
+    let a_args = ports(&[
+        "--control-socket".into(),
+        dir.join("a.sock").display().to_string(),
+    ]);
+    let mut old = ServerProcess::try_start(
+        exe.to_str().unwrap(),
+        cfg,
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = Arc::new(streammachine_tests::audio_of(&data, Codec::Mp3));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    rt.block_on(async {
+        let src = tokio::spawn(source(old.source, 3));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let window = Arc::new(std::sync::Mutex::new(None));
+        let mut tasks = Vec::new();
+        for batch in 0..n.div_ceil(250) {
+            for _ in 0..250.min(n - batch * 250) {
+                tasks.push(tokio::spawn(checking_listener(old.listen, Arc::clone(&audio), stop_rx.clone(), Arc::clone(&window))));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let b_args = ports(&["--control-socket".into(), dir.join("b.sock").display().to_string(), "--handoff-from".into(), dir.join("h.sock").display().to_string()]);
+        let new = ServerProcess::try_start(exe.to_str().unwrap(), cfg, &b_args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert!(new.wait_log("waiting for a predecessor", Duration::from_secs(10)).is_some());
+        let t0 = Instant::now();
+        let reply = {
+            use tokio::io::AsyncBufReadExt;
+            let s = tokio::net::UnixStream::connect(dir.join("a.sock")).await.unwrap();
+            let (rd, mut wr) = s.into_split();
+            wr.write_all(format!("HANDOFF {}\n", dir.join("h.sock").display()).as_bytes()).await.unwrap();
+            let mut line = String::new();
+            tokio::io::BufReader::new(rd).read_line(&mut line).await.unwrap();
+            line
+        };
+        let took = t0.elapsed();
+        *window.lock().unwrap() = Some((t0, Instant::now()));
+        let exit = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(10)));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stop_tx.send_replace(true);
+        let (mut bytes, mut bad, mut max_gap, mut ended) = (0u64, 0u64, Duration::ZERO, 0usize);
+        for t in tasks {
+            let (b, x, g) = t.await.unwrap();
+            bytes += b;
+            bad += x;
+            max_gap = max_gap.max(g);
+            ended += 1;
+        }
+        let took_ms = new.log_lines("took over from the predecessor").first().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| v["took_ms"].clone());
+        rows.push((format!("handoff, {n} listeners: command to OK (park, send, successor adopts, ack)"), format!("{} ({})", ms(took), reply.trim())));
+        rows.push((format!("handoff, {n} listeners: successor's adopt time"), format!("{} ms", took_ms.unwrap_or_default())));
+        rows.push((format!("handoff, {n} listeners: longest gap between reads overlapping the handoff (chunks come every ~1 s anyway)"), ms(max_gap)));
+        rows.push((format!("handoff, {n} listeners: bytes checked / lost or duplicated"), format!("{:.1} MB / {bad} wrong bytes over {ended} listeners; old process exit code {exit:?}", bytes as f64 / 1e6)));
+        src.abort();
+        drop(new);
+    });
     rows
 }
 
