@@ -291,3 +291,89 @@ fn run_hands_off_to_a_new_process_on_sighup() {
     );
     assert_eq!(sup.terminate(), Some(0));
 }
+
+#[test]
+fn a_slave_hands_its_listeners_to_a_synced_successor() {
+    let dir = scratch_dir("handoff-slave");
+    let master = ServerProcess::start(
+        EXE,
+        &format!("mode: master\nlink: {{ secret: s }}\n{}", config()),
+    );
+    let (lp, ap) = (free_port(), free_port());
+    let slave_cfg = format!(
+        "mode: slave\nlink: {{ secret: s }}\nmaster: {{ url: \"http://{}\" }}\n",
+        master.admin
+    );
+    let args = |control: &str, extra: &[String]| -> Vec<String> {
+        let mut v = vec![
+            "--listen-port".to_string(),
+            lp.to_string(),
+            "--admin-port".into(),
+            ap.to_string(),
+            "--control-socket".into(),
+            dir.join(control).display().to_string(),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let a = args("a.sock", &[]);
+    let mut old = ServerProcess::try_start(
+        EXE,
+        &slave_cfg,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(8.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let src_addr = master.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (s, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
+    assert_eq!(st, 200);
+    let listener = reader(s, rest);
+    // The successor syncs from the master on its own, then takes the listeners.
+    let b = args(
+        "b.sock",
+        &[
+            "--handoff-from".to_string(),
+            dir.join("h.sock").display().to_string(),
+        ],
+    );
+    let new = ServerProcess::try_start(
+        EXE,
+        &slave_cfg,
+        &b.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(new
+        .wait_log(
+            "configuration from the master applied",
+            Duration::from_secs(10)
+        )
+        .is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("1 listeners, 0 sources, 0 buffers"),
+        "a slave sends no buffer: {out}"
+    );
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
+    feeder.join().unwrap();
+    let wire = listener.join().unwrap();
+    let (got, _) = strip_icy(&wire, 1000);
+    let at = find(&audio, &got[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&got) && at + got.len() == audio.len(),
+        "the slave's listener continued exactly"
+    );
+}
