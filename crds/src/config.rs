@@ -143,6 +143,9 @@ pub struct Config {
     /// Listener analytics events (JSON lines).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analytics: Option<AnalyticsConfig>,
+    /// Alert delays and where notifications go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsConfig>,
     /// Where encoders connect. A stream without `sourceMount` is its own mount.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub source_mounts: Vec<SourceMountConfig>,
@@ -325,6 +328,64 @@ impl Default for AnalyticsConfig {
             session_idle_seconds: 300,
         }
     }
+}
+
+/// Alerts: hysteresis and delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// A condition must hold this long before the alert is raised (default 30).
+    pub raise_seconds: f64,
+    /// It must be gone this long before the alert clears (default 30).
+    pub clear_seconds: f64,
+    /// `buffer_stalled`: a connected source with no new audio for this long (default 30).
+    pub stall_seconds: f64,
+    /// A generic JSON webhook (POST).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+    /// PagerDuty Events API v2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pagerduty: Option<PagerDutyConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            raise_seconds: 30.0,
+            clear_seconds: 30.0,
+            stall_seconds: 30.0,
+            webhook: None,
+            pagerduty: None,
+        }
+    }
+}
+
+/// A webhook receiving `{alert, subject, active, summary, time, source}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL (http or https).
+    pub url: String,
+}
+
+/// PagerDuty Events API v2: a trigger when an alert is raised, a resolve
+/// when it clears, with the dedup key `streammachine/<alert>/<subject>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// The integration's routing key (prefer `routingKeyFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<Secret>,
+    /// File holding the routing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key_file: Option<PathBuf>,
+    /// The events endpoint.
+    #[serde(default = "default_pagerduty_url")]
+    pub url: String,
+}
+
+fn default_pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
 }
 
 /// Where an encoder connects (an Icecast mount point).

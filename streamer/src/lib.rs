@@ -6,6 +6,7 @@
 //! and listeners ([`output`]) read from any position in it.
 
 pub mod admin;
+pub mod alerts;
 pub mod analytics;
 pub mod api;
 pub mod buffer;

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub link_sent_chunks: prometheus::IntCounter,
     /// Master: connected slaves.
     pub slaves: IntGauge,
+    /// 1 while an alert is raised, by alert and subject.
+    pub alert_active: IntGaugeVec,
     /// Always 1; the version in a label.
     pub build_info: IntGaugeVec,
     /// Seconds since the Unix epoch when the process started.
@@ -214,6 +216,12 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            alert_active: gauge_vec(
+                r,
+                "streammachine_alert_active",
+                "1 while the alert is raised.",
+                &["alert", "subject"],
+            )?,
             build_info: gauge_vec(
                 r,
                 "streammachine_build_info",

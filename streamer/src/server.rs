@@ -957,6 +957,10 @@ impl Server {
                 }
             });
         }
+        tokio::spawn(crate::alerts::run(
+            Arc::clone(&self),
+            self.config.alerts.clone().unwrap_or_default(),
+        ));
         self.ready.store(true, Ordering::Relaxed);
         let _ = a.await;
         for t in [l, s].into_iter().flatten() {
