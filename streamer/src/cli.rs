@@ -270,10 +270,15 @@ fn run(args: Args) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
+    // A slave's streams come from its master, not from the file.
+    let watch = (config.mode != Mode::Slave)
+        .then(|| args.config.clone())
+        .flatten();
     runtime.block_on(serve(
         config,
         args.handoff_from.clone(),
         args.control_socket.clone(),
+        watch,
     ))
 }
 
@@ -322,10 +327,59 @@ fn control_request(
     }
 }
 
+/// Applies changes to the config file live (a Kubernetes ConfigMap is
+/// updated in place): streams and mounts are created, changed and removed
+/// like through the admin API; an invalid file is reported and ignored; a
+/// change that needs a restart (ports, mode) is reported.
+async fn watch_config(server: std::sync::Arc<Server>, path: PathBuf) {
+    let stamp = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut last = stamp(&path);
+    let mut shutdown = server.shutdown_signal();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "config file changed but cannot be read; keeping the running configuration");
+                continue;
+            }
+        };
+        let new = match Config::from_yaml_str(&text).and_then(|c| c.validate().map(|()| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "config file changed but is invalid; keeping the running configuration");
+                continue;
+            }
+        };
+        let running = server.effective_config();
+        if new.listeners.port != running.listeners.port
+            || new.sources.port != running.sources.port
+            || new.admin.port != running.admin.port
+            || new.mode != running.mode
+        {
+            tracing::warn!(file = %path.display(), "config file changes ports or mode: that takes a restart; applying the streams and mounts only");
+        }
+        let (mounts, streams) = server.overlay().merge(new.source_mounts, new.streams);
+        match server.apply(mounts, streams) {
+            Ok(a) => tracing::info!(file = %path.display(), created = ?a.created, updated = ?a.updated, removed = ?a.removed, "config file change applied"),
+            Err(e) => tracing::error!(file = %path.display(), error = %e, "config file change not applied; keeping the running configuration"),
+        }
+    }
+}
+
 async fn serve(
     mut config: Config,
     handoff_from: Option<PathBuf>,
     control: Option<PathBuf>,
+    config_file: Option<PathBuf>,
 ) -> Result<(), CliError> {
     let store = match &config.redis {
         Some(r) => {
@@ -357,6 +411,9 @@ async fn serve(
         "listening"
     );
     let task = tokio::spawn(std::sync::Arc::clone(&server).serve(bound));
+    if let Some(path) = config_file {
+        tokio::spawn(watch_config(std::sync::Arc::clone(&server), path));
+    }
     if let Some(path) = control {
         tokio::spawn(crate::handoff::control_loop(
             std::sync::Arc::clone(&server),

@@ -745,6 +745,14 @@ impl Server {
         }
     }
 
+    /// The API's changes held in Redis (empty without Redis).
+    pub fn overlay(&self) -> crate::store::Overlay {
+        self.overlay
+            .get()
+            .map(|tx| tx.borrow().clone())
+            .unwrap_or_default()
+    }
+
     /// Records a change made through the API (saved to Redis when configured).
     pub fn record(&self, change: Change) {
         tracing::info!(change = ?ChangeSummary(&change), "configuration changed through the API");

@@ -121,3 +121,54 @@ fn no_config_serves_the_test_stream_with_a_logged_dev_password() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_changed_config_file_is_applied_live_and_a_bad_one_ignored() {
+    let first = "streams:\n  - key: keep\n    password: pw\n    rewindSeconds: 600\n  - key: drop-me\n    password: pw\n";
+    let server = ServerProcess::start(EXE, first);
+    let cfg = server.dir.join("config.yaml");
+    // A listener on the stream that stays: it must not be disturbed.
+    let (mut l, st, _, _) = request(server.listen, "GET", "/keep", &[]);
+    assert_eq!(st, 200);
+    std::fs::write(&cfg, "streams:\n  - key: keep\n    password: pw\n    rewindSeconds: 60\n  - key: added\n    format: aac\n    password: pw2\n").unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while http_call(server.listen, "HEAD", "/added", &[]).status != 200 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the change was not applied: {:#?}",
+            server.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        http_call(server.listen, "HEAD", "/added", &[]).header("content-type"),
+        Some("audio/aac")
+    );
+    assert_eq!(
+        http_call(server.listen, "HEAD", "/drop-me", &[]).status,
+        404
+    );
+    assert!(server
+        .wait_log(
+            "config file change applied",
+            std::time::Duration::from_secs(2)
+        )
+        .is_some());
+    // The listener of the kept stream is still connected (the server has not closed it).
+    l.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(std::io::Read::read(&mut l, &mut b), Err(_)),
+        "still open, waiting for audio"
+    );
+    // An invalid file is reported and the running configuration kept.
+    std::fs::write(&cfg, "streams:\n  - key: keep\n    rewindSecs: 1\n").unwrap();
+    assert!(server
+        .wait_log(
+            "config file changed but is invalid",
+            std::time::Duration::from_secs(6)
+        )
+        .is_some());
+    assert_eq!(http_call(server.listen, "HEAD", "/added", &[]).status, 200);
+}
