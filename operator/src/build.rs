@@ -16,10 +16,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    ExecAction, HTTPGetAction, HostPathVolumeSource, KeyToPath, Lifecycle, LifecycleHandler,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    EnvVar, ExecAction, HTTPGetAction, HostPathVolumeSource, KeyToPath, Lifecycle,
+    LifecycleHandler, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -393,8 +394,18 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
     let grace = i64::from(spec.drain_seconds) + 10;
     let mut mounts = common_mounts();
     let mut volumes = common_volumes(ctx, names::SLAVE_CONFIG_KEY);
+    let drain_seconds = spec.drain_seconds.to_string();
     let (args, pre_stop) = match spec.handoff {
-        Handoff::Drain => (vec![], vec![names::BINARY, "handoff", "--drain"]),
+        Handoff::Drain => (
+            vec![],
+            vec![
+                names::BINARY,
+                "handoff",
+                "--drain",
+                "--seconds",
+                drain_seconds.as_str(),
+            ],
+        ),
         Handoff::Socket => (
             vec!["--handoff-from", names::HANDOFF_SOCKET],
             vec![names::BINARY, "handoff", "--to", names::HANDOFF_SOCKET],
@@ -413,6 +424,12 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
             }),
             ..Default::default()
         }),
+        // The server listens there; the preStop hook (same environment) talks to it.
+        env: Some(vec![EnvVar {
+            name: "STREAMMACHINE_CONTROL_SOCKET".into(),
+            value: Some(names::CONTROL_SOCKET.into()),
+            value_from: None,
+        }]),
         ..streamer_container(ctx, args)
     };
     let node_selector = non_empty(&spec.node_selector);
@@ -833,7 +850,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             hook.exec.as_ref().unwrap().command.as_ref().unwrap(),
-            &["streammachine", "handoff", "--drain"]
+            &["streammachine", "handoff", "--drain", "--seconds", "120"]
         );
         assert_eq!(
             c.stale("main"),

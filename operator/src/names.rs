@@ -44,6 +44,9 @@ pub const HANDOFF_DIR: &str = "/var/run/streammachine/handoff";
 /// The handoff socket: the newest slave pod on a node listens on it, the
 /// one being replaced hands its listeners to it.
 pub const HANDOFF_SOCKET: &str = "/var/run/streammachine/handoff/handoff.sock";
+/// The streamer's control socket (`STREAMMACHINE_CONTROL_SOCKET`), where the
+/// preStop hook's `streammachine handoff` reaches the server; per pod, on `/tmp`.
+pub const CONTROL_SOCKET: &str = "/tmp/streammachine-control.sock";
 /// Parent of the per-SourceMount handoff directories on the node.
 pub const HOST_HANDOFF_ROOT: &str = "/var/run/streammachine";
 
