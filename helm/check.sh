@@ -47,6 +47,9 @@ if command -v kubernetes-validate >/dev/null 2>&1; then
   kubernetes-validate --strict --quiet --no-warn -k 1.33.0 \
     "$tmp/default.yaml" "$tmp/namespaced.yaml" manifests/install.yaml \
     operator/tests/snapshots/*/*.yaml
+elif [ -n "${HELM_CHECK_REQUIRE_VALIDATE:-}" ]; then
+  echo "helm/check.sh: kubernetes-validate is required (pip install kubernetes-validate)" >&2
+  exit 1
 else
   echo "helm/check.sh: kubernetes-validate not installed (pip install kubernetes-validate): schemas not checked" >&2
 fi
