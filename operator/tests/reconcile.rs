@@ -507,3 +507,62 @@ async fn switching_to_socket_handoff_replaces_the_slave_deployment() {
         .get("/apis/apps/v1/namespaces/radio/deployments/main-slave")
         .is_none());
 }
+
+/// CPU time of this process, in seconds (utime + stime from /proc).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The benchmark: reconcile of one SourceMount with two Streams
+/// against the mocked API server, CPU time per reconcile. A benchmark, not a
+/// test: it asserts nothing about time. Run it in release mode:
+/// `cargo test --release -p streammachine-operator --test reconcile -- --ignored --nocapture bench_`
+#[tokio::test(flavor = "current_thread")]
+#[ignore]
+async fn bench_reconcile_one_mount_two_streams() {
+    let api = cluster(&[
+        testdata::stream("hits", "main"),
+        testdata::stream("talk", "main"),
+    ]);
+    let ctx = context(&api, Ok(report()));
+    // Warm up (first reconcile creates everything).
+    controller::reconcile_mount(mount_of(&api), ctx.clone())
+        .await
+        .unwrap();
+    let n = 500;
+    let rss0 = rss_bytes();
+    let (c0, t0) = (cpu_seconds(), std::time::Instant::now());
+    for _ in 0..n {
+        controller::reconcile_mount(mount_of(&api), ctx.clone())
+            .await
+            .unwrap();
+        for s in ["hits", "talk"] {
+            controller::reconcile_stream(stream_of(&api, s), ctx.clone())
+                .await
+                .unwrap();
+        }
+        api.take_log();
+    }
+    let (cpu, wall) = (cpu_seconds() - c0, t0.elapsed().as_secs_f64());
+    println!("| reconcile (1 SourceMount + its 2 Streams, mocked API) | {:.3} ms CPU, {:.3} ms wall per round of 3 reconciles ({n} rounds) |", cpu * 1e3 / f64::from(n), wall * 1e3 / f64::from(n));
+    println!(
+        "| test process RSS after {n} rounds | {:.1} MB (grew {:.1} MB) |",
+        rss_bytes() as f64 / 1e6,
+        (rss_bytes().saturating_sub(rss0)) as f64 / 1e6
+    );
+}
