@@ -332,7 +332,11 @@ fn control_request(
 /// like through the admin API; an invalid file is reported and ignored; a
 /// change that needs a restart (ports, mode) is reported.
 async fn watch_config(server: std::sync::Arc<Server>, path: PathBuf) {
-    let stamp = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let stamp = |p: &PathBuf| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
     let mut last = stamp(&path);
     let mut shutdown = server.shutdown_signal();
     loop {
@@ -369,8 +373,12 @@ async fn watch_config(server: std::sync::Arc<Server>, path: PathBuf) {
         }
         let (mounts, streams) = server.overlay().merge(new.source_mounts, new.streams);
         match server.apply(mounts, streams) {
-            Ok(a) => tracing::info!(file = %path.display(), created = ?a.created, updated = ?a.updated, removed = ?a.removed, "config file change applied"),
-            Err(e) => tracing::error!(file = %path.display(), error = %e, "config file change not applied; keeping the running configuration"),
+            Ok(a) => {
+                tracing::info!(file = %path.display(), created = ?a.created, updated = ?a.updated, removed = ?a.removed, "config file change applied")
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "config file change not applied; keeping the running configuration")
+            }
         }
     }
 }
