@@ -158,27 +158,9 @@ impl Stream {
     pub fn push(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
         let title = title.unwrap_or_else(|| self.default_title());
         let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
-        let (first, bytes, overhead, micros, end) = {
-            let mut b = self.write_buffer();
-            let c = b.append(draft, title, now_micros(), continuous);
-            self.audio_end
-                .store(c.audio_end_micros(), Ordering::Release);
-            (
-                b.first_seq(),
-                b.bytes(),
-                b.overhead_bytes(),
-                b.duration_micros(),
-                b.byte_end(),
-            )
-        };
-        self.byte_end.store(end, Ordering::Release);
-        self.first_seq.store(first, Ordering::Release);
-        self.buffer_seconds.set(micros as f64 / 1e6);
-        self.buffer_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        self.buffer_overhead
-            .set(i64::try_from(overhead).unwrap_or(i64::MAX));
-        self.wake_listeners();
+        self.after_change(|b| {
+            b.append(draft, title, now_micros(), continuous);
+        });
     }
 
     /// The next chunk from source `id` continues the timeline (handoff).
@@ -286,46 +268,15 @@ impl Stream {
 
     /// Puts restored chunks (from a dump) into the buffer, if it is empty.
     pub fn restore(&self, chunks: Vec<crate::buffer::Chunk>, format_key: Option<&str>) {
-        let (first, bytes, overhead, micros, end) = {
-            let mut b = self.write_buffer();
-            b.restore(chunks);
-            if let Some(c) = b.last() {
-                self.audio_end
-                    .store(c.audio_end_micros(), Ordering::Release);
-            }
-            (
-                b.first_seq(),
-                b.bytes(),
-                b.overhead_bytes(),
-                b.duration_micros(),
-                b.byte_end(),
-            )
-        };
         if let Some(k) = format_key {
             self.set_format_key(k);
         }
-        self.byte_end.store(end, Ordering::Release);
-        self.first_seq.store(first, Ordering::Release);
-        self.buffer_seconds.set(micros as f64 / 1e6);
-        self.buffer_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        self.buffer_overhead
-            .set(i64::try_from(overhead).unwrap_or(i64::MAX));
-        self.wake_listeners();
+        self.after_change(|b| b.restore(chunks));
     }
 
     /// Empties the buffer (numbering continues); listeners behind move on.
     pub fn clear_buffer(&self) {
-        let first = {
-            let mut b = self.write_buffer();
-            b.clear();
-            b.first_seq()
-        };
-        self.first_seq.store(first, Ordering::Release);
-        self.buffer_seconds.set(0.0);
-        self.buffer_bytes.set(0);
-        self.buffer_overhead.set(0);
-        self.wake_listeners();
+        self.after_change(RewindBuffer::clear);
     }
 
     /// Read access to the buffer. Hold it briefly: appends wait for it.
