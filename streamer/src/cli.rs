@@ -246,6 +246,8 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), CliError> {
+    // Stamped before reading, so a change made while we start is seen later.
+    let loaded_stamp = args.config.as_ref().map(stamp);
     let config = load_config(&args)?;
     if args.check_config {
         let yaml = config.to_yaml_string().map_err(|error| CliError::Config {
@@ -273,7 +275,8 @@ fn run(args: Args) -> Result<(), CliError> {
     // A slave's streams come from its master, not from the file.
     let watch = (config.mode != Mode::Slave)
         .then(|| args.config.clone())
-        .flatten();
+        .flatten()
+        .map(|p| (p, loaded_stamp.flatten()));
     runtime.block_on(serve(
         config,
         args.handoff_from.clone(),
@@ -331,13 +334,18 @@ fn control_request(
 /// updated in place): streams and mounts are created, changed and removed
 /// like through the admin API; an invalid file is reported and ignored; a
 /// change that needs a restart (ports, mode) is reported.
-async fn watch_config(server: std::sync::Arc<Server>, path: PathBuf) {
-    let stamp = |p: &PathBuf| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
-    };
-    let mut last = stamp(&path);
+type FileStamp = Option<(Option<std::time::SystemTime>, u64)>;
+
+fn stamp(p: &PathBuf) -> FileStamp {
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()))
+}
+
+/// `loaded` is the file's stamp when it was read at start, so a change made
+/// right after the start is not missed.
+async fn watch_config(server: std::sync::Arc<Server>, path: PathBuf, loaded: FileStamp) {
+    let mut last = loaded;
     let mut shutdown = server.shutdown_signal();
     loop {
         tokio::select! {
@@ -387,7 +395,7 @@ async fn serve(
     mut config: Config,
     handoff_from: Option<PathBuf>,
     control: Option<PathBuf>,
-    config_file: Option<PathBuf>,
+    config_file: Option<(PathBuf, FileStamp)>,
 ) -> Result<(), CliError> {
     let store = match &config.redis {
         Some(r) => {
@@ -419,8 +427,8 @@ async fn serve(
         "listening"
     );
     let task = tokio::spawn(std::sync::Arc::clone(&server).serve(bound));
-    if let Some(path) = config_file {
-        tokio::spawn(watch_config(std::sync::Arc::clone(&server), path));
+    if let Some((path, loaded)) = config_file {
+        tokio::spawn(watch_config(std::sync::Arc::clone(&server), path, loaded));
     }
     if let Some(path) = control {
         tokio::spawn(crate::handoff::control_loop(
