@@ -406,6 +406,18 @@ pub struct SourceMountConfig {
     /// Raise an alert when this mount has no source.
     #[serde(default)]
     pub monitored: bool,
+    /// What plays while no encoder is connected: it yields as soon as one
+    /// connects and comes back when the last one leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackConfig>,
+}
+
+/// A mount's fallback source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// A file in the mount's format, looped in real time.
+    pub file: PathBuf,
 }
 
 /// HLS output settings (served once HLS is implemented).
@@ -570,6 +582,7 @@ impl Config {
                     password: s.password.clone(),
                     password_file: s.password_file.clone(),
                     monitored: false,
+                    fallback: None,
                 });
             }
         }

@@ -75,6 +75,7 @@ pub fn source_mount_config(mount: &SourceMount) -> Result<SourceMountConfig, Inv
             .into(),
         ),
         monitored: mount.spec.monitored,
+        fallback: None,
     })
 }
 

@@ -137,10 +137,10 @@ fn conditions(
     let mut holding = BTreeMap::new();
     let now = Instant::now();
     for m in server.mounts() {
-        if m.monitored() && m.active_source().is_none() {
+        if m.monitored() && !m.has_live_source() {
             holding.insert(
                 ("source_lost", m.key().to_string()),
-                format!("mount {} has no source", m.key()),
+                format!("mount {} has no live source", m.key()),
             );
         }
     }

@@ -389,6 +389,13 @@ impl Server {
                     let mount =
                         Mount::new(m.key.clone(), m.format, password.clone(), &self.metrics);
                     mount.set_monitored(m.monitored);
+                    if let (Some(f), Ok(rt)) = (&m.fallback, tokio::runtime::Handle::try_current())
+                    {
+                        rt.spawn(crate::source::fallback::play_file(
+                            Arc::clone(&mount),
+                            f.file.clone(),
+                        ));
+                    }
                     reg.mounts.insert(m.key.clone(), mount);
                 }
             }

@@ -1,5 +1,6 @@
 //! The source side: the Icecast source port, title updates, and mounts.
 
+pub mod fallback;
 pub mod icecast;
 pub mod metadata;
 pub mod mount;

@@ -57,6 +57,8 @@ pub struct SourceEntry {
     pub bytes: AtomicU64,
     /// Tells the source's connection to end (admin drop, mount removed).
     pub kick: tokio::sync::Notify,
+    /// A fallback (plays only while no live source is connected).
+    pub fallback: bool,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,7 @@ pub struct Mount {
     format: AudioFormat,
     password: std::sync::RwLock<Secret>,
     monitored: std::sync::atomic::AtomicBool,
+    closed: std::sync::atomic::AtomicBool,
     inner: Mutex<MountInner>,
     connected: IntGauge,
     source_count: IntGauge,
@@ -96,6 +99,7 @@ impl Mount {
             format,
             password: std::sync::RwLock::new(password),
             monitored: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(MountInner {
                 sources: Vec::new(),
                 title: None,
@@ -192,8 +196,14 @@ impl Mount {
         }
     }
 
+    /// True once the mount was removed (its fallback stops).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Disconnects every source (the mount is being removed).
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
         for s in &self.lock().sources {
             s.kick.notify_one();
         }
@@ -212,6 +222,12 @@ impl Mount {
     /// Adds a connected source: on air if the mount had none, else in line.
     /// Dropping the returned guard removes it (and promotes the next).
     pub fn add_source(self: &Arc<Self>, info: SourceInfo) -> SourceGuard {
+        self.add_source_as(info, false)
+    }
+
+    /// Adds a source; a live one goes before any fallback (so it takes over
+    /// from a fallback at once), a fallback goes last.
+    pub fn add_source_as(self: &Arc<Self>, info: SourceInfo, fallback: bool) -> SourceGuard {
         let entry = Arc::new(SourceEntry {
             id: NEXT_SOURCE_ID.fetch_add(1, Ordering::Relaxed),
             info,
@@ -219,9 +235,22 @@ impl Mount {
             format_key: Mutex::new(None),
             bytes: AtomicU64::new(0),
             kick: tokio::sync::Notify::new(),
+            fallback,
         });
         let mut inner = self.lock();
-        inner.sources.push(Arc::clone(&entry));
+        let at = if fallback {
+            inner.sources.len()
+        } else {
+            inner
+                .sources
+                .iter()
+                .position(|s| s.fallback)
+                .unwrap_or(inner.sources.len())
+        };
+        if at == 0 && !inner.sources.is_empty() {
+            tracing::info!(mount = %self.key, source = entry.id, "a live source takes over from the fallback");
+        }
+        inner.sources.insert(at, Arc::clone(&entry));
         self.update_gauges(&inner);
         SourceGuard {
             mount: Arc::clone(self),
@@ -250,6 +279,11 @@ impl Mount {
         self.connected.set(i64::from(!inner.sources.is_empty()));
         self.source_count
             .set(i64::try_from(inner.sources.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Whether a live (not fallback) source is connected.
+    pub fn has_live_source(&self) -> bool {
+        self.lock().sources.iter().any(|s| !s.fallback)
     }
 
     /// Id of the source on air.
