@@ -412,12 +412,17 @@ pub struct SourceMountConfig {
     pub fallback: Option<FallbackConfig>,
 }
 
-/// A mount's fallback source.
+/// A mount's fallback source: a file or a stream to pull (one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FallbackConfig {
     /// A file in the mount's format, looped in real time.
-    pub file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// An Icecast/Shoutcast/HTTP stream (`http://host:port/mount`) pulled
+    /// with its titles; with no encoder ever connected, the mount is a relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// HLS output settings (served once HLS is implemented).
@@ -606,6 +611,20 @@ impl Config {
                     format!("{path}.password"),
                     "give password or passwordFile, not both",
                 ));
+            }
+            if let Some(f) = &m.fallback {
+                if f.file.is_some() == f.url.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.fallback"),
+                        "give file or url (one of them)",
+                    ));
+                }
+                if f.url.as_ref().is_some_and(|u| !u.starts_with("http://")) {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.fallback.url"),
+                        "only http:// URLs can be pulled",
+                    ));
+                }
             }
         }
         let mut stream_keys = BTreeSet::new();

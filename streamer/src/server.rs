@@ -391,10 +391,19 @@ impl Server {
                     mount.set_monitored(m.monitored);
                     if let (Some(f), Ok(rt)) = (&m.fallback, tokio::runtime::Handle::try_current())
                     {
-                        rt.spawn(crate::source::fallback::play_file(
-                            Arc::clone(&mount),
-                            f.file.clone(),
-                        ));
+                        if let Some(file) = &f.file {
+                            rt.spawn(crate::source::fallback::play_file(
+                                Arc::clone(&mount),
+                                file.clone(),
+                            ));
+                        }
+                        if let Some(url) = &f.url {
+                            rt.spawn(crate::source::proxy::pull(
+                                Arc::clone(&mount),
+                                url.clone(),
+                                true,
+                            ));
+                        }
                     }
                     reg.mounts.insert(m.key.clone(), mount);
                 }

@@ -94,3 +94,64 @@ fn the_fallback_plays_yields_to_a_live_source_and_comes_back() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_pulled_stream_relays_audio_and_titles() {
+    // Upstream: another server with a live source and a title (ICY upstream).
+    let up = ServerProcess::start(
+        EXE,
+        "streams:\n  - key: up\n    password: pw\n    burstSeconds: 2\n",
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = audio_of(&data, Codec::Mp3);
+    let addr = up.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let frames = frames_of(&d, Codec::Mp3);
+        let mut src = Source::connect(addr, "up", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &frames[..(7.0 * 44_100.0 / 1152.0) as usize], 44_100)
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    use base64::Engine as _;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("source:pw")
+    );
+    assert_eq!(
+        http_get(
+            up.source,
+            "/admin/metadata?mount=/up&mode=updinfo&song=Relayed+Title",
+            &[("Authorization", &auth)]
+        )
+        .status,
+        200
+    );
+    // The relay: a mount with no encoder, pulling the upstream.
+    let relay = ServerProcess::start(
+        EXE,
+        &format!("sourceMounts:\n  - key: studio\n    password: pw\n    fallback: {{ url: \"http://{}/up\" }}\nstreams:\n  - key: live\n    sourceMount: studio\n", up.listen),
+    );
+    assert!(relay.wait_metric_at_least(
+        "streammachine_buffer_seconds{stream=\"live\"}",
+        4.0,
+        Duration::from_secs(10)
+    ));
+    let got = http_get(relay.listen, "/live?pump=3", &[]).body;
+    assert!(from(&audio, &got), "the relay holds the upstream's audio");
+    let st: serde_json::Value =
+        serde_json::from_slice(&http_get(relay.listen, "/status-json.xsl", &[]).body).unwrap();
+    assert_eq!(
+        st["icestats"]["source"]["title"], "Relayed Title",
+        "titles come along: {st}"
+    );
+    feeder.join().unwrap();
+    // Bad URLs are refused with the field's path.
+    let err = ServerProcess::try_start(
+        EXE,
+        "sourceMounts:\n  - key: m\n    password: pw\n    fallback: { url: \"https://x/y\" }\n",
+        &[],
+    )
+    .expect_err("https is refused");
+    assert!(err.contains("sourceMounts[0].fallback.url"), "{err}");
+}

@@ -4,6 +4,7 @@ pub mod fallback;
 pub mod icecast;
 pub mod metadata;
 pub mod mount;
+pub mod proxy;
 
 use std::net::SocketAddr;
 
