@@ -362,14 +362,7 @@ impl Server {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut applied = Applied::default();
         // Mounts.
-        let keep: std::collections::BTreeSet<&str> =
-            wanted.iter().map(|(m, _)| m.key.as_str()).collect();
-        let gone: Vec<String> = reg
-            .mounts
-            .keys()
-            .filter(|k| !keep.contains(k.as_str()))
-            .cloned()
-            .collect();
+        let gone = unwanted(&reg.mounts, wanted.iter().map(|(m, _)| m.key.as_str()));
         for key in gone {
             if let Some(m) = reg.mounts.remove(&key) {
                 m.close();
@@ -410,14 +403,10 @@ impl Server {
             }
         }
         // Streams.
-        let keep: std::collections::BTreeSet<&str> =
-            candidate.streams.iter().map(|s| s.key.as_str()).collect();
-        let gone: Vec<String> = reg
-            .streams
-            .keys()
-            .filter(|k| !keep.contains(k.as_str()))
-            .cloned()
-            .collect();
+        let gone = unwanted(
+            &reg.streams,
+            candidate.streams.iter().map(|s| s.key.as_str()),
+        );
         for key in gone {
             if let Some(s) = reg.streams.remove(&key) {
                 if let Some(m) = reg.mounts.get(s.config().mount_key()) {
@@ -492,14 +481,7 @@ impl Server {
             .registry
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let keep: std::collections::BTreeSet<&str> =
-            config.streams.iter().map(|s| s.key.as_str()).collect();
-        let gone: Vec<String> = reg
-            .streams
-            .keys()
-            .filter(|k| !keep.contains(k.as_str()))
-            .cloned()
-            .collect();
+        let gone = unwanted(&reg.streams, config.streams.iter().map(|s| s.key.as_str()));
         for key in gone {
             if let Some(s) = reg.streams.remove(&key) {
                 s.close();
@@ -991,6 +973,18 @@ impl Server {
             let _ = t.await;
         }
     }
+}
+
+/// The keys of `map` that are not among `wanted`: what an apply removes.
+fn unwanted<'a, V>(
+    map: &BTreeMap<String, V>,
+    wanted: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
+    let wanted: std::collections::BTreeSet<&str> = wanted.collect();
+    map.keys()
+        .filter(|k| !wanted.contains(k.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Binds a listening socket. Accepted connections inherit its `SO_SNDBUF`.

@@ -179,6 +179,22 @@ pub fn chunk_head(stream: &str, record_head: &[u8], data_len: usize) -> Vec<u8> 
     out
 }
 
+/// Reads the next frame from `io`, buffering in `buf` (which may hold the
+/// start of the following frame afterwards).
+pub async fn read(
+    io: &mut (impl tokio::io::AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+) -> Result<Frame, super::LinkError> {
+    loop {
+        if let Some(f) = decode(buf)? {
+            return Ok(f);
+        }
+        if io.read_buf(buf).await? == 0 {
+            return Err(super::LinkError::Closed);
+        }
+    }
+}
+
 /// Takes one complete frame off the front of `buf`, if there is one.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 4 {

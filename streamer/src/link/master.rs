@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
@@ -63,20 +63,6 @@ pub fn link_config(server: &Server) -> LinkConfig {
         })
         .collect();
     LinkConfig { streams, formats }
-}
-
-async fn read_frame(
-    sock: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-) -> Result<Frame, LinkError> {
-    loop {
-        if let Some(f) = frame::decode(buf)? {
-            return Ok(f);
-        }
-        if sock.read_buf(buf).await? == 0 {
-            return Err(LinkError::Closed);
-        }
-    }
 }
 
 /// Checks the slave's credentials and upgrades the connection; `Err` is the
@@ -131,23 +117,23 @@ pub async fn serve(
     {
         return;
     }
-    let hello = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut sock, &mut buf))
-        .await
-    {
-        Ok(Ok(Frame::Hello(h))) => h,
-        Ok(Ok(other)) => {
-            tracing::warn!(%peer, "slave link: expected a hello, got {other:?}");
-            return;
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "slave link: no hello");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%peer, "slave link: no hello within 10 s");
-            return;
-        }
-    };
+    let hello =
+        match tokio::time::timeout(Duration::from_secs(10), frame::read(&mut sock, &mut buf)).await
+        {
+            Ok(Ok(Frame::Hello(h))) => h,
+            Ok(Ok(other)) => {
+                tracing::warn!(%peer, "slave link: expected a hello, got {other:?}");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "slave link: no hello");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "slave link: no hello within 10 s");
+                return;
+            }
+        };
     let slot = server.slave_connected(SlaveInfo {
         id: hello.id.clone(),
         peer,
@@ -161,7 +147,7 @@ pub async fn serve(
     let reader_server = Arc::clone(&server);
     let mut reader = tokio::spawn(async move {
         loop {
-            match tokio::time::timeout(SLAVE_TIMEOUT, read_frame(&mut rd, &mut buf)).await {
+            match tokio::time::timeout(SLAVE_TIMEOUT, frame::read(&mut rd, &mut buf)).await {
                 Ok(Ok(Frame::Stats(s))) => reader_server.slave_stats(slot, Some(s)),
                 Ok(Ok(Frame::Heartbeat)) => reader_server.slave_stats(slot, None),
                 Ok(Ok(Frame::Chunk(key, record))) => {

@@ -147,7 +147,7 @@ async fn connected(
     let mut stats_timer = tokio::time::interval(STATS_EVERY);
     loop {
         tokio::select! {
-            f = tokio::time::timeout(MASTER_TIMEOUT, read(&mut rd, &mut buf)) => {
+            f = tokio::time::timeout(MASTER_TIMEOUT, frame::read(&mut rd, &mut buf)) => {
                 let f = f.map_err(|_| LinkError::Timeout(MASTER_TIMEOUT.as_secs()))??;
                 match f {
                     Frame::Config(c) => {
@@ -216,20 +216,6 @@ async fn send_back(
         wr.write_all(c.data()).await?;
     }
     Ok(())
-}
-
-async fn read(
-    rd: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-) -> Result<Frame, LinkError> {
-    loop {
-        if let Some(f) = frame::decode(buf)? {
-            return Ok(f);
-        }
-        if rd.read_buf(buf).await? == 0 {
-            return Err(LinkError::Closed);
-        }
-    }
 }
 
 #[cfg(test)]
