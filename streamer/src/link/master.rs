@@ -251,17 +251,10 @@ async fn feed(
                 .await?;
             }
             for c in chunks {
-                let record = crate::persist::rewind::record_of(&c);
-                crate::persist::encode_record_head(
-                    &record,
-                    &crate::persist::Limits::default(),
-                    &mut scratch,
-                )
-                .map_err(|e| LinkError::Protocol(e.to_string()))?;
-                wr.write_all(&frame::chunk_head(stream.key(), &scratch, c.data().len()))
-                    .await?;
-                wr.write_all(c.data()).await?;
-                cursors.insert(stream.key().to_string(), c.seq + 1);
+                super::write_chunk(wr, stream.key(), &c, &mut scratch).await?;
+                if let Some(cursor) = cursors.get_mut(stream.key()) {
+                    *cursor = c.seq + 1;
+                }
                 sent_chunks.inc();
                 sent = true;
             }

@@ -33,3 +33,21 @@ pub enum LinkError {
     #[error("protocol error: {0}")]
     Protocol(String),
 }
+
+/// Writes one chunk frame: its head (built in `scratch`), then the audio bytes
+/// straight from the shared buffer. Both ends send chunks this way: the master
+/// feeding a slave, a slave giving a restarted master back what it lacks.
+async fn write_chunk(
+    wr: &mut (impl tokio::io::AsyncWriteExt + Unpin),
+    stream: &str,
+    chunk: &crate::buffer::Chunk,
+    scratch: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    let record = crate::persist::rewind::record_of(chunk);
+    crate::persist::encode_record_head(&record, &crate::persist::Limits::default(), scratch)
+        .map_err(|e| LinkError::Protocol(e.to_string()))?;
+    wr.write_all(&frame::chunk_head(stream, scratch, chunk.data().len()))
+        .await?;
+    wr.write_all(chunk.data()).await?;
+    Ok(())
+}

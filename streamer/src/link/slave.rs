@@ -204,16 +204,7 @@ async fn send_back(
     tracing::info!(stream = %w.stream, chunks = chunks.len(), "sending the master back its missing chunks");
     let mut scratch = Vec::with_capacity(256);
     for c in chunks {
-        let record = crate::persist::rewind::record_of(&c);
-        crate::persist::encode_record_head(
-            &record,
-            &crate::persist::Limits::default(),
-            &mut scratch,
-        )
-        .map_err(|e| LinkError::Protocol(e.to_string()))?;
-        wr.write_all(&frame::chunk_head(&w.stream, &scratch, c.data().len()))
-            .await?;
-        wr.write_all(c.data()).await?;
+        super::write_chunk(wr, &w.stream, &c, &mut scratch).await?;
     }
     Ok(())
 }
