@@ -538,6 +538,26 @@ impl Source {
     }
 }
 
+/// Plays `secs` of `data` (44.1 kHz) in real time into `mount` of `server`,
+/// in a thread.
+pub fn feed(
+    server: &ServerProcess,
+    mount: &'static str,
+    pw: &'static str,
+    data: Vec<u8>,
+    codec: Codec,
+    secs: f64,
+) -> std::thread::JoinHandle<()> {
+    let addr = server.source;
+    std::thread::spawn(move || {
+        let frames = frames_of(&data, codec);
+        let per = f64::from(frames[0].2) / 44_100.0;
+        let n = ((secs / per) as usize).min(frames.len());
+        let mut src = Source::connect(addr, mount, pw, SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&data, &frames[..n], 44_100).unwrap();
+    })
+}
+
 /// µs since the epoch.
 pub fn now_micros() -> i64 {
     std::time::SystemTime::now()

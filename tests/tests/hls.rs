@@ -14,25 +14,6 @@ fn config() -> String {
     "streams:\n  - key: music\n    password: pw\n    title: Station\n    hls: { segmentSeconds: 2, group: main }\n  - key: music-aac\n    format: aac\n    password: pw2\n    hls: { segmentSeconds: 2, group: main }\n".to_string()
 }
 
-/// Plays `frames` of `data` in real time into `mount`, in a thread.
-fn feed(
-    server: &ServerProcess,
-    mount: &'static str,
-    pw: &'static str,
-    data: Vec<u8>,
-    codec: Codec,
-    secs: f64,
-) -> std::thread::JoinHandle<()> {
-    let addr = server.source;
-    std::thread::spawn(move || {
-        let frames = frames_of(&data, codec);
-        let per = f64::from(frames[0].2) / 44_100.0;
-        let n = ((secs / per) as usize).min(frames.len());
-        let mut src = Source::connect(addr, mount, pw, SourceMethod::Ice, &[]).unwrap();
-        src.send_realtime(&data, &frames[..n], 44_100).unwrap();
-    })
-}
-
 fn segment_uris(playlist: &str) -> Vec<String> {
     playlist
         .lines()
