@@ -76,23 +76,24 @@ pub fn probe_v1(buf: &[u8]) -> Probe<()> {
     }
 }
 
+/// A 28-bit ID3v2 size as four 7-bit ("sync-safe") bytes; the parser reads
+/// them back, the HLS segmenter writes them (its sizes are far below 2^28).
+pub(crate) fn sync_safe(n: usize) -> [u8; 4] {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    [
+        ((n >> 21) & 0x7F) as u8,
+        ((n >> 14) & 0x7F) as u8,
+        ((n >> 7) & 0x7F) as u8,
+        (n & 0x7F) as u8,
+    ]
+}
+
 /// Builds an ID3v2.`major` header announcing a body of `body_len` bytes
 /// (test helper, also handy for generating test streams).
 #[cfg(test)]
 pub(crate) fn v2_header(major: u8, flags: u8, body_len: u32) -> [u8; V2_HEADER_LEN] {
-    let s = body_len;
-    [
-        b'I',
-        b'D',
-        b'3',
-        major,
-        0,
-        flags,
-        ((s >> 21) & 0x7F) as u8,
-        ((s >> 14) & 0x7F) as u8,
-        ((s >> 7) & 0x7F) as u8,
-        (s & 0x7F) as u8,
-    ]
+    let s = sync_safe(body_len as usize);
+    [b'I', b'D', b'3', major, 0, flags, s[0], s[1], s[2], s[3]]
 }
 
 #[cfg(test)]

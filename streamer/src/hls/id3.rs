@@ -13,6 +13,8 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use crate::format::id3::sync_safe;
+
 /// Owner of the PRIV frame that carries a packed-audio segment's timestamp.
 pub const PTS_OWNER: &str = "com.apple.streaming.transportStreamTimestamp";
 
@@ -100,17 +102,6 @@ fn tit2_text(title: &str) -> Cow<'_, str> {
         }
     }
     t
-}
-
-/// A 28-bit size as four 7-bit bytes (sizes here are far below 2^28).
-fn sync_safe(n: usize) -> [u8; 4] {
-    let n = u32::try_from(n).unwrap_or(u32::MAX);
-    [
-        ((n >> 21) & 0x7F) as u8,
-        ((n >> 14) & 0x7F) as u8,
-        ((n >> 7) & 0x7F) as u8,
-        (n & 0x7F) as u8,
-    ]
 }
 
 #[cfg(test)]
