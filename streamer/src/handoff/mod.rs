@@ -426,15 +426,19 @@ fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
     Ok(summary)
 }
 
+/// Listens on the Unix socket `path`, replacing a stale one a previous process
+/// left behind; logs `what` once and gives `None` when it cannot.
+fn bind(path: &Path, what: &str) -> Option<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    tokio::net::UnixListener::bind(path)
+        .map_err(|e| tracing::error!(path = %path.display(), error = %e, "{what}"))
+        .ok()
+}
+
 /// The successor side: waits on `path` for predecessors, while serving.
 pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot listen for a handoff");
-            return;
-        }
+    let Some(listener) = bind(&path, "cannot listen for a handoff") else {
+        return;
     };
     tracing::info!(path = %path.display(), "waiting for a predecessor's handoff");
     let mut shutdown = server.shutdown_signal();
@@ -490,13 +494,8 @@ pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
 /// `DRAIN <seconds>` stops accepting listeners, reports not ready, and waits
 /// until the listeners are gone (or the time is up).
 pub async fn control_loop(server: Arc<Server>, path: PathBuf) {
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open the control socket");
-            return;
-        }
+    let Some(listener) = bind(&path, "cannot open the control socket") else {
+        return;
     };
     let mut shutdown = server.shutdown_signal();
     loop {
