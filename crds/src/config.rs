@@ -445,14 +445,123 @@ impl Default for HlsConfig {
     }
 }
 
-/// A transcoded output: the stream differs from its source mount.
+/// A transcoded output: the stream differs from its source mount. The server
+/// decodes the mount's audio and encodes this stream from it, in-process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TranscodeConfig {
     /// Output format.
     pub format: AudioFormat,
-    /// Output bitrate in kbit/s.
+    /// Output bitrate in kbit/s (constant bitrate). MP3: one of 8, 16, 24, 32,
+    /// 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320; AAC: 8–320.
     pub bitrate: u32,
+    /// AAC only: the profile (default `lc`). `he` (HE-AAC, SBR) and `heV2`
+    /// (HE-AAC v2, SBR + parametric stereo, stereo only) sound better at low bitrates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<AacProfile>,
+    /// Output sample rate in Hz; default: the first source's (later sources are
+    /// resampled to it, so the stream's format never changes mid-buffer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// Output channels, 1 or 2; default: the first source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u8>,
+}
+
+impl TranscodeConfig {
+    /// A transcode to `format` at `bitrate` kbit/s, everything else default.
+    pub fn new(format: AudioFormat, bitrate: u32) -> Self {
+        TranscodeConfig {
+            format,
+            bitrate,
+            profile: None,
+            sample_rate: None,
+            channels: None,
+        }
+    }
+
+    /// Checks the settings an encoder will accept; errors name the field.
+    pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        match self.format {
+            AudioFormat::Mp3 => {
+                if !MP3_BITRATES.contains(&self.bitrate) {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.bitrate"),
+                        format!(
+                            "{} is not an MP3 bitrate (one of {MP3_BITRATES:?})",
+                            self.bitrate
+                        ),
+                    ));
+                }
+                if self.profile.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.profile"),
+                        "only for format aac",
+                    ));
+                }
+                if self.sample_rate.is_some_and(|r| r > 48_000) {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.sampleRate"),
+                        "MP3 goes up to 48000 Hz",
+                    ));
+                }
+            }
+            AudioFormat::Aac => {
+                if !(8..=320).contains(&self.bitrate) {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.bitrate"),
+                        "AAC bitrate must be between 8 and 320 kbit/s",
+                    ));
+                }
+                if self.profile == Some(AacProfile::HeV2) && self.channels == Some(1) {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.channels"),
+                        "HE-AAC v2 (parametric stereo) needs stereo output",
+                    ));
+                }
+            }
+        }
+        if let Some(r) = self.sample_rate {
+            if !TRANSCODE_SAMPLE_RATES.contains(&r) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.sampleRate"),
+                    format!("{r} is not a supported sample rate ({TRANSCODE_SAMPLE_RATES:?})"),
+                ));
+            }
+        }
+        if let Some(c) = self.channels {
+            if !(1..=2).contains(&c) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.channels"),
+                    "must be 1 or 2",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bitrates (kbit/s) an MP3 transcode can use.
+pub const MP3_BITRATES: [u32; 16] = [
+    8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+];
+
+/// Sample rates (Hz) a transcode can produce (MP3 takes those up to 48000).
+pub const TRANSCODE_SAMPLE_RATES: [u32; 12] = [
+    8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 64_000, 88_200, 96_000,
+];
+
+/// The AAC profile of a transcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AacProfile {
+    /// AAC-LC (`mp4a.40.2`).
+    #[default]
+    Lc,
+    /// HE-AAC v1, AAC-LC + SBR (`mp4a.40.5`).
+    He,
+    /// HE-AAC v2, + parametric stereo (`mp4a.40.29`); stereo output only.
+    HeV2,
 }
 
 /// What listeners hear: one rewind buffer and its outputs.
@@ -689,6 +798,9 @@ impl Config {
                     format!("{path}.rewindSeconds"),
                     "must be between 1 and 604800 (7 days)",
                 ));
+            }
+            if let Some(t) = &s.transcode {
+                t.validate(&format!("{path}.transcode"))?;
             }
             if s.burst_seconds > s.rewind_seconds {
                 return Err(ConfigError::invalid(

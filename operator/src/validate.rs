@@ -105,10 +105,10 @@ pub fn stream_config(
     }
     let source_format = mount.spec.format;
     let transcode = match (spec.format, spec.bitrate) {
-        (_, Some(bitrate)) => Some(TranscodeConfig {
-            format: spec.format.unwrap_or(source_format).into(),
+        (_, Some(bitrate)) => Some(TranscodeConfig::new(
+            spec.format.unwrap_or(source_format).into(),
             bitrate,
-        }),
+        )),
         (Some(f), None) if f != source_format => {
             return Err(Invalid::new(
                 REASON_INVALID_SPEC,

@@ -25,5 +25,6 @@ pub mod status;
 pub mod store;
 pub mod stream;
 pub mod supervisor;
+pub mod transcode;
 
 pub use server::{Bound, Server, ServerError};

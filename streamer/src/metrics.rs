@@ -51,6 +51,14 @@ pub struct Metrics {
     pub sessions: IntCounterVec,
     /// Seconds listened, by stream and output.
     pub listening_seconds: prometheus::CounterVec,
+    /// 1 while a stream's transcoder works, 0 while it fails.
+    pub transcoder_up: IntGaugeVec,
+    /// Transcoder restarts after a failure, by stream.
+    pub transcoder_restarts: IntCounterVec,
+    /// Source chunks a transcoder dropped (failing or not keeping up), by stream.
+    pub transcoder_dropped_chunks: IntCounterVec,
+    /// Source frames a transcoder could not decode and skipped, by stream.
+    pub transcoder_decode_errors: IntCounterVec,
     /// Slave: 1 while linked to the master.
     pub link_connected: IntGauge,
     /// Slave: chunks received from the master.
@@ -178,6 +186,30 @@ impl Metrics {
                 "streammachine_sessions_total",
                 "Listener sessions started.",
                 &["stream", "output"],
+            )?,
+            transcoder_up: gauge_vec(
+                r,
+                "streammachine_transcoder_up",
+                "1 while the stream's transcoder works, 0 while it fails.",
+                &["stream"],
+            )?,
+            transcoder_restarts: counter_vec(
+                r,
+                "streammachine_transcoder_restarts_total",
+                "Transcoder restarts after a failure.",
+                &["stream"],
+            )?,
+            transcoder_dropped_chunks: counter_vec(
+                r,
+                "streammachine_transcoder_dropped_chunks_total",
+                "Source chunks a transcoder dropped (failing or not keeping up).",
+                &["stream"],
+            )?,
+            transcoder_decode_errors: counter_vec(
+                r,
+                "streammachine_transcoder_decode_errors_total",
+                "Source frames a transcoder could not decode and skipped.",
+                &["stream"],
             )?,
             listening_seconds: {
                 let c = prometheus::CounterVec::new(

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::metrics::{Metrics, MetricsError};
 use crate::source::{Mount, SourceInfo};
 use crate::stream::Stream;
+use crate::transcode::Transcoder;
 
 /// Errors starting a server.
 #[derive(Debug, thiserror::Error)]
@@ -334,14 +335,6 @@ impl Server {
             ..self.config.clone()
         };
         candidate.validate().map_err(ServerError::Config)?;
-        for (i, s) in candidate.streams.iter().enumerate() {
-            if s.transcode.is_some() {
-                return Err(ServerError::Unsupported {
-                    path: format!("streams[{i}].transcode"),
-                    message: "transcoding is not implemented in this build yet".into(),
-                });
-            }
-        }
         // Resolve every password before touching anything.
         let mut wanted = Vec::new();
         for (i, m) in candidate.effective_mounts().into_iter().enumerate() {
@@ -420,8 +413,11 @@ impl Server {
             let Some(mount) = reg.mounts.get(sc.mount_key()).cloned() else {
                 continue;
             };
+            let format = sc.transcode.as_ref().map_or(mount.format(), |t| t.format);
             match reg.streams.get(&sc.key).cloned() {
-                Some(stream) if stream.format() == mount.format() => {
+                // Same output: keep the stream (and its listeners). A changed
+                // transcode of the same format restarts the transcoder only.
+                Some(stream) if stream.format() == format => {
                     let old_mount = stream.config().mount_key().to_string();
                     if old_mount != sc.mount_key() {
                         if let Some(m) = reg.mounts.get(&old_mount) {
@@ -429,6 +425,9 @@ impl Server {
                         }
                     }
                     let changed = *stream.config() != *sc;
+                    if stream.transcode_config() != sc.transcode {
+                        self.start_transcoder(&stream, sc);
+                    }
                     stream.set_config(sc.clone());
                     if !mount.streams().iter().any(|s| s.key() == sc.key) {
                         mount.attach_stream(Arc::clone(&stream));
@@ -445,7 +444,8 @@ impl Server {
                         mount.detach_stream(&sc.key);
                         old.close();
                     }
-                    let stream = Stream::new(sc.clone(), mount.format(), &self.metrics);
+                    let stream = Stream::new(sc.clone(), format, &self.metrics);
+                    self.start_transcoder(&stream, sc);
                     mount.attach_stream(Arc::clone(&stream));
                     reg.streams.insert(sc.key.clone(), stream);
                     applied.created.push(sc.key.clone());
@@ -457,6 +457,20 @@ impl Server {
         drop(reg);
         self.bump_config_epoch();
         Ok(applied)
+    }
+
+    /// Gives `stream` the transcoder its config asks for (or none).
+    fn start_transcoder(&self, stream: &Arc<Stream>, sc: &StreamConfig) {
+        let transcoder = sc.transcode.as_ref().and_then(|t| {
+            Transcoder::start(stream, t.clone(), &self.metrics)
+                .map_err(
+                    |e| tracing::error!(stream = %sc.key, error = %e, "transcoder not started"),
+                )
+                .ok()
+        });
+        stream.set_transcoder(transcoder);
+        // A new encoder starts a new timeline piece (an HLS discontinuity).
+        stream.continue_source(0);
     }
 
     fn bump_config_epoch(&self) {

@@ -50,6 +50,8 @@ pub struct Stream {
     buffer_seconds: Gauge,
     buffer_bytes: IntGauge,
     buffer_overhead: IntGauge,
+    /// Set when this stream is transcoded from its mount's audio.
+    transcoder: Mutex<Option<crate::transcode::Transcoder>>,
 }
 
 impl Stream {
@@ -83,6 +85,7 @@ impl Stream {
             buffer_seconds: metrics.buffer_seconds.with_label_values(&[&key]),
             buffer_bytes: metrics.buffer_bytes.with_label_values(&[&key]),
             buffer_overhead: metrics.buffer_overhead_bytes.with_label_values(&[&key]),
+            transcoder: Mutex::new(None),
         })
     }
 
@@ -156,11 +159,69 @@ impl Stream {
     /// Appends audio from source `source_id` with the mount's title (or the
     /// stream's configured one while the mount has none), and wakes listeners.
     pub fn push(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
+        self.push_at(source_id, draft, title, now_micros());
+    }
+
+    /// [`push`](Self::push) for audio that arrived at `now_micros` (a
+    /// transcoder's output is stamped with its source audio's arrival).
+    pub fn push_at(
+        &self,
+        source_id: u64,
+        draft: ChunkDraft,
+        title: Option<Arc<Title>>,
+        now_micros: i64,
+    ) {
         let title = title.unwrap_or_else(|| self.default_title());
         let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
         self.after_change(|b| {
-            b.append(draft, title, now_micros(), continuous);
+            b.append(draft, title, now_micros, continuous);
         });
+    }
+
+    /// Audio from the mount's source on air: appended as is, or handed to the
+    /// stream's transcoder.
+    pub fn feed(
+        &self,
+        source_id: u64,
+        draft: ChunkDraft,
+        title: Option<Arc<Title>>,
+        format_key: &str,
+    ) {
+        if let Some(t) = self.lock_transcoder().as_ref() {
+            t.feed(source_id, draft, title);
+            return;
+        }
+        self.set_format_key(format_key);
+        self.push(source_id, draft, title);
+    }
+
+    /// The source on air left the mount (a transcoder flushes its last audio).
+    pub fn source_ended(&self, source_id: u64) {
+        if let Some(t) = self.lock_transcoder().as_ref() {
+            t.source_ended(source_id);
+        }
+    }
+
+    /// Makes this stream transcoded (or not, with `None`). Replacing a
+    /// transcoder stops the old one.
+    pub fn set_transcoder(&self, transcoder: Option<crate::transcode::Transcoder>) {
+        *self.lock_transcoder() = transcoder;
+    }
+
+    /// The transcoder's settings, when the stream is transcoded here.
+    pub fn transcode_config(&self) -> Option<streammachine_crds::config::TranscodeConfig> {
+        self.lock_transcoder().as_ref().map(|t| t.config().clone())
+    }
+
+    /// The transcoder's status, when the stream is transcoded here.
+    pub fn transcoder_status(&self) -> Option<crate::transcode::TranscoderStatus> {
+        self.lock_transcoder().as_ref().map(|t| t.status())
+    }
+
+    fn lock_transcoder(&self) -> std::sync::MutexGuard<'_, Option<crate::transcode::Transcoder>> {
+        self.transcoder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The next chunk from source `id` continues the timeline (handoff).
@@ -299,6 +360,7 @@ impl Stream {
 
     /// Ends every listener of this stream (shutdown, or the stream removed).
     pub fn close(&self) {
+        self.set_transcoder(None);
         self.closed.store(true, Ordering::Release);
         self.wake_listeners();
     }

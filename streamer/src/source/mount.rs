@@ -191,7 +191,13 @@ impl Mount {
     /// Makes `id` (an adopted source, after a handoff) continue the streams'
     /// timelines without a discontinuity.
     pub fn continue_with(&self, id: u64) {
-        for s in self.lock().streams.iter() {
+        // A transcoded stream's encoder starts afresh: a new timeline piece.
+        for s in self
+            .lock()
+            .streams
+            .iter()
+            .filter(|s| s.transcode_config().is_none())
+        {
             s.continue_source(id);
         }
     }
@@ -264,6 +270,9 @@ impl Mount {
         inner.sources.retain(|s| s.id != id);
         self.update_gauges(&inner);
         if was_active {
+            for s in &inner.streams {
+                s.source_ended(id);
+            }
             match inner.sources.first() {
                 Some(next) => {
                     tracing::warn!(mount = %self.key, source = next.id, "active source left; next source takes over")
@@ -314,8 +323,7 @@ impl Mount {
             return false;
         }
         for stream in &inner.streams {
-            stream.set_format_key(format_key);
-            stream.push(id, draft.clone(), inner.title.clone());
+            stream.feed(id, draft.clone(), inner.title.clone(), format_key);
         }
         true
     }

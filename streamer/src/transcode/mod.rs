@@ -1,0 +1,320 @@
+//! In-process transcoding (DESIGN.md §1): a stream whose format or bitrate
+//! differs from its source mount's is decoded (Symphonia), resampled when
+//! needed (rubato) and encoded (LAME for MP3, FDK AAC for AAC-LC/HE-AAC).
+//!
+//! Each transcoded stream has its own worker thread, so encoding never runs on
+//! the threads that serve listeners, and a transcoder that fails (a panic
+//! included) is restarted with backoff while every other stream goes on.
+
+pub mod decode;
+pub mod encode;
+pub mod pipeline;
+pub mod resample;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntGauge};
+use streammachine_crds::config::TranscodeConfig;
+
+use crate::buffer::{ChunkDraft, Title};
+use crate::metrics::Metrics;
+use crate::stream::Stream;
+pub use pipeline::{Output, Pipeline};
+
+/// Errors of the transcoder.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum TranscodeError {
+    /// The input is something the decoder cannot take.
+    #[error("unsupported input: {0}")]
+    Unsupported(String),
+    /// The decoder could not be created.
+    #[error("decoder: {0}")]
+    Decoder(String),
+    /// Audio did not decode.
+    #[error("decode: {0}")]
+    Decode(String),
+    /// The resampler failed.
+    #[error("resampler: {0}")]
+    Resampler(String),
+    /// The encoder refused its settings or failed.
+    #[error("encoder: {0}")]
+    Encoder(String),
+    /// The worker thread could not be started.
+    #[error("transcoder thread: {0}")]
+    Thread(String),
+}
+
+/// Source chunks a transcoder may have queued (about a minute of audio):
+/// beyond that it is not keeping up, and chunks are dropped, never waited for.
+const QUEUE: usize = 64;
+/// First wait before restarting a failed transcoder; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between restarts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Work for a transcoder.
+#[derive(Debug)]
+enum Job {
+    Audio {
+        source_id: u64,
+        draft: ChunkDraft,
+        title: Option<Arc<Title>>,
+        arrival: i64,
+    },
+    End {
+        source_id: u64,
+    },
+}
+
+/// Whether a transcoder works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscoderState {
+    /// No audio yet.
+    #[default]
+    Idle,
+    /// Transcoding.
+    Running,
+    /// Its last attempt failed; it restarts after a backoff.
+    Failing,
+}
+
+/// A transcoder's status, for the status API and alerts.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscoderStatus {
+    /// Whether it works.
+    pub state: TranscoderState,
+    /// Restarts after failures, since the stream was created.
+    pub restarts: u64,
+    /// The last failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Source chunks dropped because the transcoder was failing or behind.
+    pub dropped_chunks: u64,
+    /// Source frames that did not decode and were skipped.
+    pub decode_errors: u64,
+    /// Format key of the transcoded output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Since when it fails (seconds since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    key: String,
+    status: Mutex<TranscoderStatus>,
+    up: IntGauge,
+    restarts: IntCounter,
+    dropped: IntCounter,
+    decode_errors: IntCounter,
+}
+
+impl Shared {
+    fn status(&self) -> std::sync::MutexGuard<'_, TranscoderStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn dropped(&self, n: u64) {
+        if n > 0 {
+            self.dropped.inc_by(n);
+            self.status().dropped_chunks += n;
+        }
+    }
+}
+
+/// A stream's transcoder: a handle to its worker thread. Dropping it stops
+/// the worker once the queued work is done.
+#[derive(Debug)]
+pub struct Transcoder {
+    config: TranscodeConfig,
+    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl Transcoder {
+    /// Starts a transcoder feeding `stream`.
+    pub fn start(
+        stream: &Arc<Stream>,
+        config: TranscodeConfig,
+        metrics: &Metrics,
+    ) -> Result<Transcoder, TranscodeError> {
+        let key = stream.key().to_string();
+        let labels = [key.as_str()];
+        let shared = Arc::new(Shared {
+            status: Mutex::new(TranscoderStatus::default()),
+            up: metrics.transcoder_up.with_label_values(&labels),
+            restarts: metrics.transcoder_restarts.with_label_values(&labels),
+            dropped: metrics.transcoder_dropped_chunks.with_label_values(&labels),
+            decode_errors: metrics.transcoder_decode_errors.with_label_values(&labels),
+            key,
+        });
+        shared.up.set(1);
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let worker = Worker {
+            rx,
+            stream: Arc::downgrade(stream),
+            pipeline: Pipeline::new(config.clone()),
+            shared: Arc::clone(&shared),
+        };
+        std::thread::Builder::new()
+            .name(format!("transcode {}", stream.key()))
+            .spawn(move || worker.run())
+            .map_err(|e| TranscodeError::Thread(e.to_string()))?;
+        Ok(Transcoder { config, tx, shared })
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &TranscodeConfig {
+        &self.config
+    }
+
+    /// Its status now.
+    pub fn status(&self) -> TranscoderStatus {
+        self.shared.status().clone()
+    }
+
+    /// Queues a source chunk; never waits (a full queue drops the chunk).
+    pub fn feed(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
+        let job = Job::Audio {
+            source_id,
+            draft,
+            title,
+            arrival: crate::stream::now_micros(),
+        };
+        self.send(job);
+    }
+
+    /// Source `source_id` left: its last audio is flushed out.
+    pub fn source_ended(&self, source_id: u64) {
+        self.send(Job::End { source_id });
+    }
+
+    fn send(&self, job: Job) {
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let first = self.shared.status().dropped_chunks == 0;
+                self.shared.dropped(1);
+                if first {
+                    tracing::warn!(stream = %self.shared.key, "transcoder is not keeping up; source audio dropped");
+                }
+            }
+            // The worker is gone only if it panicked outside the guarded part.
+            Err(TrySendError::Disconnected(_)) => self.shared.dropped(1),
+        }
+    }
+}
+
+impl Drop for Transcoder {
+    fn drop(&mut self) {
+        self.shared.up.set(0);
+    }
+}
+
+struct Worker {
+    rx: mpsc::Receiver<Job>,
+    stream: Weak<Stream>,
+    pipeline: Pipeline,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut backoff = FIRST_BACKOFF;
+        while let Ok(job) = self.rx.recv() {
+            let pipeline = &mut self.pipeline;
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| match job {
+                Job::Audio {
+                    source_id,
+                    draft,
+                    title,
+                    arrival,
+                } => pipeline.feed(source_id, &draft, title, arrival),
+                Job::End { source_id } => pipeline.end(source_id),
+            }));
+            let errors = self.pipeline.decode_errors();
+            let new_errors = errors.saturating_sub(self.shared.status().decode_errors);
+            if new_errors > 0 {
+                self.shared.decode_errors.inc_by(new_errors);
+                self.shared.status().decode_errors = errors;
+            }
+            let failure = match result {
+                Ok(Ok(outputs)) => {
+                    let Some(stream) = self.stream.upgrade() else {
+                        return;
+                    };
+                    if !outputs.is_empty() {
+                        self.running(outputs.last().map(|o| o.format_key.clone()));
+                        backoff = FIRST_BACKOFF;
+                    }
+                    for o in outputs {
+                        stream.set_format_key(&o.format_key);
+                        stream.push_at(o.source_id, o.draft, o.title, o.now_micros);
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .map_or_else(|| "panicked".to_string(), |m| format!("panicked: {m}")),
+            };
+            self.failed(failure, backoff);
+            // Wait out the backoff; what the source sends meanwhile is stale.
+            let until = Instant::now() + backoff;
+            loop {
+                match self
+                    .rx
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                {
+                    Ok(_) => self.shared.dropped(1),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            self.pipeline.reset();
+            self.shared.restarts.inc();
+            self.shared.status().restarts += 1;
+        }
+    }
+
+    fn running(&self, output: Option<String>) {
+        let mut st = self.shared.status();
+        if st.state == TranscoderState::Failing {
+            tracing::info!(stream = %self.shared.key, "transcoder recovered");
+        }
+        st.state = TranscoderState::Running;
+        st.failing_since = None;
+        if output.is_some() {
+            st.output = output;
+        }
+        self.shared.up.set(1);
+    }
+
+    fn failed(&self, error: String, backoff: Duration) {
+        let mut st = self.shared.status();
+        // Logged once per failure streak, and again only if the error changes.
+        if st.state != TranscoderState::Failing || st.last_error.as_deref() != Some(&error) {
+            tracing::error!(stream = %self.shared.key, error = %error, retry_in_s = backoff.as_secs(), "transcoder failed; restarting with backoff");
+        }
+        if st.state != TranscoderState::Failing {
+            st.failing_since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs());
+        }
+        st.state = TranscoderState::Failing;
+        st.last_error = Some(error);
+        self.shared.up.set(0);
+    }
+}
