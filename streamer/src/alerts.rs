@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::output::start::format_time;
 use crate::server::Server;
 use crate::stream::now_micros;
+use crate::transcode::TranscoderState;
 
 /// One alert's identity: what, and about what.
 pub type Key = (&'static str, String);
@@ -146,6 +147,18 @@ fn conditions(
     }
     if server.config().mode != Mode::Slave {
         for s in server.streams() {
+            if let Some(t) = s.transcoder_status() {
+                if t.state == TranscoderState::Failing {
+                    holding.insert(
+                        ("transcoder_failing", s.key().to_string()),
+                        format!(
+                            "transcoder of stream {} fails: {}",
+                            s.key(),
+                            t.last_error.as_deref().unwrap_or("unknown error")
+                        ),
+                    );
+                }
+            }
             let next = s.read_buffer().next_seq();
             let entry = last_seqs.entry(s.key().to_string()).or_insert((next, now));
             if entry.0 != next {

@@ -335,6 +335,7 @@ fn stream_json(server: &Server, s: &Stream) -> Value {
             "oldest": oldest,
             "newest": newest,
         },
+        "transcoder": s.transcoder_status().map(|t| to_json(&t)),
         "config": to_json(&redact_stream((*cfg).clone())),
     })
 }

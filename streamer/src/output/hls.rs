@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use streammachine_crds::config::AudioFormat;
+use streammachine_crds::config::{AacProfile, AudioFormat};
 
 use super::start::StartRequest;
 use crate::buffer::{Chunk, RewindBuffer};
@@ -244,7 +244,14 @@ pub fn multivariant(server: &Server, group: &str, req: &Request) -> Response {
             hls::segments(b.iter().map(|c| c.hls_view()))
         };
         let (peak, avg) = hls::bandwidth(&list, nominal_bps(s));
-        let codecs = hls::codecs(codec(s), adts_profile(s), hls::AacExtension::Plain);
+        // HE-AAC signals SBR/PS implicitly (ADTS shows the AAC-LC core), so
+        // the transcode settings tell what the stream really is.
+        let extension = match s.config().transcode.as_ref().and_then(|t| t.profile) {
+            Some(AacProfile::He) => hls::AacExtension::He,
+            Some(AacProfile::HeV2) => hls::AacExtension::HeV2,
+            _ => hls::AacExtension::Plain,
+        };
+        let codecs = hls::codecs(codec(s), adts_profile(s), extension);
         rows.push((s.key().to_string(), peak, avg, codecs));
     }
     let variants: Vec<Variant<'_>> = rows

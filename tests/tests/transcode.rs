@@ -1,0 +1,294 @@
+//! Transcoding end to end: ffmpeg encodes a 1 kHz tone as the source, the
+//! server transcodes it to AAC and MP3 in-process, and ffmpeg decodes what
+//! listeners get: no errors, the same length, still a 1 kHz tone, titles kept.
+//! And a transcoder that cannot work fails alone, visibly, and recovers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+
+/// Seconds of tone the source sends.
+const TONE_SECONDS: u32 = 120;
+
+/// ffmpeg as an Icecast source: a sine of `hz` for `seconds`, sent at `rate`
+/// times real time, encoded with `codec_args`.
+fn tone_source(
+    url: &str,
+    hz: u32,
+    seconds: u32,
+    rate: &str,
+    codec_args: &[&str],
+) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-readrate", rate])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency={hz}:sample_rate=44100:duration={seconds}"
+        ))
+        .args(codec_args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+fn api(server: &ServerProcess, path: &str) -> Value {
+    let r = http_get(server.admin, path, &[("Authorization", "Bearer t")]);
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// The whole buffer of `stream`, saved to a file.
+fn save_buffer(server: &ServerProcess, stream: &str, ext: &str) -> PathBuf {
+    let r = http_get(server.listen, &format!("/{stream}?pump=100000"), &[]);
+    assert_eq!(r.status, 200, "{stream}: {}", r.text());
+    let path = server.dir.join(format!("{stream}.{ext}"));
+    std::fs::write(&path, &r.body).unwrap();
+    path
+}
+
+/// Decodes `path` with ffmpeg to mono 16-bit PCM at its own rate.
+fn decode_pcm(path: &Path) -> (Vec<i16>, u32) {
+    let rate: u32 = {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "a:0"])
+            .args(["-show_entries", "stream=sample_rate", "-of", "csv=p=0"])
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-ac", "1", "-f", "s16le", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pcm = out
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    (pcm, rate)
+}
+
+/// Frequency from rising zero crossings over the middle half.
+fn pitch(pcm: &[i16], rate: u32) -> f64 {
+    let mid = &pcm[pcm.len() / 4..pcm.len() * 3 / 4];
+    let rising = mid.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
+    rising as f64 * f64::from(rate) / mid.len() as f64
+}
+
+#[test]
+fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_pitch() {
+    require("ffmpeg");
+    let server = ServerProcess::start(
+        EXE,
+        "admin: { token: t }\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: source\n    sourceMount: studio\n    hls: { group: main }\n  - key: aac64\n    sourceMount: studio\n    hls: { group: main }\n    transcode: { format: aac, bitrate: 64 }\n  - key: mp364\n    sourceMount: studio\n    transcode: { format: mp3, bitrate: 64 }\n",
+    );
+    let url = format!("icecast://source:pw@{}/studio", server.source);
+    let mut ff = tone_source(
+        &url,
+        1000,
+        TONE_SECONDS,
+        "10",
+        &["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3", "-content_type", "audio/mpeg"],
+    );
+    assert!(server.wait_metric(
+        "streammachine_source_connected{mount=\"studio\"}",
+        1.0,
+        Duration::from_secs(10)
+    ));
+    // A title from the encoder's side, the way Icecast clients send it.
+    let r = http_get(
+        server.source,
+        "/admin/metadata?mount=/studio&mode=updinfo&song=Tone%20test",
+        &[("Authorization", "Basic c291cmNlOnB3")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = ff.wait().unwrap();
+    assert!(status.success(), "the ffmpeg source failed");
+    // The source left: every transcoder flushes its last audio.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let settled = |key: &str| {
+        let v = api(&server, &format!("/api/streams/{key}"));
+        (
+            v["buffer"]["seconds"].as_f64().unwrap(),
+            v["transcoder"].clone(),
+        )
+    };
+    let source_seconds = settled("source").0;
+    assert!(
+        (f64::from(TONE_SECONDS) - source_seconds).abs() < 0.1,
+        "source buffer {source_seconds} s"
+    );
+    for key in ["aac64", "mp364"] {
+        while settled(key).0 < source_seconds && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (secs, t) = settled(key);
+        assert_eq!(t["state"], "running", "{key}: {t}");
+        assert_eq!(t["droppedChunks"], 0, "{key}: {t}");
+        assert!(secs >= source_seconds, "{key}: {secs} s of {source_seconds} s");
+    }
+
+    let source = save_buffer(&server, "source", "mp3");
+    let (src_pcm, src_rate) = decode_pcm(&source);
+    let src_len = src_pcm.len() as f64 / f64::from(src_rate);
+    for (key, ext, frame) in [("aac64", "aac", 1024.0), ("mp364", "mp3", 1152.0)] {
+        let path = save_buffer(&server, key, ext);
+        let errors = ffmpeg_decode_errors(&path);
+        assert!(errors.trim().is_empty(), "{key}: ffmpeg says: {errors}");
+        let (pcm, rate) = decode_pcm(&path);
+        assert_eq!(rate, 44_100, "{key}");
+        let hz = pitch(&pcm, rate);
+        assert!((hz - 1000.0).abs() < 2.0, "{key}: the tone is at {hz:.2} Hz");
+        // Length: the source's plus the codec's fixed delay (under two
+        // frames), and no drift: within one frame per minute beyond that.
+        let len = pcm.len() as f64 / f64::from(rate);
+        let frame_s = frame / f64::from(rate);
+        let extra = len - src_len;
+        let allowed = 2.0 * frame_s + f64::from(TONE_SECONDS) / 60.0 * frame_s;
+        eprintln!(
+            "{key}: {len:.4} s decoded for {src_len:.4} s of source ({:+.1} ms, {:.2} frames); tone {hz:.2} Hz",
+            extra * 1e3,
+            extra / frame_s
+        );
+        assert!(
+            (0.0..=allowed).contains(&extra),
+            "{key}: {len} s decoded, source {src_len} s (allowed +{allowed} s)"
+        );
+    }
+
+    // The title travels with the transcoded audio: an ICY listener started a
+    // minute back hears it.
+    let mut s = std::net::TcpStream::connect(server.listen).unwrap();
+    use std::io::Write;
+    s.write_all(b"GET /aac64?offset=60 HTTP/1.0\r\nIcy-MetaData: 1\r\n\r\n")
+        .unwrap();
+    let (code, headers, rest) = read_head(&mut s);
+    assert_eq!(code, 200);
+    let metaint: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("icy-metaint"))
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let wire = read_n(&mut s, rest, metaint * 2 + 4096, Duration::from_secs(5));
+    let (_, metas) = strip_icy(&wire, metaint);
+    assert!(
+        metas.iter().any(|(_, t)| t.contains("StreamTitle='Tone test'")),
+        "{metas:?}"
+    );
+
+    // The HLS group names real codecs and bandwidths; ffmpeg plays the
+    // transcoded variant's playlist.
+    let group = http_get(server.listen, "/sg/main.m3u8", &[]).text();
+    assert!(group.contains("CODECS=\"mp4a.40.34\""), "{group}");
+    assert!(group.contains("CODECS=\"mp4a.40.2\""), "{group}");
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(format!("http://{}/aac64.m3u8", server.listen))
+        .args(["-t", "30", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg on the HLS playlist: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        server.metric("streammachine_transcoder_up{stream=\"aac64\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_other_streams() {
+    require("ffmpeg");
+    let server = ServerProcess::start(
+        EXE,
+        "admin: { token: t }\nalerts: { raiseSeconds: 1, clearSeconds: 1 }\nsourceMounts:\n  - key: studio\n    format: aac\n    password: pw\nstreams:\n  - key: raw\n    sourceMount: studio\n  - key: mp3\n    sourceMount: studio\n    transcode: { format: mp3, bitrate: 128 }\n",
+    );
+    let url = format!("icecast://source:pw@{}/studio", server.source);
+    let adts = ["-f", "adts", "-content_type", "audio/aac"];
+    // A 5.1 encoder: the raw stream takes it, the AAC-LC stereo decoder cannot.
+    let surround: Vec<&str> = ["-ac", "6", "-c:a", "aac", "-b:a", "256k"]
+        .into_iter()
+        .chain(adts)
+        .collect();
+    let mut ff = tone_source(&url, 1000, 600, "1", &surround);
+    let failing = |server: &ServerProcess| api(server, "/api/streams/mp3")["transcoder"].clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while failing(&server)["restarts"].as_u64().unwrap_or(0) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t = failing(&server);
+    assert_eq!(t["state"], "failing", "{t}");
+    assert_eq!(t["lastError"], "unsupported input: 6 input channels", "{t}");
+    assert!(t["restarts"].as_u64().unwrap() >= 2, "restarted with backoff: {t}");
+    assert_eq!(
+        server.metric("streammachine_transcoder_up{stream=\"mp3\"}"),
+        Some(0.0)
+    );
+    assert!(server.wait_metric(
+        "streammachine_alert_active{alert=\"transcoder_failing\",subject=\"mp3\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(
+        server.log_lines("transcoder failed; restarting with backoff").len(),
+        1,
+        "the same failure is logged once"
+    );
+    // The untranscoded stream plays on, and ffmpeg decodes it cleanly.
+    let raw = api(&server, "/api/streams/raw");
+    assert!(raw["buffer"]["seconds"].as_f64().unwrap() >= 3.0, "{raw}");
+    let path = save_buffer(&server, "raw", "aac");
+    let errors = ffmpeg_decode_errors(&path);
+    assert!(errors.trim().is_empty(), "raw stream: {errors}");
+
+    // A stereo encoder replaces it: the transcoder recovers, the alert clears.
+    ff.kill().unwrap();
+    ff.wait().unwrap();
+    let stereo: Vec<&str> = ["-ac", "2", "-c:a", "aac", "-b:a", "128k"]
+        .into_iter()
+        .chain(adts)
+        .collect();
+    let mut ff = tone_source(&url, 1000, 600, "1", &stereo);
+    assert!(server.wait_metric(
+        "streammachine_transcoder_up{stream=\"mp3\"}",
+        1.0,
+        Duration::from_secs(40)
+    ));
+    assert!(server.wait_metric_at_least(
+        "streammachine_buffer_seconds{stream=\"mp3\"}",
+        2.0,
+        Duration::from_secs(10)
+    ));
+    assert_eq!(failing(&server)["state"], "running");
+    assert!(server.wait_metric(
+        "streammachine_alert_active{alert=\"transcoder_failing\",subject=\"mp3\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    assert!(server
+        .wait_log("transcoder recovered", Duration::from_secs(1))
+        .is_some());
+    let path = save_buffer(&server, "mp3", "mp3");
+    let errors = ffmpeg_decode_errors(&path);
+    assert!(errors.trim().is_empty(), "transcoded stream: {errors}");
+    ff.kill().unwrap();
+    ff.wait().unwrap();
+}
