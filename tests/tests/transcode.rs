@@ -73,7 +73,11 @@ fn decode_pcm(path: &Path) -> (Vec<i16>, u32) {
         .args(["-ac", "1", "-f", "s16le", "-"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pcm = out
         .stdout
         .chunks_exact(2)
@@ -102,7 +106,16 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
         1000,
         TONE_SECONDS,
         "10",
-        &["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3", "-content_type", "audio/mpeg"],
+        &[
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            "-f",
+            "mp3",
+            "-content_type",
+            "audio/mpeg",
+        ],
     );
     assert!(server.wait_metric(
         "streammachine_source_connected{mount=\"studio\"}",
@@ -139,7 +152,10 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
         let (secs, t) = settled(key);
         assert_eq!(t["state"], "running", "{key}: {t}");
         assert_eq!(t["droppedChunks"], 0, "{key}: {t}");
-        assert!(secs >= source_seconds, "{key}: {secs} s of {source_seconds} s");
+        assert!(
+            secs >= source_seconds,
+            "{key}: {secs} s of {source_seconds} s"
+        );
     }
 
     let source = save_buffer(&server, "source", "mp3");
@@ -152,7 +168,10 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
         let (pcm, rate) = decode_pcm(&path);
         assert_eq!(rate, 44_100, "{key}");
         let hz = pitch(&pcm, rate);
-        assert!((hz - 1000.0).abs() < 2.0, "{key}: the tone is at {hz:.2} Hz");
+        assert!(
+            (hz - 1000.0).abs() < 2.0,
+            "{key}: the tone is at {hz:.2} Hz"
+        );
         // Length: the source's plus the codec's fixed delay (under two
         // frames), and no drift: within one frame per minute beyond that.
         let len = pcm.len() as f64 / f64::from(rate);
@@ -188,7 +207,9 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
     let wire = read_n(&mut s, rest, metaint * 2 + 4096, Duration::from_secs(5));
     let (_, metas) = strip_icy(&wire, metaint);
     assert!(
-        metas.iter().any(|(_, t)| t.contains("StreamTitle='Tone test'")),
+        metas
+            .iter()
+            .any(|(_, t)| t.contains("StreamTitle='Tone test'")),
         "{metas:?}"
     );
 
@@ -237,7 +258,10 @@ fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_othe
     let t = failing(&server);
     assert_eq!(t["state"], "failing", "{t}");
     assert_eq!(t["lastError"], "unsupported input: 6 input channels", "{t}");
-    assert!(t["restarts"].as_u64().unwrap() >= 2, "restarted with backoff: {t}");
+    assert!(
+        t["restarts"].as_u64().unwrap() >= 2,
+        "restarted with backoff: {t}"
+    );
     assert_eq!(
         server.metric("streammachine_transcoder_up{stream=\"mp3\"}"),
         Some(0.0)
@@ -248,7 +272,9 @@ fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_othe
         Duration::from_secs(5)
     ));
     assert_eq!(
-        server.log_lines("transcoder failed; restarting with backoff").len(),
+        server
+            .log_lines("transcoder failed; restarting with backoff")
+            .len(),
         1,
         "the same failure is logged once"
     );

@@ -23,6 +23,8 @@ use streammachine_tests::{fixture, frames_of, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod transcode;
+
 struct Args {
     listeners: Vec<usize>,
     seconds: u64,
@@ -30,6 +32,7 @@ struct Args {
     server: bool,
     hls: bool,
     link: bool,
+    transcode: bool,
     handoff: Vec<usize>,
 }
 
@@ -41,6 +44,7 @@ fn parse_args() -> Args {
         server: true,
         hls: true,
         link: true,
+        transcode: true,
         handoff: vec![1000, 5000],
     };
     let mut it = std::env::args().skip(1);
@@ -59,16 +63,26 @@ fn parse_args() -> Args {
             "--skip-server" => a.server = false,
             "--skip-hls" => a.hls = false,
             "--only-hls" => {
+                a.transcode = false;
                 a.buffer = false;
                 a.server = false;
                 a.link = false;
             }
             "--only-link" => {
+                a.transcode = false;
                 a.buffer = false;
                 a.server = false;
                 a.hls = false;
             }
             "--skip-link" => a.link = false,
+            "--skip-transcode" => a.transcode = false,
+            "--only-transcode" => {
+                a.buffer = false;
+                a.server = false;
+                a.hls = false;
+                a.link = false;
+                a.handoff.clear();
+            }
             "--handoff" => {
                 a.handoff = it
                     .next()
@@ -79,13 +93,14 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--only-handoff" => {
+                a.transcode = false;
                 a.buffer = false;
                 a.server = false;
                 a.hls = false;
                 a.link = false;
             }
             other => {
-                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server]");
+                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--handoff N,M|--only-handoff]");
                 std::process::exit(2);
             }
         }
@@ -313,6 +328,10 @@ fn main() {
     if args.link {
         eprintln!("sm-bench: master/slave sync of a 4 h buffer, master CPU per slave…");
         rows.extend(bench_link());
+    }
+    if args.transcode {
+        eprintln!("sm-bench: transcoding speed and server cost…");
+        rows.extend(transcode::bench());
     }
     for &n in &args.handoff {
         eprintln!("sm-bench: handoff with {n} listeners…");
