@@ -32,8 +32,16 @@ fn invalid_configs_are_refused_with_the_keys_path() {
         "master mode needs the link secret",
     );
     fails_with(
-        "sourceMounts: [{key: m, password: p}]\nstreams: [{key: a, sourceMount: m, transcode: {format: aac, bitrate: 64}}]\n",
-        "streams[0].transcode: transcoding is not implemented",
+        "sourceMounts: [{key: m, password: p}]\nstreams: [{key: a, sourceMount: m, transcode: {format: mp3, bitrate: 65}}]\n",
+        "streams[0].transcode.bitrate: 65 is not an MP3 bitrate",
+    );
+    fails_with(
+        "sourceMounts: [{key: m, password: p}]\nstreams: [{key: a, sourceMount: m, transcode: {format: aac, bitrate: 64, profile: heV2, channels: 1}}]\n",
+        "streams[0].transcode.channels: HE-AAC v2 (parametric stereo) needs stereo output",
+    );
+    fails_with(
+        "sourceMounts: [{key: m, password: p}]\nstreams: [{key: a, sourceMount: m, transcode: {format: mp3, bitrate: 64, sampleRate: 96000}}]\n",
+        "streams[0].transcode.sampleRate: MP3 goes up to 48000 Hz",
     );
     fails_with(
         "streams: [{key: a, passwordFile: /nonexistent/pw}]\n",
