@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every StreamMachine test: format, lints, unit tests and the
 # cross-component tests (real server processes, ffmpeg as encoder and decoder,
-# promtool, hls.js in headless Chromium). Installs the Debian packages those use
+# promtool, hls.js in headless Chromium, Icecast 2 as a relay upstream). Installs the Debian packages those use
 # when they are missing, and hls.js (pinned in tests/web) with npm.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +12,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
