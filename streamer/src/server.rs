@@ -367,6 +367,7 @@ impl Server {
                 Some(existing) if existing.format() == m.format => {
                     existing.set_password(password.clone());
                     existing.set_monitored(m.monitored);
+                    existing.set_fallback(m.fallback.clone());
                 }
                 existing => {
                     if let Some(old) = existing {
@@ -375,22 +376,7 @@ impl Server {
                     let mount =
                         Mount::new(m.key.clone(), m.format, password.clone(), &self.metrics);
                     mount.set_monitored(m.monitored);
-                    if let (Some(f), Ok(rt)) = (&m.fallback, tokio::runtime::Handle::try_current())
-                    {
-                        if let Some(file) = &f.file {
-                            rt.spawn(crate::source::fallback::play_file(
-                                Arc::clone(&mount),
-                                file.clone(),
-                            ));
-                        }
-                        if let Some(url) = &f.url {
-                            rt.spawn(crate::source::proxy::pull(
-                                Arc::clone(&mount),
-                                url.clone(),
-                                true,
-                            ));
-                        }
-                    }
+                    mount.set_fallback(m.fallback.clone());
                     reg.mounts.insert(m.key.clone(), mount);
                 }
             }

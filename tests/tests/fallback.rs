@@ -93,6 +93,38 @@ fn the_fallback_plays_yields_to_a_live_source_and_comes_back() {
         server.metric("streammachine_sources{mount=\"studio\"}"),
         Some(1.0)
     );
+    // A new fallback file through the API takes over live: no restart, the
+    // stream (and its listeners) stay.
+    let other = fixture_path("mp3/tone250Hz-44100-128-m.mp3");
+    let r = http_send(
+        server.admin,
+        "PUT",
+        "/api/source-mounts/studio",
+        &[
+            ("Authorization", "Bearer t"),
+            ("Content-Type", "application/json"),
+        ],
+        format!(
+            "{{\"key\": \"studio\", \"monitored\": true, \"fallback\": {{\"file\": \"{}\"}}}}",
+            other.display()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tone250 = audio_of(&fixture("mp3/tone250Hz-44100-128-m.mp3"), Codec::Mp3);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        from(&tone250, &recent(&server, 1)),
+        "the new fallback file plays"
+    );
+    assert!(server
+        .wait_log("fallback changed", Duration::from_secs(1))
+        .is_some());
+    assert_eq!(
+        server.metric("streammachine_sources{mount=\"studio\"}"),
+        Some(1.0),
+        "the old fallback left the mount"
+    );
 }
 
 #[test]

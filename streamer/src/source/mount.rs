@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use prometheus::IntGauge;
-use streammachine_crds::config::{AudioFormat, Secret};
+use streammachine_crds::config::{AudioFormat, FallbackConfig, Secret};
 
 use crate::buffer::{ChunkDraft, Title};
 use crate::metrics::Metrics;
@@ -80,6 +80,8 @@ pub struct Mount {
     inner: Mutex<MountInner>,
     connected: IntGauge,
     source_count: IntGauge,
+    /// The fallback in service and the tasks playing it.
+    fallback: Mutex<(Option<FallbackConfig>, Vec<tokio::task::AbortHandle>)>,
 }
 
 impl Mount {
@@ -107,7 +109,39 @@ impl Mount {
             }),
             connected,
             source_count,
+            fallback: Mutex::new((None, Vec::new())),
         })
+    }
+
+    /// Makes `fallback` the mount's fallback, live: a changed one replaces the
+    /// old (whose source leaves the mount), an unchanged one keeps playing.
+    /// Needs a Tokio runtime to start one.
+    pub fn set_fallback(self: &Arc<Self>, fallback: Option<FallbackConfig>) {
+        let mut current = self
+            .fallback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 == fallback {
+            return;
+        }
+        for task in current.1.drain(..) {
+            task.abort();
+        }
+        if current.0.is_some() {
+            tracing::info!(mount = %self.key, "fallback changed");
+        }
+        current.0 = fallback.clone();
+        let (Some(f), Ok(rt)) = (fallback, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        if let Some(file) = f.file {
+            let task = rt.spawn(crate::source::fallback::play_file(Arc::clone(self), file));
+            current.1.push(task.abort_handle());
+        }
+        if let Some(url) = f.url {
+            let task = rt.spawn(crate::source::proxy::pull(Arc::clone(self), url, true));
+            current.1.push(task.abort_handle());
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, MountInner> {
@@ -210,6 +244,15 @@ impl Mount {
     /// Disconnects every source (the mount is being removed).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        for task in self
+            .fallback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .drain(..)
+        {
+            task.abort();
+        }
         for s in &self.lock().sources {
             s.kick.notify_one();
         }
