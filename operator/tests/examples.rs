@@ -1,6 +1,8 @@
 //! The example resources in `manifests/examples/` fit the CRD types: they
 //! parse, and every field they set is a field of the type (the API server
-//! would prune an unknown one silently, so a typo would go unnoticed).
+//! would prune an unknown one silently, so a typo would go unnoticed); and
+//! they render into a master config the streamer accepts, with what the
+//! examples promise (an MP3 stream and an AAC transcode in one HLS group).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -66,4 +68,45 @@ fn examples_fit_the_types() {
         }
     }
     assert!(seen.0 >= 1 && seen.1 >= 1, "{seen:?}");
+}
+
+#[test]
+fn examples_render_an_mp3_and_an_aac_transcode_in_one_hls_group() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let (mut mounts, mut streams) = (Vec::new(), Vec::new());
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap();
+            match v["kind"].as_str() {
+                Some("SourceMount") => {
+                    mounts.push(serde_json::from_value::<SourceMount>(v).unwrap())
+                }
+                Some("Stream") => streams.push(serde_json::from_value::<Stream>(v).unwrap()),
+                _ => {}
+            }
+        }
+    }
+    let mount = &mounts[0];
+    let configs: Vec<_> = streams
+        .iter()
+        .map(|s| streammachine_operator::validate::stream_config(s, Some(mount)).unwrap())
+        .collect();
+    let config = streammachine_operator::build::master_config(mount, &configs).unwrap();
+    let aac = config
+        .streams
+        .iter()
+        .find(|s| s.transcode.is_some())
+        .expect("an AAC transcode");
+    let t = aac.transcode.as_ref().unwrap();
+    assert_eq!((t.format.to_string(), t.bitrate), ("aac".to_string(), 64));
+    let plain = config
+        .streams
+        .iter()
+        .find(|s| s.transcode.is_none())
+        .expect("a plain MP3 stream");
+    let group =
+        |s: &streammachine_crds::config::StreamConfig| s.hls.as_ref().and_then(|h| h.group.clone());
+    assert!(group(aac).is_some());
+    assert_eq!(group(aac), group(plain), "one HLS group");
 }
