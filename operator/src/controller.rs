@@ -434,25 +434,34 @@ async fn reconcile_mount_inner(mount: &SourceMount, ctx: &Context) -> Result<Act
         ),
     };
     let mut degraded = Vec::new();
+    let mut reason = None;
     if slaves_ready < slaves_wanted {
         degraded.push(format!("{slaves_ready} of {slaves_wanted} slaves ready"));
+        reason = reason.or(Some("SlavesUnavailable"));
+    }
+    let out_of_sync = match &report {
+        Some(Ok(r)) => r.out_of_sync.clone(),
+        _ => Vec::new(),
+    };
+    if !out_of_sync.is_empty() {
+        let list: Vec<String> = out_of_sync
+            .iter()
+            .map(|(id, n)| format!("{id} ({n} chunks behind)"))
+            .collect();
+        degraded.push(format!("slaves out of sync: {}", list.join(", ")));
+        reason = reason.or(Some(REASON_SLAVES_OUT_OF_SYNC));
     }
     if !bad.is_empty() {
         degraded.push(format!("Streams with an invalid spec: {}", bad.join(", ")));
+        reason = reason.or(Some("InvalidStreams"));
     }
-    let degraded = if degraded.is_empty() {
-        Desired::new(CONDITION_DEGRADED, false, "AsExpected", "")
-    } else {
-        let reason = if slaves_ready < slaves_wanted {
-            "SlavesUnavailable"
-        } else {
-            "InvalidStreams"
-        };
-        Desired::new(CONDITION_DEGRADED, true, reason, degraded.join("; "))
+    let degraded = match reason {
+        None => Desired::new(CONDITION_DEGRADED, false, "AsExpected", ""),
+        Some(reason) => Desired::new(CONDITION_DEGRADED, true, reason, degraded.join("; ")),
     };
     let new_conditions = conditions::merge(
         &old.conditions,
-        &[ready, source.clone(), degraded],
+        &[ready, source.clone(), degraded.clone()],
         generation,
         &Time(Utc::now()),
     );
@@ -466,9 +475,41 @@ async fn reconcile_mount_inner(mount: &SourceMount, ctx: &Context) -> Result<Act
     };
     if status != old {
         source_event(ctx, mount, &old, &source).await;
+        sync_event(ctx, mount, &old, &degraded).await;
         apply_status(client, mount, &status).await?;
     }
     Ok(Action::requeue(ctx.poll_interval))
+}
+
+/// Degraded reason while slaves lag the master.
+const REASON_SLAVES_OUT_OF_SYNC: &str = "SlavesOutOfSync";
+
+/// A Warning Event when slaves fall out of sync, a Normal one when they are back.
+async fn sync_event(ctx: &Context, mount: &SourceMount, old: &SourceMountStatus, new: &Desired) {
+    let was = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == CONDITION_DEGRADED && c.reason == REASON_SLAVES_OUT_OF_SYNC);
+    let is = new.reason == REASON_SLAVES_OUT_OF_SYNC;
+    let (reason, type_) = match (was, is) {
+        (false, true) => ("SlaveOutOfSync", EventType::Warning),
+        (true, false) => ("SlavesInSync", EventType::Normal),
+        _ => return,
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(if is {
+            new.message.clone()
+        } else {
+            "every slave is in sync".into()
+        }),
+        action: "Observe".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &mount.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
 }
 
 fn admin_token(secret: &Secret) -> String {
@@ -644,7 +685,14 @@ fn served_conditions(
                         format!("no encoder is connected to SourceMount {mount:?}"),
                     )
                 },
-                if r.slaves == 0 {
+                if let Some(error) = &s.transcoder_failing {
+                    Desired::new(
+                        CONDITION_DEGRADED,
+                        true,
+                        "TranscoderFailing",
+                        format!("the transcoder fails and restarts with backoff: {error}"),
+                    )
+                } else if r.slaves == 0 {
                     Desired::new(
                         CONDITION_DEGRADED,
                         true,

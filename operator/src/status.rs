@@ -23,6 +23,8 @@ pub struct StreamReport {
     pub listeners: i64,
     /// Seconds of audio in the rewind buffer.
     pub buffered_seconds: f64,
+    /// The transcoder's last error while it fails (transcoded streams only).
+    pub transcoder_failing: Option<String>,
 }
 
 /// What a master reports.
@@ -34,6 +36,9 @@ pub struct MasterReport {
     pub sources: BTreeMap<String, usize>,
     /// Slaves connected to the master.
     pub slaves: usize,
+    /// Slaves more than [`OUT_OF_SYNC_CHUNKS`] behind the master on some
+    /// stream: `(slave id, chunks behind)`.
+    pub out_of_sync: Vec<(String, u64)>,
 }
 
 impl MasterReport {
@@ -63,6 +68,10 @@ pub trait MasterStatus: Send + Sync {
 }
 
 /// Parses the bodies of `/api/status` and `/api/slaves`.
+/// A slave this many chunks (~seconds) behind the master is out of sync (the
+/// master's `slave_out_of_sync` alert uses the same figure).
+pub const OUT_OF_SYNC_CHUNKS: u64 = 10;
+
 pub fn parse_report(status: &Value, slaves: &Value) -> Result<MasterReport, StatusError> {
     let streams_json = status["streams"]
         .as_array()
@@ -78,6 +87,12 @@ pub fn parse_report(status: &Value, slaves: &Value) -> Result<MasterReport, Stat
                 source_connected: s["sourceConnected"].as_bool().unwrap_or(false),
                 listeners: s["listeners"].as_i64().unwrap_or(0),
                 buffered_seconds: s["buffer"]["seconds"].as_f64().unwrap_or(0.0),
+                transcoder_failing: (s["transcoder"]["state"] == "failing").then(|| {
+                    s["transcoder"]["lastError"]
+                        .as_str()
+                        .unwrap_or("unknown error")
+                        .to_string()
+                }),
             },
         );
     }
@@ -92,6 +107,17 @@ pub fn parse_report(status: &Value, slaves: &Value) -> Result<MasterReport, Stat
     if let Some(list) = slaves.as_array() {
         report.slaves = list.len();
         for slave in list {
+            let behind = slave["chunksBehind"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, n)| n.as_u64())
+                .max()
+                .unwrap_or(0);
+            if behind > OUT_OF_SYNC_CHUNKS {
+                let id = slave["id"].as_str().unwrap_or("?").to_string();
+                report.out_of_sync.push((id, behind));
+            }
             for (key, n) in slave["listeners"].as_object().into_iter().flatten() {
                 if let Some(s) = report.streams.get_mut(key) {
                     s.listeners += n.as_i64().unwrap_or(0);
@@ -171,13 +197,14 @@ mod tests {
             "mode": "master",
             "streams": [
                 {"key": "hits", "sourceConnected": true, "listeners": 0, "buffer": {"seconds": 3600.5}},
-                {"key": "talk", "sourceConnected": false, "listeners": 0, "buffer": {"seconds": 0.0}}
+                {"key": "talk", "sourceConnected": false, "listeners": 0, "buffer": {"seconds": 0.0},
+                 "transcoder": {"state": "failing", "lastError": "encoder: no"}}
             ],
             "sourceMounts": [{"key": "main", "sources": [{"id": 1, "active": true}]}]
         });
         let slaves = json!([
-            {"id": 1, "listeners": {"hits": 10, "talk": 1}},
-            {"id": 2, "listeners": {"hits": 5, "gone": 7}}
+            {"id": "a", "listeners": {"hits": 10, "talk": 1}, "chunksBehind": {"hits": 0, "talk": 10}},
+            {"id": "b", "listeners": {"hits": 5, "gone": 7}, "chunksBehind": {"hits": 11}}
         ]);
         let r = parse_report(&status, &slaves).unwrap();
         assert_eq!(r.streams["hits"].listeners, 15);
@@ -188,6 +215,12 @@ mod tests {
         assert!(!r.source_connected("other"));
         assert_eq!(r.listeners(), 16);
         assert_eq!(r.slaves, 2);
+        assert_eq!(r.out_of_sync, [("b".to_string(), 11)]);
+        assert_eq!(r.streams["hits"].transcoder_failing, None);
+        assert_eq!(
+            r.streams["talk"].transcoder_failing.as_deref(),
+            Some("encoder: no")
+        );
     }
 
     #[test]

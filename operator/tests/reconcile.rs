@@ -189,10 +189,12 @@ fn report() -> MasterReport {
                 source_connected: true,
                 listeners: 7,
                 buffered_seconds: 123.9,
+                transcoder_failing: None,
             },
         )]),
         sources: BTreeMap::from([("main".to_string(), 1)]),
         slaves: 2,
+        out_of_sync: Vec::new(),
     }
 }
 
@@ -453,6 +455,58 @@ async fn a_missing_password_secret_builds_nothing() {
         condition(&status, "Ready")["reason"],
         "SourcePasswordNotFound"
     );
+}
+
+#[tokio::test]
+async fn a_lagging_slave_and_a_failing_transcoder_degrade_with_an_event() {
+    let api = cluster(&[testdata::stream("hits", "main")]);
+    controller::reconcile_mount(mount_of(&api), context(&api, Ok(report())))
+        .await
+        .unwrap();
+    api.take_log();
+    let mut bad = report();
+    bad.out_of_sync = vec![("main-slave-abc".into(), 42)];
+    if let Some(s) = bad.streams.get_mut("hits") {
+        s.transcoder_failing = Some("unsupported input: 6 input channels".into());
+    }
+    let ctx = context(&api, Ok(bad));
+    controller::reconcile_mount(mount_of(&api), ctx.clone())
+        .await
+        .unwrap();
+    let status = api.get(&mount_path("main")).unwrap()["status"].clone();
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "SlavesOutOfSync");
+    assert_eq!(
+        degraded["message"],
+        "slaves out of sync: main-slave-abc (42 chunks behind)"
+    );
+    let log = api.take_log();
+    let event = log
+        .iter()
+        .find(|c| c.method == Method::POST && c.path.ends_with("/events"))
+        .expect("an Event");
+    let body = event.body.as_ref().unwrap();
+    assert_eq!(body["reason"], "SlaveOutOfSync", "{body}");
+    assert_eq!(body["type"], "Warning", "{body}");
+    // Still out of sync: no second Event.
+    controller::reconcile_mount(mount_of(&api), ctx.clone())
+        .await
+        .unwrap();
+    assert!(!api
+        .take_log()
+        .iter()
+        .any(|c| c.method == Method::POST && c.path.ends_with("/events")));
+    controller::reconcile_stream(stream_of(&api, "hits"), ctx)
+        .await
+        .unwrap();
+    let status = api.get(&stream_path("hits")).unwrap()["status"].clone();
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "TranscoderFailing");
+    assert!(degraded["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("6 input channels"));
 }
 
 #[tokio::test]
