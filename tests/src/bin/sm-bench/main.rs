@@ -23,6 +23,7 @@ use streammachine_tests::{fixture, frames_of, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod operator;
 mod transcode;
 
 struct Args {
@@ -33,6 +34,7 @@ struct Args {
     hls: bool,
     link: bool,
     transcode: bool,
+    operator: bool,
     handoff: Vec<usize>,
 }
 
@@ -45,6 +47,7 @@ fn parse_args() -> Args {
         hls: true,
         link: true,
         transcode: true,
+        operator: true,
         handoff: vec![1000, 5000],
     };
     let mut it = std::env::args().skip(1);
@@ -63,12 +66,14 @@ fn parse_args() -> Args {
             "--skip-server" => a.server = false,
             "--skip-hls" => a.hls = false,
             "--only-hls" => {
+                a.operator = false;
                 a.transcode = false;
                 a.buffer = false;
                 a.server = false;
                 a.link = false;
             }
             "--only-link" => {
+                a.operator = false;
                 a.transcode = false;
                 a.buffer = false;
                 a.server = false;
@@ -76,7 +81,17 @@ fn parse_args() -> Args {
             }
             "--skip-link" => a.link = false,
             "--skip-transcode" => a.transcode = false,
+            "--skip-operator" => a.operator = false,
+            "--only-operator" => {
+                a.buffer = false;
+                a.server = false;
+                a.hls = false;
+                a.link = false;
+                a.transcode = false;
+                a.handoff.clear();
+            }
             "--only-transcode" => {
+                a.operator = false;
                 a.buffer = false;
                 a.server = false;
                 a.hls = false;
@@ -93,6 +108,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--only-handoff" => {
+                a.operator = false;
                 a.transcode = false;
                 a.buffer = false;
                 a.server = false;
@@ -100,7 +116,7 @@ fn parse_args() -> Args {
                 a.link = false;
             }
             other => {
-                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--handoff N,M|--only-handoff]");
+                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--skip-operator|--only-operator] [--handoff N,M|--only-handoff]");
                 std::process::exit(2);
             }
         }
@@ -328,6 +344,10 @@ fn main() {
     if args.link {
         eprintln!("sm-bench: master/slave sync of a 4 h buffer, master CPU per slave…");
         rows.extend(bench_link());
+    }
+    if args.operator {
+        eprintln!("sm-bench: the operator at rest…");
+        rows.extend(operator::bench());
     }
     if args.transcode {
         eprintln!("sm-bench: transcoding speed and server cost…");
