@@ -318,3 +318,72 @@ fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_othe
     ff.kill().unwrap();
     ff.wait().unwrap();
 }
+
+/// The original's `sources/transcoding` test, our way: AAC → AAC emits audio
+/// within 4 s, and a stop/start of the input is a discontinuity (the gap is
+/// kept as a gap: HLS says `EXT-X-DISCONTINUITY`), not drift.
+#[test]
+fn aac_to_aac_starts_within_4_s_and_an_input_gap_is_a_discontinuity() {
+    require("ffmpeg");
+    let server = ServerProcess::start(
+        EXE,
+        "admin: { token: t }\nsourceMounts:\n  - key: studio\n    format: aac\n    password: pw\nstreams:\n  - key: low\n    sourceMount: studio\n    transcode: { format: aac, bitrate: 48 }\n",
+    );
+    let url = format!("icecast://source:pw@{}/studio", server.source);
+    let aac = [
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-f",
+        "adts",
+        "-content_type",
+        "audio/aac",
+    ];
+    // Two encoder runs with a gap between.
+    let mut first = None;
+    for i in 0..2 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let started = Instant::now();
+        let mut ff = tone_source(&url, 1000, 5, "1", &aac);
+        if i == 0 {
+            assert!(server.wait_metric_at_least(
+                "streammachine_buffer_seconds{stream=\"low\"}",
+                0.5,
+                Duration::from_secs(4)
+            ));
+            first = Some(started.elapsed());
+        }
+        assert!(ff.wait().unwrap().success());
+    }
+    // With the source gone for 5 s, the last segment is published too.
+    std::thread::sleep(Duration::from_millis(5500));
+    let playlist = http_get(server.listen, "/low.m3u8", &[]).text();
+    assert_eq!(
+        playlist.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "one gap, one discontinuity:\n{playlist}"
+    );
+    let listed: f64 = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|l| l.trim_end_matches(',').parse::<f64>().unwrap())
+        .sum();
+    let secs = server
+        .metric("streammachine_buffer_seconds{stream=\"low\"}")
+        .unwrap();
+    assert!(
+        (10.0..=10.3).contains(&secs),
+        "10 s of input give 10 s of audio plus the codec delay per run: {secs} s"
+    );
+    assert!(
+        (listed - secs).abs() < 0.01,
+        "the playlist lists all of it ({listed} s of {secs} s)"
+    );
+    eprintln!("first transcoded audio after {first:?}; {secs:.3} s buffered");
+    let path = save_buffer(&server, "low", "aac");
+    let errors = ffmpeg_decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
+}

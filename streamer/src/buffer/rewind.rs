@@ -285,6 +285,15 @@ impl RewindBuffer {
         (self.last_end_ts != i64::MIN).then_some(self.last_end_ts)
     }
 
+    /// Whether the newest chunk ended so long ago (the source is gone) that
+    /// any next chunk starts a new timeline piece, and so a new HLS segment:
+    /// the last segment can then be published. The margin covers a chunk's
+    /// length and a transcoder's lag behind the wall clock.
+    pub fn edge_closed(&self, now_micros: i64) -> bool {
+        self.last_end_ts != i64::MIN
+            && now_micros - self.last_end_ts > GAP_TOLERANCE_MICROS + 3_000_000
+    }
+
     /// The live edge: the start of the next chunk to arrive.
     pub fn live(&self) -> Position {
         Position {
@@ -493,6 +502,32 @@ mod tests {
         // Timestamps never go backwards.
         let ts: Vec<i64> = (0..b.len()).map(|i| b.chunks[i].ts_micros).collect();
         assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn the_edge_closes_only_when_the_next_chunk_must_start_a_new_piece() {
+        let mut b = RewindBuffer::new(3600, 0);
+        assert!(
+            !b.edge_closed(i64::MAX),
+            "an empty buffer has no segment to close"
+        );
+        let t0 = 1_700_000_000_000_000i64;
+        let d = draft(38, 417, 0).duration_micros() as i64;
+        b.append(draft(38, 417, 0), title(), t0, true);
+        assert!(!b.edge_closed(t0 + 5_000_000));
+        assert!(b.edge_closed(t0 + 5_000_001));
+        // The latest a continuing chunk could come without a gap: it still
+        // joins the timeline, so the edge was not closed then.
+        let late = t0 + GAP_TOLERANCE_MICROS + d;
+        assert!(!b.edge_closed(late));
+        let c = b.append(draft(38, 417, 0), title(), late, true);
+        assert!(!c.discontinuity);
+        // Past the closing time, any chunk is a discontinuity (a new segment).
+        let end = b.last_end_ts().unwrap();
+        assert!(b.edge_closed(end + 5_000_001));
+        let c = b.append(draft(38, 417, 0), title(), end + 5_000_001 + d, true);
+        assert!(c.discontinuity);
+        assert!(c.hls_segment_start, "and starts a new HLS segment");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub use playlist::{
     bandwidth, codecs, render_media, render_multivariant, AacExtension, MediaOptions, StartAt,
     Variant,
 };
-pub use segment::{lookup, parse_segment_name, segments, ChunkView, SegmentInfo};
+pub use segment::{close_last, lookup, parse_segment_name, segments, ChunkView, SegmentInfo};
 pub use segmenter::{Assigned, ResumePoint, Segmenter};
 
 /// The audio codec of a stream, as far as HLS cares: segment file extension,

@@ -129,6 +129,14 @@ pub fn segments<'a>(chunks: impl IntoIterator<Item = ChunkView<'a>>) -> Vec<Segm
     out
 }
 
+/// Marks the last segment of a list from [`segments`] complete (the stream's
+/// live edge is closed: nothing more can join it).
+pub fn close_last(segments: &mut [SegmentInfo]) {
+    if let Some(last) = segments.last_mut() {
+        last.complete = true;
+    }
+}
+
 /// Finds complete segment `number` in a list from [`segments`].
 ///
 /// Errors tell a request for a segment that has left the buffer

@@ -67,10 +67,12 @@ pub fn media_playlist(server: &Server, stream: &Arc<Stream>, req: &Request) -> R
     let query = session.as_ref().map(|s| format!("session={s}"));
     let (list, seconds) = {
         let b = stream.read_buffer();
-        (
-            hls::segments(b.iter().map(|c| c.hls_view())),
-            b.segment_seconds(),
-        )
+        let mut list = hls::segments(b.iter().map(|c| c.hls_view()));
+        // The source is gone: its last segment is published, not held back.
+        if b.edge_closed(crate::stream::now_micros()) {
+            hls::close_last(&mut list);
+        }
+        (list, b.segment_seconds())
     };
     let start_at = match (start.at, start.offset) {
         (Some(ts), _) => Some(StartAt::At { ts_micros: ts }),
@@ -124,7 +126,7 @@ fn find_segment(b: &RewindBuffer, number: u64) -> Result<Vec<Arc<Chunk>>, HlsErr
         .take_while(|c| c.hls_segment == number)
         .map(|c| Arc::clone(c))
         .collect();
-    if i + run.len() >= chunks.len() {
+    if i + run.len() >= chunks.len() && !b.edge_closed(crate::stream::now_micros()) {
         return Err(HlsError::SegmentNotReady { number });
     }
     Ok(run)
