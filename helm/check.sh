@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Helm chart and the plain manifests rendered from it:
 #   helm lint, helm template (default and all options), manifests/install.yaml
-#   up to date, and (when kubernetes-validate is installed) the rendered
+#   up to date, the PrometheusRule through `promtool check rules`, and (when
+#   kubernetes-validate is installed) the rendered
 #   objects and the operator's snapshot objects valid against the Kubernetes
 #   schemas.
 # Usage: helm/check.sh [--write]   (--write re-renders manifests/install.yaml)
@@ -39,6 +40,18 @@ trap 'rm -rf "$tmp"' EXIT
 render_install > "$tmp/install.yaml"
 if ! diff -u manifests/install.yaml "$tmp/install.yaml"; then
   echo "manifests/install.yaml is out of date: run helm/check.sh --write" >&2
+  exit 1
+fi
+# The PrometheusRule's rules through promtool (promtool from Debian's
+# prometheus package, PyYAML from kubernetes-validate's dependencies).
+if command -v promtool >/dev/null 2>&1 && python3 -c 'import yaml' 2>/dev/null; then
+  "$helm" template sm "$chart" --namespace sm --set metrics.prometheusRule.enabled=true \
+    --show-only templates/prometheusrule.yaml > "$tmp/rule.yaml"
+  python3 -c 'import sys, yaml, json; json.dump(yaml.safe_load(open(sys.argv[1]))["spec"], open(sys.argv[2], "w"))' \
+    "$tmp/rule.yaml" "$tmp/rules.json"
+  promtool check rules "$tmp/rules.json"
+elif [ -n "${HELM_CHECK_REQUIRE_VALIDATE:-}" ]; then
+  echo "helm/check.sh: promtool and PyYAML are required to check the PrometheusRule" >&2
   exit 1
 fi
 if command -v kubernetes-validate >/dev/null 2>&1; then
