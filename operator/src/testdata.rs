@@ -57,3 +57,26 @@ pub fn counter() -> impl FnMut() -> String {
         format!("generated-{n}")
     }
 }
+
+/// Every document of `manifests/examples/` (files in name order), with the
+/// file it came from: what a user applies. Errors name the file.
+pub fn example_documents() -> Result<Vec<(std::path::PathBuf, serde_json::Value)>, String> {
+    use serde::Deserialize;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        files.push(e.map_err(|e| format!("{}: {e}", dir.display()))?.path());
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_json::Value::deserialize(doc)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            out.push((file.clone(), v));
+        }
+    }
+    Ok(out)
+}

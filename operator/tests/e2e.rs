@@ -25,7 +25,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
 use serde_json::json;
 use streammachine_crds::v1alpha1::{crds, SourceMount, Stream};
 use streammachine_operator::build::Settings;
@@ -123,32 +122,22 @@ async fn sourcemount_and_stream_in_a_real_cluster() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mounts: Api<SourceMount> = Api::namespaced(client.clone(), &ns);
     let streams: Api<Stream> = Api::namespaced(client.clone(), &ns);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_json::Value::deserialize(doc).unwrap();
-            let name = v["metadata"]["name"].as_str().unwrap().to_string();
-            match v["kind"].as_str() {
-                Some("Secret") => {
-                    let o: Secret = serde_json::from_value(v).unwrap();
-                    secrets.patch(&name, &pp, &Patch::Apply(&o)).await.unwrap();
-                }
-                Some("SourceMount") => {
-                    let o: SourceMount = serde_json::from_value(v).unwrap();
-                    mounts.patch(&name, &pp, &Patch::Apply(&o)).await.unwrap();
-                }
-                Some("Stream") => {
-                    let o: Stream = serde_json::from_value(v).unwrap();
-                    streams.patch(&name, &pp, &Patch::Apply(&o)).await.unwrap();
-                }
-                other => panic!("{}: unexpected kind {other:?}", file.display()),
+    for (file, v) in testdata::example_documents().unwrap() {
+        let name = v["metadata"]["name"].as_str().unwrap().to_string();
+        match v["kind"].as_str() {
+            Some("Secret") => {
+                let o: Secret = serde_json::from_value(v).unwrap();
+                secrets.patch(&name, &pp, &Patch::Apply(&o)).await.unwrap();
             }
+            Some("SourceMount") => {
+                let o: SourceMount = serde_json::from_value(v).unwrap();
+                mounts.patch(&name, &pp, &Patch::Apply(&o)).await.unwrap();
+            }
+            Some("Stream") => {
+                let o: Stream = serde_json::from_value(v).unwrap();
+                streams.patch(&name, &pp, &Patch::Apply(&o)).await.unwrap();
+            }
+            other => panic!("{}: unexpected kind {other:?}", file.display()),
         }
     }
     let mut lost = testdata::stream("lost", "nope");

@@ -6,9 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::path::Path;
-
-use serde::Deserialize;
 use serde_json::Value;
 use streammachine_crds::v1alpha1::{SourceMount, Stream};
 
@@ -35,56 +32,41 @@ fn unknown_fields(set: &Value, known: &Value, path: &str, out: &mut Vec<String>)
 
 #[test]
 fn examples_fit_the_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
     let mut seen = (0, 0);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).unwrap();
-            let back = match v["kind"].as_str() {
-                Some("SourceMount") => {
-                    seen.0 += 1;
-                    serde_json::to_value(serde_json::from_value::<SourceMount>(v.clone()).unwrap())
-                }
-                Some("Stream") => {
-                    seen.1 += 1;
-                    serde_json::to_value(serde_json::from_value::<Stream>(v.clone()).unwrap())
-                }
-                _ => continue,
+    let docs = streammachine_operator::testdata::example_documents().unwrap();
+    assert!(!docs.is_empty(), "manifests/examples/ has documents");
+    for (file, v) in docs {
+        let back = match v["kind"].as_str() {
+            Some("SourceMount") => {
+                seen.0 += 1;
+                serde_json::to_value(serde_json::from_value::<SourceMount>(v.clone()).unwrap())
             }
-            .unwrap();
-            let mut unknown = Vec::new();
-            unknown_fields(&v["spec"], &back["spec"], "spec", &mut unknown);
-            assert!(
-                unknown.is_empty(),
-                "{}: unknown fields {unknown:?}",
-                file.display()
-            );
+            Some("Stream") => {
+                seen.1 += 1;
+                serde_json::to_value(serde_json::from_value::<Stream>(v.clone()).unwrap())
+            }
+            _ => continue,
         }
+        .unwrap();
+        let mut unknown = Vec::new();
+        unknown_fields(&v["spec"], &back["spec"], "spec", &mut unknown);
+        assert!(
+            unknown.is_empty(),
+            "{}: unknown fields {unknown:?}",
+            file.display()
+        );
     }
     assert!(seen.0 >= 1 && seen.1 >= 1, "{seen:?}");
 }
 
 #[test]
 fn examples_render_an_mp3_and_an_aac_transcode_in_one_hls_group() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
     let (mut mounts, mut streams) = (Vec::new(), Vec::new());
-    for file in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).unwrap();
-            match v["kind"].as_str() {
-                Some("SourceMount") => {
-                    mounts.push(serde_json::from_value::<SourceMount>(v).unwrap())
-                }
-                Some("Stream") => streams.push(serde_json::from_value::<Stream>(v).unwrap()),
-                _ => {}
-            }
+    for (_, v) in streammachine_operator::testdata::example_documents().unwrap() {
+        match v["kind"].as_str() {
+            Some("SourceMount") => mounts.push(serde_json::from_value::<SourceMount>(v).unwrap()),
+            Some("Stream") => streams.push(serde_json::from_value::<Stream>(v).unwrap()),
+            _ => {}
         }
     }
     let mount = &mounts[0];

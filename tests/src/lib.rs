@@ -566,6 +566,24 @@ pub fn now_micros() -> i64 {
         .as_micros() as i64
 }
 
+/// Connects an ICY listener to `path` (`Icy-MetaData: 1`): the socket, the
+/// `icy-metaint` the server announced, and the bytes read after the head.
+pub fn icy_listener(addr: SocketAddr, path: &str) -> (TcpStream, usize, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nIcy-MetaData: 1\r\n\r\n").as_bytes())
+        .unwrap();
+    let (code, headers, rest) = read_head(&mut s);
+    assert_eq!(code, 200, "{path}");
+    let metaint = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("icy-metaint"))
+        .expect("an icy-metaint header")
+        .1
+        .parse()
+        .unwrap();
+    (s, metaint, rest)
+}
+
 /// Splits an ICY stream into audio and (audio offset, metadata text) blocks;
 /// panics unless every block sits exactly `metaint` audio bytes after the previous.
 pub fn strip_icy(wire: &[u8], metaint: usize) -> (Vec<u8>, Vec<(usize, String)>) {
@@ -632,19 +650,36 @@ pub fn ffprobe_duration(path: &Path) -> f64 {
 /// Starts ffmpeg as an Icecast source client playing `input` in real time,
 /// looped, with `args` before the output URL (codec and container options).
 pub fn ffmpeg_source(input: &Path, args: &[&str], url: &str) -> Child {
-    Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(input)
-        .args(args)
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "error",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+    ])
+    .arg(input);
+    spawn_source(cmd, args, url)
+}
+
+/// Starts ffmpeg as an Icecast source client sending a sine of `hz` for
+/// `seconds`, at `rate` times real time, encoded with `args` (codec and
+/// container options).
+pub fn ffmpeg_tone_source(url: &str, hz: u32, seconds: u32, rate: &str, args: &[&str]) -> Child {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-v", "error", "-readrate", rate])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency={hz}:sample_rate=44100:duration={seconds}"
+        ));
+    spawn_source(cmd, args, url)
+}
+
+fn spawn_source(mut cmd: Command, args: &[&str], url: &str) -> Child {
+    cmd.args(args)
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

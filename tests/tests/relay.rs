@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -110,18 +109,7 @@ impl Drop for Icecast {
 
 /// Reads an ICY listener until `title` shows up (or `timeout`).
 fn hears_title(listen: SocketAddr, stream: &str, title: &str, timeout: Duration) -> bool {
-    let mut s = TcpStream::connect(listen).unwrap();
-    s.write_all(format!("GET /{stream} HTTP/1.0\r\nIcy-MetaData: 1\r\n\r\n").as_bytes())
-        .unwrap();
-    let (code, headers, mut wire) = read_head(&mut s);
-    assert_eq!(code, 200);
-    let metaint: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("icy-metaint"))
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+    let (mut s, metaint, mut wire) = icy_listener(listen, &format!("/{stream}"));
     let want = format!("StreamTitle='{title}'");
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {

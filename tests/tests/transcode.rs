@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,30 +16,6 @@ const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
 
 /// Seconds of tone the source sends.
 const TONE_SECONDS: u32 = 120;
-
-/// ffmpeg as an Icecast source: a sine of `hz` for `seconds`, sent at `rate`
-/// times real time, encoded with `codec_args`.
-fn tone_source(
-    url: &str,
-    hz: u32,
-    seconds: u32,
-    rate: &str,
-    codec_args: &[&str],
-) -> std::process::Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-readrate", rate])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency={hz}:sample_rate=44100:duration={seconds}"
-        ))
-        .args(codec_args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ffmpeg")
-}
 
 fn api(server: &ServerProcess, path: &str) -> Value {
     let r = http_get(server.admin, path, &[("Authorization", "Bearer t")]);
@@ -101,7 +77,7 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
         "admin: { token: t }\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: source\n    sourceMount: studio\n    hls: { group: main }\n  - key: aac64\n    sourceMount: studio\n    hls: { group: main }\n    transcode: { format: aac, bitrate: 64 }\n  - key: mp364\n    sourceMount: studio\n    transcode: { format: mp3, bitrate: 64 }\n",
     );
     let url = format!("icecast://source:pw@{}/studio", server.source);
-    let mut ff = tone_source(
+    let mut ff = ffmpeg_tone_source(
         &url,
         1000,
         TONE_SECONDS,
@@ -191,19 +167,7 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
 
     // The title travels with the transcoded audio: an ICY listener started a
     // minute back hears it.
-    let mut s = std::net::TcpStream::connect(server.listen).unwrap();
-    use std::io::Write;
-    s.write_all(b"GET /aac64?offset=60 HTTP/1.0\r\nIcy-MetaData: 1\r\n\r\n")
-        .unwrap();
-    let (code, headers, rest) = read_head(&mut s);
-    assert_eq!(code, 200);
-    let metaint: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("icy-metaint"))
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
+    let (mut s, metaint, rest) = icy_listener(server.listen, "/aac64?offset=60");
     let wire = read_n(&mut s, rest, metaint * 2 + 4096, Duration::from_secs(5));
     let (_, metas) = strip_icy(&wire, metaint);
     assert!(
@@ -249,7 +213,7 @@ fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_othe
         .into_iter()
         .chain(adts)
         .collect();
-    let mut ff = tone_source(&url, 1000, 600, "1", &surround);
+    let mut ff = ffmpeg_tone_source(&url, 1000, 600, "1", &surround);
     let failing = |server: &ServerProcess| api(server, "/api/streams/mp3")["transcoder"].clone();
     let deadline = Instant::now() + Duration::from_secs(15);
     while failing(&server)["restarts"].as_u64().unwrap_or(0) < 2 && Instant::now() < deadline {
@@ -292,7 +256,7 @@ fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_othe
         .into_iter()
         .chain(adts)
         .collect();
-    let mut ff = tone_source(&url, 1000, 600, "1", &stereo);
+    let mut ff = ffmpeg_tone_source(&url, 1000, 600, "1", &stereo);
     assert!(server.wait_metric(
         "streammachine_transcoder_up{stream=\"mp3\"}",
         1.0,
@@ -347,7 +311,7 @@ fn aac_to_aac_starts_within_4_s_and_an_input_gap_is_a_discontinuity() {
             std::thread::sleep(Duration::from_secs(3));
         }
         let started = Instant::now();
-        let mut ff = tone_source(&url, 1000, 5, "1", &aac);
+        let mut ff = ffmpeg_tone_source(&url, 1000, 5, "1", &aac);
         if i == 0 {
             assert!(server.wait_metric_at_least(
                 "streammachine_buffer_seconds{stream=\"low\"}",

@@ -38,6 +38,19 @@ struct Args {
     handoff: Vec<usize>,
 }
 
+/// `--only-<part>`: every part of the run off but `part`.
+fn only(a: &mut Args, part: &str) {
+    a.buffer = false;
+    a.server = false;
+    a.hls = part == "hls";
+    a.link = part == "link";
+    a.transcode = part == "transcode";
+    a.operator = part == "operator";
+    if part != "handoff" {
+        a.handoff.clear();
+    }
+}
+
 fn parse_args() -> Args {
     let mut a = Args {
         listeners: vec![1000, 5000],
@@ -65,39 +78,11 @@ fn parse_args() -> Args {
             "--skip-buffer" => a.buffer = false,
             "--skip-server" => a.server = false,
             "--skip-hls" => a.hls = false,
-            "--only-hls" => {
-                a.operator = false;
-                a.transcode = false;
-                a.buffer = false;
-                a.server = false;
-                a.link = false;
-            }
-            "--only-link" => {
-                a.operator = false;
-                a.transcode = false;
-                a.buffer = false;
-                a.server = false;
-                a.hls = false;
-            }
             "--skip-link" => a.link = false,
             "--skip-transcode" => a.transcode = false,
             "--skip-operator" => a.operator = false,
-            "--only-operator" => {
-                a.buffer = false;
-                a.server = false;
-                a.hls = false;
-                a.link = false;
-                a.transcode = false;
-                a.handoff.clear();
-            }
-            "--only-transcode" => {
-                a.operator = false;
-                a.buffer = false;
-                a.server = false;
-                a.hls = false;
-                a.link = false;
-                a.handoff.clear();
-            }
+            "--only-hls" | "--only-link" | "--only-transcode" | "--only-operator"
+            | "--only-handoff" => only(&mut a, &arg["--only-".len()..]),
             "--handoff" => {
                 a.handoff = it
                     .next()
@@ -106,14 +91,6 @@ fn parse_args() -> Args {
                     .map(|n| n.parse().expect("a number of listeners"))
                     .filter(|n| *n > 0)
                     .collect()
-            }
-            "--only-handoff" => {
-                a.operator = false;
-                a.transcode = false;
-                a.buffer = false;
-                a.server = false;
-                a.hls = false;
-                a.link = false;
             }
             other => {
                 eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--skip-operator|--only-operator] [--handoff N,M|--only-handoff]");
@@ -366,6 +343,18 @@ fn main() {
     }
 }
 
+/// The frames of the 128 kbit/s stereo music fixture.
+fn music_frames() -> Vec<streamer::format::Frame> {
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let mut framer = Framer::new(Codec::Mp3);
+    framer.push(&data);
+    let mut frames = Vec::new();
+    while let Some(f) = framer.next_frame().unwrap() {
+        frames.push(f);
+    }
+    frames
+}
+
 /// An 8 h, 128 kbit/s stream with real-time timestamps (so 10 s HLS
 /// segments: 2880 of them) and a title change every 4 minutes.
 fn eight_hours() -> Vec<streamer::buffer::Chunk> {
@@ -374,13 +363,7 @@ fn eight_hours() -> Vec<streamer::buffer::Chunk> {
 
 /// `hours` of 128 kbit/s audio as chunks (see [`eight_hours`]).
 fn hours_of_audio(hours: u64) -> Vec<streamer::buffer::Chunk> {
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let mut framer = Framer::new(Codec::Mp3);
-    framer.push(&data);
-    let mut frames = Vec::new();
-    while let Some(f) = framer.next_frame().unwrap() {
-        frames.push(f);
-    }
+    let frames = music_frames();
     let seconds = hours * 3600;
     let mut rb = RewindBuffer::new(u32::try_from(seconds).unwrap() + 60, 1_000_000);
     let mut chunker = Chunker::new();

@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use streamer::buffer::{ChunkDraft, Chunker};
-use streamer::format::{Codec, Framer};
 use streamer::transcode::Pipeline;
 use streammachine_crds::config::{AacProfile, AudioFormat, TranscodeConfig};
-use streammachine_tests::{fixture, ServerProcess};
+use streammachine_tests::ServerProcess;
 
-use crate::{cpu_seconds, source};
+use crate::{cpu_seconds, music_frames, source};
 
 /// Seconds of music transcoded per measurement.
 const AUDIO_SECONDS: u64 = 600;
@@ -26,13 +25,7 @@ fn outputs() -> Vec<(&'static str, TranscodeConfig)> {
 
 /// The 128 kbit/s stereo music fixture as source chunks, looped to `seconds`.
 fn music(seconds: u64) -> Vec<ChunkDraft> {
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let mut framer = Framer::new(Codec::Mp3);
-    framer.push(&data);
-    let mut frames = Vec::new();
-    while let Some(f) = framer.next_frame().unwrap() {
-        frames.push(f);
-    }
+    let frames = music_frames();
     let mut chunker = Chunker::new();
     let mut out = Vec::new();
     let mut micros = 0;
