@@ -300,3 +300,56 @@ fn a_wrong_secret_is_refused_and_logged_once() {
         .is_some());
     assert_eq!(http_get(master.admin, "/healthz", &[]).status, 200);
 }
+
+/// A transcoded stream is transcoded once, on the master; slaves replicate
+/// its chunks like any other stream's: the same bytes on every slave.
+#[test]
+fn a_transcoded_stream_reaches_every_slave_byte_for_byte() {
+    require("ffmpeg");
+    let master = ServerProcess::start(
+        EXE,
+        &format!("mode: master\nlink: {{ secret: {SECRET} }}\nadmin: {{ token: tok }}\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: plain\n    sourceMount: studio\n  - key: aac\n    sourceMount: studio\n    transcode: {{ format: aac, bitrate: 64 }}\n"),
+    );
+    let s1 = slave(&master, SECRET);
+    let s2 = slave(&master, SECRET);
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let mut src = Source::connect(master.source, "studio", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    // The source left, the transcoder flushed: wait until every replica
+    // holds what the master holds.
+    let bytes = |s: &ServerProcess| s.metric("streammachine_buffer_bytes{stream=\"aac\"}");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = bytes(&master);
+        std::thread::sleep(Duration::from_millis(300));
+        if m.is_some_and(|m| m > 0.0) && m == bytes(&master) && m == bytes(&s1) && m == bytes(&s2) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the replicas never matched the master"
+        );
+    }
+    let r1 = http_get(s1.listen, "/aac?pump=99999&offset=99999", &[]);
+    let r2 = http_get(s2.listen, "/aac?pump=99999&offset=99999", &[]);
+    assert_eq!(r1.header("content-type"), Some("audio/aac"));
+    assert!(
+        !r1.body.is_empty() && r1.body == r2.body,
+        "same bytes on both slaves"
+    );
+    assert_eq!(Some(r1.body.len() as f64), bytes(&master));
+    let path = s1.dir.join("aac.aac");
+    std::fs::write(&path, &r1.body).unwrap();
+    let errors = ffmpeg_decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
+    // Slaves do not transcode: no transcoder metric there.
+    assert_eq!(
+        s1.metric("streammachine_transcoder_up{stream=\"aac\"}"),
+        None
+    );
+    assert_eq!(
+        master.metric("streammachine_transcoder_up{stream=\"aac\"}"),
+        Some(1.0)
+    );
+}
