@@ -419,10 +419,15 @@ pub struct FallbackConfig {
     /// A file in the mount's format, looped in real time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
-    /// An Icecast/Shoutcast/HTTP stream (`http://host:port/mount`) pulled
-    /// with its titles; with no encoder ever connected, the mount is a relay.
+    /// An Icecast/Shoutcast/HTTP stream (`http://host:port/mount` or
+    /// `https://…`) pulled with its titles; with no encoder ever connected,
+    /// the mount is a relay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// For an `https://` url: a PEM file of certificates to trust besides the
+    /// public roots (a private CA, or the upstream's self-signed certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// HLS output settings (served once HLS is implemented).
@@ -728,10 +733,20 @@ impl Config {
                         "give file or url (one of them)",
                     ));
                 }
-                if f.url.as_ref().is_some_and(|u| !u.starts_with("http://")) {
+                if f.url
+                    .as_ref()
+                    .is_some_and(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+                {
                     return Err(ConfigError::invalid(
                         format!("{path}.fallback.url"),
-                        "only http:// URLs can be pulled",
+                        "only http:// and https:// URLs can be pulled",
+                    ));
+                }
+                if f.ca_file.is_some() && !f.url.as_ref().is_some_and(|u| u.starts_with("https://"))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.fallback.caFile"),
+                        "only for an https:// url",
                     ));
                 }
             }

@@ -21,6 +21,12 @@ struct Icecast {
 
 impl Icecast {
     fn start(dir: &Path, port: u16) -> Icecast {
+        Self::start_with(dir, port, None)
+    }
+
+    /// With `tls = Some((port, pem))`, also an HTTPS listener on `port`
+    /// with the certificate and key in `pem`.
+    fn start_with(dir: &Path, port: u16, tls: Option<(u16, &Path)>) -> Icecast {
         let log = dir.join("icecast-log");
         std::fs::create_dir_all(&log).unwrap();
         // Icecast refuses to run as root unless it drops to its own user.
@@ -35,6 +41,13 @@ impl Icecast {
         } else {
             ""
         };
+        let (tls_socket, tls_cert) = match tls {
+            Some((p, pem)) => (
+                format!("<listen-socket><port>{p}</port><bind-address>127.0.0.1</bind-address><ssl>1</ssl></listen-socket>"),
+                format!("<ssl-certificate>{}</ssl-certificate>", pem.display()),
+            ),
+            None => (String::new(), String::new()),
+        };
         let config = dir.join("icecast.xml");
         std::fs::write(
             &config,
@@ -42,8 +55,8 @@ impl Icecast {
                 "<icecast><location>test</location><admin>test@localhost</admin>\
                  <limits><clients>20</clients><sources>2</sources><burst-size>65536</burst-size><source-timeout>10</source-timeout></limits>\
                  <authentication><source-password>pw</source-password><admin-user>admin</admin-user><admin-password>adminpw</admin-password></authentication>\
-                 <hostname>127.0.0.1</hostname><listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>\
-                 <paths><basedir>/usr/share/icecast2</basedir><logdir>{}</logdir><webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot></paths>\
+                 <hostname>127.0.0.1</hostname><listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>{tls_socket}\
+                 <paths><basedir>/usr/share/icecast2</basedir><logdir>{}</logdir><webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot>{tls_cert}</paths>\
                  <logging><errorlog>error.log</errorlog><loglevel>2</loglevel></logging>{security}</icecast>",
                 log.display()
             ),
@@ -214,6 +227,137 @@ fn a_relay_of_a_real_icecast_carries_audio_and_titles_and_reconnects() {
             Duration::from_secs(30)
         ),
         "after the reconnect, audio and titles flow again"
+    );
+    let _ = ff.kill();
+    let _ = ff.wait();
+}
+
+/// A private CA and a certificate for 127.0.0.1 it signed (openssl): the CA
+/// certificate (what our relay is told to trust), and the server's
+/// certificate + key in one file (what Icecast reads).
+fn private_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let p = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?} failed");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    let both = p("server-both.pem");
+    let pem = [
+        std::fs::read(p("server.pem")).unwrap(),
+        std::fs::read(p("server.key")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&both, pem).unwrap();
+    // Icecast reads it after dropping root.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&both, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (p("ca.pem"), both)
+}
+
+#[test]
+fn a_relay_over_https_trusts_its_ca_file_and_refuses_an_unknown_certificate() {
+    require("ffmpeg");
+    require("icecast2");
+    require("openssl");
+    let dir = scratch_dir("icecast-tls");
+    let (cert, both) = private_ca(&dir);
+    let (port, tls_port) = (free_port(), free_port());
+    let icecast = Icecast::start_with(&dir, port, Some((tls_port, &both)));
+    let mut ff = icecast.source();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !icecast.has_source() {
+        assert!(Instant::now() < deadline, "icecast2 never got the source");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    icecast.set_title("Over TLS");
+    let config = |ca: &str| {
+        format!(
+            "sourceMounts:\n  - key: relay\n    password: pw\n    fallback: {{ url: \"https://127.0.0.1:{tls_port}/live\"{ca} }}\nstreams:\n  - key: relayed\n    sourceMount: relay\n"
+        )
+    };
+    let trusted = ServerProcess::start(EXE, &config(&format!(", caFile: {}", cert.display())));
+    let untrusted = ServerProcess::start(EXE, &config(""));
+    assert!(
+        trusted.wait_metric_at_least(
+            "streammachine_buffer_seconds{stream=\"relayed\"}",
+            2.0,
+            Duration::from_secs(10)
+        ),
+        "nothing relayed over TLS: {:?}",
+        trusted.logs()
+    );
+    assert!(
+        hears_title(
+            trusted.listen,
+            "relayed",
+            "Over TLS",
+            Duration::from_secs(10)
+        ),
+        "the title comes through TLS too"
+    );
+    let refused = untrusted
+        .wait_log("cannot pull the stream", Duration::from_secs(10))
+        .expect("the untrusted upstream is refused");
+    assert!(refused.contains("invalid peer certificate"), "{refused}");
+    assert_eq!(
+        untrusted.metric("streammachine_buffer_seconds{stream=\"relayed\"}"),
+        Some(0.0)
     );
     let _ = ff.kill();
     let _ = ff.wait();

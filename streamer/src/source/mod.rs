@@ -5,6 +5,7 @@ pub mod icecast;
 pub mod metadata;
 pub mod mount;
 pub mod proxy;
+pub mod upstream;
 
 use std::net::SocketAddr;
 

@@ -139,7 +139,12 @@ impl Mount {
             current.1.push(task.abort_handle());
         }
         if let Some(url) = f.url {
-            let task = rt.spawn(crate::source::proxy::pull(Arc::clone(self), url, true));
+            let task = rt.spawn(crate::source::proxy::pull(
+                Arc::clone(self),
+                url,
+                f.ca_file,
+                true,
+            ));
             current.1.push(task.abort_handle());
         }
     }

@@ -3,36 +3,18 @@
 //! or as a relay. Reconnects with backoff. An upstream burst gets timestamps
 //! no later than now (the buffer's clock), never ahead of real time.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use streammachine_crds::config::AudioFormat;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::mount::{Mount, SourceInfo};
+use super::upstream::{self, Upstream};
 use crate::buffer::Chunker;
 use crate::format::{Codec, Framer};
-
-/// `(host:port, path)` of an `http://` URL.
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs can be pulled"))?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    if host.is_empty() {
-        return Err(format!("{url:?}: no host"));
-    }
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    Ok((host, path))
-}
 
 /// The title in an ICY metadata block (`StreamTitle='…';`).
 pub fn icy_title(block: &[u8]) -> Option<String> {
@@ -42,12 +24,13 @@ pub fn icy_title(block: &[u8]) -> Option<String> {
     Some(text[start..end].trim_end_matches('\0').to_string())
 }
 
-/// Pulls `url` into `mount` until the mount is removed.
-pub async fn pull(mount: Arc<Mount>, url: String, fallback: bool) {
+/// Pulls `url` into `mount` until the mount is removed; `ca_file` adds
+/// certificates to trust for an `https://` url.
+pub async fn pull(mount: Arc<Mount>, url: String, ca_file: Option<PathBuf>, fallback: bool) {
     let mut backoff = Duration::from_secs(1);
     let mut failing = false;
     while !mount.is_closed() {
-        match session(&mount, &url, fallback).await {
+        match session(&mount, &url, ca_file.as_deref(), fallback).await {
             Ok(got_audio) => {
                 tracing::warn!(mount = %mount.key(), %url, "pulled stream ended; reconnecting");
                 if got_audio {
@@ -68,14 +51,20 @@ pub async fn pull(mount: Arc<Mount>, url: String, fallback: bool) {
 }
 
 /// One connection; `Ok(true)` when it delivered audio.
-async fn session(mount: &Arc<Mount>, url: &str, fallback: bool) -> Result<bool, String> {
-    let (host, path) = split_url(url)?;
-    let mut sock = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&host))
+async fn session(
+    mount: &Arc<Mount>,
+    url: &str,
+    ca_file: Option<&Path>,
+    fallback: bool,
+) -> Result<bool, String> {
+    let up = Upstream::parse(url).map_err(|e| e.to_string())?;
+    let (mut sock, peer) = upstream::connect(&up, ca_file, Duration::from_secs(5))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let req = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nIcy-MetaData: 1\r\nUser-Agent: StreamMachine/{}\r\n\r\n",
+        "GET {} HTTP/1.0\r\nHost: {}\r\nIcy-MetaData: 1\r\nUser-Agent: StreamMachine/{}\r\n\r\n",
+        up.path,
+        up.authority,
         env!("CARGO_PKG_VERSION")
     );
     sock.write_all(req.as_bytes())
@@ -116,7 +105,7 @@ async fn session(mount: &Arc<Mount>, url: &str, fallback: bool) -> Result<bool, 
         .unwrap_or(0);
     let _ = buf.split_to(head_end);
     let info = SourceInfo {
-        remote: sock.peer_addr().ok(),
+        remote: peer,
         name: header("icy-name").or_else(|| Some(format!("pull {url}"))),
         genre: header("icy-genre"),
         url: Some(url.to_string()),
@@ -209,16 +198,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_titles() {
-        assert_eq!(
-            split_url("http://up:8000/live").unwrap(),
-            ("up:8000".into(), "/live".into())
-        );
-        assert_eq!(
-            split_url("http://up").unwrap(),
-            ("up:80".into(), "/".into())
-        );
-        assert!(split_url("https://up/x").is_err());
+    fn titles() {
         assert_eq!(
             icy_title(b"StreamTitle='A - B';StreamUrl='';\0\0").as_deref(),
             Some("A - B")
