@@ -17,6 +17,8 @@ pub mod hls;
 pub mod http;
 pub mod link;
 pub mod metrics;
+#[cfg(test)]
+mod mutation_tests;
 pub mod output;
 pub mod persist;
 pub mod server;
