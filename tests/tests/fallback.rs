@@ -181,9 +181,22 @@ fn a_pulled_stream_relays_audio_and_titles() {
     // Bad URLs are refused with the field's path.
     let err = ServerProcess::try_start(
         EXE,
-        "sourceMounts:\n  - key: m\n    password: pw\n    fallback: { url: \"https://x/y\" }\n",
+        "sourceMounts:\n  - key: m\n    password: pw\n    fallback: { url: \"ftp://x/y\" }\n",
         &[],
     )
-    .expect_err("https is refused");
-    assert!(err.contains("sourceMounts[0].fallback.url"), "{err}");
+    .expect_err("ftp is refused");
+    assert!(
+        err.contains("sourceMounts[0].fallback.url: only http:// and https:// URLs can be pulled"),
+        "{err}"
+    );
+    let err = ServerProcess::try_start(
+        EXE,
+        "sourceMounts:\n  - key: m\n    password: pw\n    fallback: { url: \"http://x/y\", caFile: /ca.pem }\n",
+        &[],
+    )
+    .expect_err("a CA file for plain HTTP is refused");
+    assert!(
+        err.contains("sourceMounts[0].fallback.caFile: only for an https:// url"),
+        "{err}"
+    );
 }
