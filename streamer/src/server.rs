@@ -190,6 +190,9 @@ fn read_password(path: &str, file: &Path) -> Result<Secret, ServerError> {
     Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
 }
 
+/// Slave: the master's last config, next to the dumps.
+const REPLICA_CONFIG_FILE: &str = "replica-config.json";
+
 impl Server {
     /// Builds streams and mounts from a validated configuration.
     pub fn new(config: Config) -> Result<Arc<Server>, ServerError> {
@@ -254,37 +257,83 @@ impl Server {
             handed_off: watch::channel(false).0,
             reuse_port: AtomicBool::new(false),
         });
-        if server.config.mode != Mode::Slave {
-            server.apply(mounts, streams)?;
+        if let Some(d) = &server.config.dumps {
+            std::fs::create_dir_all(&d.dir).map_err(|error| ServerError::DumpDir {
+                dir: d.dir.display().to_string(),
+                error,
+            })?;
         }
-        server.restore_dumps()?;
+        if server.config.mode == Mode::Slave {
+            // The master's last config, so that a slave restarted while its
+            // master is away serves its streams from their dumps.
+            if let Some(saved) = server.saved_replica_config() {
+                server.apply_replica(saved);
+            }
+        } else {
+            server.apply(mounts, streams)?;
+            for stream in server.streams() {
+                server.restore_dump(&stream);
+            }
+        }
         Ok(server)
     }
 
-    /// Restores every stream's dump, if dumps are configured. A missing dump
-    /// is normal (a new stream); a bad one is reported and skipped.
-    fn restore_dumps(&self) -> Result<(), ServerError> {
+    /// Restores a stream's dump, if dumps are configured. A missing dump is
+    /// normal (a new stream); a bad one is reported and skipped.
+    fn restore_dump(&self, stream: &Stream) {
         let Some(d) = &self.config.dumps else {
-            return Ok(());
+            return;
         };
-        std::fs::create_dir_all(&d.dir).map_err(|error| ServerError::DumpDir {
-            dir: d.dir.display().to_string(),
-            error,
-        })?;
-        for stream in self.streams() {
-            let started = std::time::Instant::now();
-            match crate::persist::rewind::restore_stream(&stream, &d.dir) {
-                Ok(None) => tracing::info!(stream = %stream.key(), "no dump to restore"),
-                Ok(Some(n)) => {
-                    let secs = stream.read_buffer().duration_micros() as f64 / 1e6;
-                    tracing::info!(stream = %stream.key(), chunks = n, seconds = secs, took_ms = started.elapsed().as_millis() as u64, "rewind buffer restored from its dump");
-                }
-                Err(e) => {
-                    tracing::error!(stream = %stream.key(), error = %e, "dump not restored; starting with an empty buffer")
-                }
+        let started = std::time::Instant::now();
+        match crate::persist::rewind::restore_stream(stream, &d.dir) {
+            Ok(None) => tracing::info!(stream = %stream.key(), "no dump to restore"),
+            Ok(Some(n)) => {
+                let secs = stream.read_buffer().duration_micros() as f64 / 1e6;
+                tracing::info!(stream = %stream.key(), chunks = n, seconds = secs, took_ms = started.elapsed().as_millis() as u64, "rewind buffer restored from its dump");
+            }
+            Err(e) => {
+                tracing::error!(stream = %stream.key(), error = %e, "dump not restored; starting with an empty buffer")
             }
         }
-        Ok(())
+    }
+
+    /// Slave: the master's config saved with the dumps, if any and readable.
+    fn saved_replica_config(&self) -> Option<crate::link::frame::LinkConfig> {
+        let path = self.config.dumps.as_ref()?.dir.join(REPLICA_CONFIG_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "saved master config not readable; waiting for the master");
+                return None;
+            }
+        };
+        match serde_json::from_slice(&text) {
+            Ok(c) => {
+                tracing::info!(file = %path.display(), "serving the master's last config until it answers");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "saved master config is corrupt; waiting for the master");
+                None
+            }
+        }
+    }
+
+    /// Slave: keeps the master's config with the dumps (write, then rename).
+    fn save_replica_config(&self, config: &crate::link::frame::LinkConfig) {
+        let Some(d) = &self.config.dumps else {
+            return;
+        };
+        let path = d.dir.join(REPLICA_CONFIG_FILE);
+        let tmp = d.dir.join(format!(".{REPLICA_CONFIG_FILE}.tmp"));
+        let written = serde_json::to_vec(config)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot save the master's config");
+        }
     }
 
     /// Writes every stream's dump now (periodically and at shutdown).
@@ -475,7 +524,8 @@ impl Server {
     }
 
     /// Slave: makes the master's streams the ones served here (no mounts: a
-    /// slave has no sources). New streams start empty and fill from the link.
+    /// slave has no sources). New streams start from their dump, if any, and
+    /// fill from the link; the config is kept with the dumps.
     pub fn apply_replica(&self, config: crate::link::frame::LinkConfig) {
         let mut reg = self
             .registry
@@ -488,6 +538,7 @@ impl Server {
                 tracing::info!(stream = %key, "stream removed by the master");
             }
         }
+        let mut created = Vec::new();
         for sc in &config.streams {
             let format = config.formats.get(&sc.key).copied().unwrap_or_default();
             match reg.streams.get(&sc.key) {
@@ -496,15 +547,20 @@ impl Server {
                     if let Some(old) = existing {
                         old.close();
                     }
-                    reg.streams.insert(
-                        sc.key.clone(),
-                        Stream::new(sc.clone(), format, &self.metrics),
-                    );
+                    let stream = Stream::new(sc.clone(), format, &self.metrics);
+                    reg.streams.insert(sc.key.clone(), Arc::clone(&stream));
+                    created.push(stream);
                 }
             }
         }
-        reg.stream_configs = config.streams;
+        reg.stream_configs = config.streams.clone();
         drop(reg);
+        // A new stream starts from its dump when there is one (of its format):
+        // the link then asks the master only for what came after.
+        for stream in &created {
+            self.restore_dump(stream);
+        }
+        self.save_replica_config(&config);
         self.bump_config_epoch();
     }
 

@@ -353,3 +353,45 @@ fn a_transcoded_stream_reaches_every_slave_byte_for_byte() {
         Some(1.0)
     );
 }
+
+/// A slave with dumps keeps its buffer and the master's config across its
+/// own restart, and serves them while the master is away.
+#[test]
+fn a_slave_restarted_while_its_master_is_away_serves_from_its_dump() {
+    let master = ServerProcess::start(EXE, &master_config(""));
+    let dumps = scratch_dir("slave-dumps");
+    let slave_config = format!(
+        "mode: slave\nlink: {{ secret: {SECRET} }}\nmaster: {{ url: \"http://{}\" }}\ndumps: {{ dir: {} }}\n",
+        master.admin,
+        dumps.display()
+    );
+    let mut s1 = ServerProcess::start(EXE, &slave_config);
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = audio_of(&data, Codec::Mp3);
+    let mut src = Source::connect(master.source, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    assert!(master.wait_metric(
+        "streammachine_source_connected{mount=\"live\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    assert!(wait_same(&master, &s1, Duration::from_secs(10)));
+    let playlist = http_get(s1.listen, "/live.m3u8", &[]).text();
+    // The master dies; the slave restarts (SIGTERM: it dumps) while it is away.
+    drop(master);
+    assert_eq!(s1.terminate(), Some(0));
+    let s2 = ServerProcess::start(EXE, &slave_config);
+    assert!(s2
+        .wait_log(
+            "serving the master's last config until it answers",
+            Duration::from_secs(5)
+        )
+        .is_some());
+    assert!(
+        everything(&s2) == audio,
+        "the restarted slave serves the same audio"
+    );
+    assert_eq!(http_get(s2.listen, "/live.m3u8", &[]).text(), playlist);
+    assert_eq!(http_call(s2.listen, "GET", "/readyz", &[]).status, 200);
+}
