@@ -367,6 +367,10 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 8, max = 320))]
     pub bitrate: Option<u32>,
+    /// AAC transcodes only: `lc` (AAC-LC, the default), `he` (HE-AAC, better
+    /// at 32–64 kbit/s) or `heV2` (HE-AAC v2, stereo, better at 24–48 kbit/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::config::AacProfile>,
     /// Seconds of audio kept for rewind and late joiners (1 second to 7 days).
     #[serde(default = "default_rewind_seconds")]
     #[schemars(range(min = 1, max = 604800))]
@@ -453,6 +457,7 @@ impl StreamSpec {
             source_mount: source_mount.into(),
             format: None,
             bitrate: None,
+            profile: None,
             rewind_seconds: default_rewind_seconds(),
             burst_seconds: default_burst_seconds(),
             icy_meta_interval: default_icy_meta_interval(),

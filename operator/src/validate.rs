@@ -105,10 +105,16 @@ pub fn stream_config(
     }
     let source_format = mount.spec.format;
     let transcode = match (spec.format, spec.bitrate) {
-        (_, Some(bitrate)) => Some(TranscodeConfig::new(
-            spec.format.unwrap_or(source_format).into(),
-            bitrate,
-        )),
+        (_, Some(bitrate)) => Some(TranscodeConfig {
+            profile: spec.profile,
+            ..TranscodeConfig::new(spec.format.unwrap_or(source_format).into(), bitrate)
+        }),
+        (_, None) if spec.profile.is_some() => {
+            return Err(Invalid::new(
+                REASON_INVALID_SPEC,
+                "spec.profile: a profile is for a transcode: set spec.bitrate",
+            ))
+        }
         (Some(f), None) if f != source_format => {
             return Err(Invalid::new(
                 REASON_INVALID_SPEC,
@@ -192,6 +198,16 @@ mod tests {
         let c = stream_config(&s, Some(&m)).unwrap();
         let t = c.transcode.unwrap();
         assert_eq!((t.format.to_string(), t.bitrate), ("aac".to_string(), 64));
+        s.spec.profile = Some(streammachine_crds::config::AacProfile::He);
+        let t = stream_config(&s, Some(&m)).unwrap().transcode.unwrap();
+        assert_eq!(t.profile, Some(streammachine_crds::config::AacProfile::He));
+        s.spec.bitrate = None;
+        s.spec.format = None;
+        let e = stream_config(&s, Some(&m)).unwrap_err();
+        assert!(e.message.contains("spec.profile"), "{}", e.message);
+        s.spec.profile = None;
+        s.spec.bitrate = Some(64);
+        s.spec.format = Some(Format::Aac);
         // Same format with a bitrate is a transcode too.
         s.spec.format = Some(Format::Mp3);
         assert!(stream_config(&s, Some(&m)).unwrap().transcode.is_some());
