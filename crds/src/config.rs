@@ -742,6 +742,15 @@ impl Config {
                         "only http:// and https:// URLs can be pulled",
                     ));
                 }
+                if f.url.as_ref().is_some_and(|u| {
+                    let rest = u.split_once("://").map_or("", |(_, r)| r);
+                    rest.split('/').next().unwrap_or("").contains('@')
+                }) {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.fallback.url"),
+                        "credentials in the URL are not supported (they would be logged)",
+                    ));
+                }
                 if f.ca_file.is_some() && !f.url.as_ref().is_some_and(|u| u.starts_with("https://"))
                 {
                     return Err(ConfigError::invalid(
@@ -1070,6 +1079,17 @@ streams:
         assert!(invalid("listeners: {port: 9000}\nadmin: {port: 9000}")
             .starts_with("admin.port: port 9000"));
         assert!(invalid("mode: slave").starts_with("master.url"));
+        let e = invalid(
+            "sourceMounts: [{key: m, password: p, fallback: {url: 'http://u:secret@up/x'}}]",
+        );
+        assert!(
+            e.starts_with("sourceMounts[0].fallback.url: credentials"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("secret"),
+            "the error must not repeat the credentials: {e}"
+        );
         assert!(
             invalid("sources: {dataTimeoutSeconds: 0}").starts_with("sources.dataTimeoutSeconds")
         );

@@ -77,6 +77,10 @@ impl Upstream {
         if authority.is_empty() {
             return Err(bad("no host"));
         }
+        if authority.contains('@') {
+            // They would end up in logs; upstream credentials are not supported.
+            return Err(bad("credentials in the URL are not supported"));
+        }
         // `[v6]:port`, `host:port`, or a bare host.
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
@@ -203,7 +207,12 @@ mod tests {
             (u.host.as_str(), u.authority.as_str()),
             ("::1", "[::1]:8443")
         );
-        for bad in ["ftp://up/x", "https:///x", "up:8000/live"] {
+        for bad in [
+            "ftp://up/x",
+            "https:///x",
+            "up:8000/live",
+            "http://u:pw@up/x",
+        ] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
     }
