@@ -74,7 +74,7 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
     require("ffmpeg");
     let server = ServerProcess::start(
         EXE,
-        "admin: { token: t }\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: source\n    sourceMount: studio\n    hls: { group: main }\n  - key: aac64\n    sourceMount: studio\n    hls: { group: main }\n    transcode: { format: aac, bitrate: 64 }\n  - key: mp364\n    sourceMount: studio\n    transcode: { format: mp3, bitrate: 64 }\n",
+        "admin: { token: t }\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: source\n    sourceMount: studio\n    hls: { group: main }\n  - key: aac64\n    sourceMount: studio\n    hls: { group: main }\n    transcode: { format: aac, bitrate: 64 }\n  - key: mp364\n    sourceMount: studio\n    transcode: { format: mp3, bitrate: 64 }\n  - key: he48\n    sourceMount: studio\n    hls: { group: main }\n    transcode: { format: aac, bitrate: 48, profile: he, channels: 2 }\n",
     );
     let url = format!("icecast://source:pw@{}/studio", server.source);
     let mut ff = ffmpeg_tone_source(
@@ -121,7 +121,7 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
         (f64::from(TONE_SECONDS) - source_seconds).abs() < 0.1,
         "source buffer {source_seconds} s"
     );
-    for key in ["aac64", "mp364"] {
+    for key in ["aac64", "mp364", "he48"] {
         while settled(key).0 < source_seconds && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -137,7 +137,12 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
     let source = save_buffer(&server, "source", "mp3");
     let (src_pcm, src_rate) = decode_pcm(&source);
     let src_len = src_pcm.len() as f64 / f64::from(src_rate);
-    for (key, ext, frame) in [("aac64", "aac", 1024.0), ("mp364", "mp3", 1152.0)] {
+    // HE-AAC: 1024 core samples at half rate are 2048 at the output rate.
+    for (key, ext, frame) in [
+        ("aac64", "aac", 1024.0),
+        ("mp364", "mp3", 1152.0),
+        ("he48", "aac", 2048.0),
+    ] {
         let path = save_buffer(&server, key, ext);
         let errors = ffmpeg_decode_errors(&path);
         assert!(errors.trim().is_empty(), "{key}: ffmpeg says: {errors}");
@@ -182,6 +187,7 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
     let group = http_get(server.listen, "/sg/main.m3u8", &[]).text();
     assert!(group.contains("CODECS=\"mp4a.40.34\""), "{group}");
     assert!(group.contains("CODECS=\"mp4a.40.2\""), "{group}");
+    assert!(group.contains("CODECS=\"mp4a.40.5\""), "{group}");
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
         .arg(format!("http://{}/aac64.m3u8", server.listen))
