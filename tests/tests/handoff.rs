@@ -377,3 +377,95 @@ fn a_slave_hands_its_listeners_to_a_synced_successor() {
         "the slave's listener continued exactly"
     );
 }
+
+/// A transcoded stream across a handoff: its buffer moves, its listener goes
+/// on reading one contiguous run of it, and the successor's own transcoder
+/// continues it after a discontinuity (encoder state is not handed over).
+#[test]
+fn a_transcoded_stream_goes_on_after_a_handoff() {
+    let dir = scratch_dir("handoff-transcode");
+    let (lp, sp, ap) = (free_port(), free_port(), free_port());
+    let config = "sourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: live\n    sourceMount: studio\n  - key: aac\n    sourceMount: studio\n    burstSeconds: 1\n    transcode: { format: aac, bitrate: 64 }\n";
+    let args = |control: &str, extra: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "--listen-port".into(),
+            lp.to_string(),
+            "--source-port".into(),
+            sp.to_string(),
+            "--admin-port".into(),
+            ap.to_string(),
+            "--control-socket".into(),
+            dir.join(control).display().to_string(),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let a = args("a.sock", &[]);
+    let mut old = ServerProcess::try_start(
+        EXE,
+        config,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let src_addr = old.source;
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "studio", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&data, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let (l, st, _, rest) = request(old.listen, "GET", "/aac", &[]);
+    assert_eq!(st, 200);
+    let listener = reader(l, rest);
+    std::thread::sleep(Duration::from_secs(1));
+    let b = args(
+        "b.sock",
+        &[
+            "--handoff-from".to_string(),
+            dir.join("h.sock").display().to_string(),
+        ],
+    );
+    let new = ServerProcess::try_start(
+        EXE,
+        config,
+        &b.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(new
+        .wait_log("waiting for a predecessor", Duration::from_secs(5))
+        .is_some());
+    let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
+    assert!(ok, "handoff: {out}");
+    assert!(out.contains("1 listeners, 1 sources, 2 buffers"), "{out}");
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
+    feeder.join().unwrap();
+    let got = listener.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let all = http_get(new.listen, "/aac?pump=999&offset=999", &[]).body;
+    let at = find(&all, &got[..2048]).expect("the listener's bytes are the buffer's");
+    assert!(
+        all[at..].starts_with(&got) && at + got.len() == all.len(),
+        "the listener read one contiguous run of the buffer, to its end"
+    );
+    let secs = new
+        .metric("streammachine_buffer_seconds{stream=\"aac\"}")
+        .unwrap();
+    assert!(secs >= 7.0, "the successor went on transcoding: {secs} s");
+    assert_eq!(
+        new.metric("streammachine_transcoder_up{stream=\"aac\"}"),
+        Some(1.0)
+    );
+    // Once the source is gone 5 s, every segment is listed (the last one too).
+    std::thread::sleep(Duration::from_millis(5000));
+    let playlist = http_get(new.listen, "/aac.m3u8", &[]).text();
+    assert!(
+        playlist.contains("#EXT-X-DISCONTINUITY\n"),
+        "a new encoder is a new timeline piece:\n{playlist}"
+    );
+    let path = dir.join("aac.aac");
+    std::fs::write(&path, &all).unwrap();
+    let errors = ffmpeg_decode_errors(&path);
+    assert!(errors.trim().is_empty(), "{errors}");
+}
