@@ -81,7 +81,7 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
         &url,
         1000,
         TONE_SECONDS,
-        "10",
+        "6",
         &[
             "-c:a",
             "libmp3lame",
