@@ -108,6 +108,9 @@ pub struct TranscoderStatus {
 #[derive(Debug)]
 struct Shared {
     key: String,
+    /// Set when the handle is dropped (stream closed, or a new transcoder
+    /// replaced this one): the worker must not push anything more.
+    stopped: std::sync::atomic::AtomicBool,
     status: Mutex<TranscoderStatus>,
     up: IntGauge,
     restarts: IntCounter,
@@ -154,6 +157,7 @@ impl Transcoder {
             restarts: metrics.transcoder_restarts.with_label_values(&labels),
             dropped: metrics.transcoder_dropped_chunks.with_label_values(&labels),
             decode_errors: metrics.transcoder_decode_errors.with_label_values(&labels),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             key,
         });
         shared.up.set(1);
@@ -215,6 +219,9 @@ impl Transcoder {
 
 impl Drop for Transcoder {
     fn drop(&mut self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         self.shared.up.set(0);
     }
 }
@@ -248,6 +255,15 @@ impl Worker {
             }
             let failure = match result {
                 Ok(Ok(outputs)) => {
+                    // A replaced transcoder's leftovers must not interleave
+                    // with its successor's output.
+                    if self
+                        .shared
+                        .stopped
+                        .load(std::sync::atomic::Ordering::Acquire)
+                    {
+                        return;
+                    }
                     let Some(stream) = self.stream.upgrade() else {
                         return;
                     };
