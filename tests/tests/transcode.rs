@@ -357,3 +357,67 @@ fn aac_to_aac_starts_within_4_s_and_an_input_gap_is_a_discontinuity() {
     let errors = ffmpeg_decode_errors(&path);
     assert!(errors.trim().is_empty(), "{errors}");
 }
+
+/// Changing a transcode's bitrate through the API applies live: the stream
+/// and its listeners stay, the new encoder takes over after a discontinuity.
+#[test]
+fn a_live_bitrate_change_restarts_only_the_encoder() {
+    require("ffmpeg");
+    let server = ServerProcess::start(
+        EXE,
+        "admin: { token: t }\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: low\n    sourceMount: studio\n    transcode: { format: aac, bitrate: 32 }\n",
+    );
+    let url = format!("icecast://source:pw@{}/studio", server.source);
+    let mp3 = [
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "128k",
+        "-f",
+        "mp3",
+        "-content_type",
+        "audio/mpeg",
+    ];
+    let mut ff = ffmpeg_tone_source(&url, 1000, 30, "1", &mp3);
+    assert!(server.wait_metric_at_least(
+        "streammachine_buffer_seconds{stream=\"low\"}",
+        4.0,
+        Duration::from_secs(10)
+    ));
+    let rate = |server: &ServerProcess| {
+        // Bytes per second over the newest 3 s.
+        http_get(server.listen, "/low?pump=3", &[]).body.len() as f64 / 3.0
+    };
+    let before = rate(&server);
+    let (l, st, _, rest) = request(server.listen, "GET", "/low", &[]);
+    assert_eq!(st, 200);
+    let r = http_send(
+        server.admin,
+        "PUT",
+        "/api/streams/low",
+        &[("Authorization", "Bearer t"), ("Content-Type", "application/json")],
+        br#"{"key": "low", "sourceMount": "studio", "transcode": {"format": "aac", "bitrate": 128}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_secs(6));
+    let after = rate(&server);
+    assert!(
+        after > 2.5 * before,
+        "32 → 128 kbit/s: {before:.0} B/s before, {after:.0} B/s after"
+    );
+    // The listener connected before the change is still being served.
+    let mut l = l;
+    l.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let got = read_n(&mut l, rest, 64 * 1024, Duration::from_secs(3));
+    assert!(
+        got.len() >= 16 * 1024,
+        "the listener kept receiving ({} bytes)",
+        got.len()
+    );
+    let v = api(&server, "/api/streams/low");
+    assert_eq!(v["config"]["transcode"]["bitrate"], 128, "{v}");
+    assert_eq!(v["transcoder"]["state"], "running", "{v}");
+    let _ = ff.kill();
+    let _ = ff.wait();
+    eprintln!("32 kbit/s: {before:.0} B/s; 128 kbit/s: {after:.0} B/s");
+}
