@@ -496,20 +496,12 @@ async fn sync_event(ctx: &Context, mount: &SourceMount, old: &SourceMountStatus,
         (true, false) => ("SlavesInSync", EventType::Normal),
         _ => return,
     };
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(if is {
-            new.message.clone()
-        } else {
-            "every slave is in sync".into()
-        }),
-        action: "Observe".into(),
-        secondary: None,
+    let note = if is {
+        new.message.clone()
+    } else {
+        "every slave is in sync".into()
     };
-    if let Err(e) = ctx.recorder.publish(&event, &mount.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish event");
-    }
+    publish(ctx, mount, type_, reason, note).await;
 }
 
 fn admin_token(secret: &Secret) -> String {
@@ -536,10 +528,15 @@ async fn source_event(ctx: &Context, mount: &SourceMount, old: &SourceMountStatu
         (Some(b), State::True) if b != "True" => ("SourceConnected", EventType::Normal),
         _ => return,
     };
+    publish(ctx, mount, type_, reason, new.message.clone()).await;
+}
+
+/// Publishes an Event about `mount` (a failure is logged, never fatal).
+async fn publish(ctx: &Context, mount: &SourceMount, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(new.message.clone()),
+        note: Some(note),
         action: "Observe".into(),
         secondary: None,
     };

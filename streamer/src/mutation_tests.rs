@@ -12,47 +12,37 @@ use bytes::BytesMut;
 use crate::buffer::{ChunkDraft, Chunker};
 use crate::format::{Codec, Framer};
 use crate::link::frame;
+use crate::persist::dump::tests::{chunk, Rng};
 
-/// xorshift64*: small, seeded, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// Uniform in `0..n` (0 when `n` is 0).
+fn pick(rng: &mut Rng, n: usize) -> usize {
+    (rng.next() % n.max(1) as u64) as usize
 }
 
 /// `data` with 1–8 random mutations.
 fn mutate(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
     let mut d = data.to_vec();
-    for _ in 0..1 + rng.below(8) {
+    for _ in 0..1 + pick(rng, 8) {
         if d.is_empty() {
             d.push(rng.next() as u8);
         }
-        let at = rng.below(d.len());
-        match rng.below(6) {
-            0 => d[at] ^= 1 << rng.below(8),
+        let at = pick(rng, d.len());
+        match pick(rng, 6) {
+            0 => d[at] ^= 1 << pick(rng, 8),
             1 => d[at] = rng.next() as u8,
             2 => {
-                let n = 1 + rng.below(16);
+                let n = 1 + pick(rng, 16);
                 let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
                 d.splice(at..at, bytes);
             }
             3 => {
-                let end = (at + 1 + rng.below(64)).min(d.len());
+                let end = (at + 1 + pick(rng, 64)).min(d.len());
                 d.drain(at..end);
             }
             4 => {
-                let end = (at + 1 + rng.below(512)).min(d.len());
+                let end = (at + 1 + pick(rng, 512)).min(d.len());
                 let copy = d[at..end].to_vec();
-                let to = rng.below(d.len());
+                let to = pick(rng, d.len());
                 d.splice(to..to, copy);
             }
             _ => d.truncate(at),
@@ -87,14 +77,14 @@ fn the_framer_survives_mutated_streams() {
         (fixture("aac-256.aac"), Codec::Aac),
     ];
     for_seeds(600, |seed| {
-        let mut rng = Rng(seed);
-        let (clean, codec) = &inputs[rng.below(inputs.len())];
+        let mut rng = Rng::new(seed);
+        let (clean, codec) = &inputs[pick(&mut rng, inputs.len())];
         let data = mutate(&mut rng, clean);
         let mut framer = Framer::new(*codec);
         let mut at = 0;
         let mut frames = 0;
         'feed: while at < data.len() {
-            let n = (1 + rng.below(8192)).min(data.len() - at);
+            let n = (1 + pick(&mut rng, 8192)).min(data.len() - at);
             framer.push(&data[at..at + n]);
             at += n;
             loop {
@@ -127,8 +117,8 @@ fn the_transcoder_survives_mutated_audio() {
         (fixture("aac-256.aac"), Codec::Aac),
     ];
     for_seeds(40, |seed| {
-        let mut rng = Rng(seed);
-        let (clean, codec) = &inputs[rng.below(inputs.len())];
+        let mut rng = Rng::new(seed);
+        let (clean, codec) = &inputs[pick(&mut rng, inputs.len())];
         // Mutate inside frames (the framer drops broken ones): flip bytes
         // of the frames that come out.
         let mut framer = Framer::new(*codec);
@@ -136,10 +126,10 @@ fn the_transcoder_survives_mutated_audio() {
         let mut chunker = Chunker::with_target(250_000);
         let mut drafts: Vec<ChunkDraft> = Vec::new();
         while let Ok(Some(mut f)) = framer.finish() {
-            if rng.below(4) == 0 {
+            if pick(&mut rng, 4) == 0 {
                 let mut d = f.data.to_vec();
-                for _ in 0..1 + rng.below(4) {
-                    let i = 4 + rng.below(d.len().saturating_sub(4));
+                for _ in 0..1 + pick(&mut rng, 4) {
+                    let i = 4 + pick(&mut rng, d.len().saturating_sub(4));
                     if let Some(b) = d.get_mut(i) {
                         *b = rng.next() as u8;
                     }
@@ -176,33 +166,19 @@ fn the_link_decoder_survives_mutated_frames() {
         stream: "news".into(),
         from_seq: 3,
     }));
-    let c = crate::persist::dump::DumpChunk {
-        seq: 5,
-        ts_micros: 1,
-        audio_start_micros: 2,
-        byte_start: 3,
-        discontinuity: false,
-        hls_segment: 4,
-        hls_disc_seq: 0,
-        hls_segment_start: true,
-        samples_per_frame: 1152,
-        sample_rate: 44_100,
-        frames: vec![0, 100],
-        title: "a title".into(),
-        data: bytes::Bytes::from(vec![9u8; 200]),
-    };
+    let c = chunk(&mut Rng::new(1), 5, 200, 2, "a title");
     let mut head = Vec::new();
     crate::persist::encode_record_head(&c, &crate::persist::dump::Limits::default(), &mut head)
         .unwrap();
     wire.extend(frame::chunk_head("news", &head, c.data.len()));
     wire.extend_from_slice(&c.data);
     for_seeds(3000, |seed| {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let data = mutate(&mut rng, &wire);
         let mut buf = BytesMut::new();
         let mut at = 0;
         'feed: while at < data.len() {
-            let n = (1 + rng.below(64)).min(data.len() - at);
+            let n = (1 + pick(&mut rng, 64)).min(data.len() - at);
             buf.extend_from_slice(&data[at..at + n]);
             at += n;
             loop {

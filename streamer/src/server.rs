@@ -460,7 +460,7 @@ impl Server {
                         }
                     }
                     let changed = *stream.config() != *sc;
-                    if stream.transcode_config() != sc.transcode {
+                    if stream.config().transcode != sc.transcode {
                         self.start_transcoder(&stream, sc);
                     }
                     stream.set_config(sc.clone());

@@ -208,11 +208,6 @@ impl Stream {
         *self.lock_transcoder() = transcoder;
     }
 
-    /// The transcoder's settings, when the stream is transcoded here.
-    pub fn transcode_config(&self) -> Option<streammachine_crds::config::TranscodeConfig> {
-        self.lock_transcoder().as_ref().map(|t| t.config().clone())
-    }
-
     /// The transcoder's status, when the stream is transcoded here.
     pub fn transcoder_status(&self) -> Option<crate::transcode::TranscoderStatus> {
         self.lock_transcoder().as_ref().map(|t| t.status())

@@ -53,29 +53,48 @@ fn handoff_cmd(control: &Path, to: &Path) -> (bool, String) {
     )
 }
 
+/// A server on fixed ports (a successor binds the same ones, `SO_REUSEPORT`)
+/// with its control socket `control` in `dir`; a `successor` also waits for a
+/// handoff on `dir/h.sock`.
+fn start_on(
+    dir: &Path,
+    ports: &[(&str, u16)],
+    config: &str,
+    control: &str,
+    successor: bool,
+) -> ServerProcess {
+    let mut args: Vec<String> = ports
+        .iter()
+        .flat_map(|(flag, port)| [flag.to_string(), port.to_string()])
+        .collect();
+    args.extend([
+        "--control-socket".into(),
+        dir.join(control).display().to_string(),
+    ]);
+    if successor {
+        args.extend([
+            "--handoff-from".into(),
+            dir.join("h.sock").display().to_string(),
+        ]);
+    }
+    ServerProcess::try_start(
+        EXE,
+        config,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn every_listener_and_the_source_continue_at_the_next_byte() {
     let dir = scratch_dir("handoff");
     let (lp, sp, ap) = (free_port(), free_port(), free_port());
-    let ports = |control: &str| -> Vec<String> {
-        vec![
-            "--listen-port".into(),
-            lp.to_string(),
-            "--source-port".into(),
-            sp.to_string(),
-            "--admin-port".into(),
-            ap.to_string(),
-            "--control-socket".into(),
-            dir.join(control).display().to_string(),
-        ]
-    };
-    let a_args = ports("a.sock");
-    let mut old = ServerProcess::try_start(
-        EXE,
-        config(),
-        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let ports = [
+        ("--listen-port", lp),
+        ("--source-port", sp),
+        ("--admin-port", ap),
+    ];
+    let mut old = start_on(&dir, &ports, config(), "a.sock", false);
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let frames = frames_of(&data, Codec::Mp3);
     let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
@@ -100,17 +119,7 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     std::thread::sleep(Duration::from_secs(1));
 
     // The successor: same ports (SO_REUSEPORT), waiting for the handoff.
-    let mut b_args = ports("b.sock");
-    b_args.extend([
-        "--handoff-from".to_string(),
-        dir.join("h.sock").display().to_string(),
-    ]);
-    let new = ServerProcess::try_start(
-        EXE,
-        config(),
-        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let new = start_on(&dir, &ports, config(), "b.sock", true);
     assert!(new
         .wait_log("waiting for a predecessor", Duration::from_secs(5))
         .is_some());
@@ -304,25 +313,8 @@ fn a_slave_hands_its_listeners_to_a_synced_successor() {
         "mode: slave\nlink: {{ secret: s }}\nmaster: {{ url: \"http://{}\" }}\n",
         master.admin
     );
-    let args = |control: &str, extra: &[String]| -> Vec<String> {
-        let mut v = vec![
-            "--listen-port".to_string(),
-            lp.to_string(),
-            "--admin-port".into(),
-            ap.to_string(),
-            "--control-socket".into(),
-            dir.join(control).display().to_string(),
-        ];
-        v.extend_from_slice(extra);
-        v
-    };
-    let a = args("a.sock", &[]);
-    let mut old = ServerProcess::try_start(
-        EXE,
-        &slave_cfg,
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let ports = [("--listen-port", lp), ("--admin-port", ap)];
+    let mut old = start_on(&dir, &ports, &slave_cfg, "a.sock", false);
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let frames = frames_of(&data, Codec::Mp3);
     let feed: Vec<_> = frames[..(8.0 * 44_100.0 / 1152.0) as usize].to_vec();
@@ -341,19 +333,7 @@ fn a_slave_hands_its_listeners_to_a_synced_successor() {
     assert_eq!(st, 200);
     let listener = reader(s, rest);
     // The successor syncs from the master on its own, then takes the listeners.
-    let b = args(
-        "b.sock",
-        &[
-            "--handoff-from".to_string(),
-            dir.join("h.sock").display().to_string(),
-        ],
-    );
-    let new = ServerProcess::try_start(
-        EXE,
-        &slave_cfg,
-        &b.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let new = start_on(&dir, &ports, &slave_cfg, "b.sock", true);
     assert!(new
         .wait_log(
             "configuration from the master applied",
@@ -386,27 +366,12 @@ fn a_transcoded_stream_goes_on_after_a_handoff() {
     let dir = scratch_dir("handoff-transcode");
     let (lp, sp, ap) = (free_port(), free_port(), free_port());
     let config = "sourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: live\n    sourceMount: studio\n  - key: aac\n    sourceMount: studio\n    burstSeconds: 1\n    transcode: { format: aac, bitrate: 64 }\n";
-    let args = |control: &str, extra: &[String]| -> Vec<String> {
-        let mut v: Vec<String> = vec![
-            "--listen-port".into(),
-            lp.to_string(),
-            "--source-port".into(),
-            sp.to_string(),
-            "--admin-port".into(),
-            ap.to_string(),
-            "--control-socket".into(),
-            dir.join(control).display().to_string(),
-        ];
-        v.extend_from_slice(extra);
-        v
-    };
-    let a = args("a.sock", &[]);
-    let mut old = ServerProcess::try_start(
-        EXE,
-        config,
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let ports = [
+        ("--listen-port", lp),
+        ("--source-port", sp),
+        ("--admin-port", ap),
+    ];
+    let mut old = start_on(&dir, &ports, config, "a.sock", false);
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let frames = frames_of(&data, Codec::Mp3);
     let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
@@ -420,19 +385,7 @@ fn a_transcoded_stream_goes_on_after_a_handoff() {
     assert_eq!(st, 200);
     let listener = reader(l, rest);
     std::thread::sleep(Duration::from_secs(1));
-    let b = args(
-        "b.sock",
-        &[
-            "--handoff-from".to_string(),
-            dir.join("h.sock").display().to_string(),
-        ],
-    );
-    let new = ServerProcess::try_start(
-        EXE,
-        config,
-        &b.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let new = start_on(&dir, &ports, config, "b.sock", true);
     assert!(new
         .wait_log("waiting for a predecessor", Duration::from_secs(5))
         .is_some());

@@ -44,6 +44,19 @@ fn wait_same(a: &ServerProcess, b: &ServerProcess, timeout: Duration) -> bool {
     false
 }
 
+/// Sends `data` to `mount` at once and waits until the source has left (the
+/// master holds all of it).
+fn send_all(master: &ServerProcess, mount: &str, data: &[u8]) {
+    let mut src = Source::connect(master.source, mount, "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(data).unwrap();
+    drop(src);
+    assert!(master.wait_metric(
+        &format!("streammachine_source_connected{{mount=\"{mount}\"}}"),
+        0.0,
+        Duration::from_secs(5)
+    ));
+}
+
 fn everything(server: &ServerProcess) -> Vec<u8> {
     http_get(server.listen, "/live?pump=99999&offset=99999", &[]).body
 }
@@ -55,15 +68,8 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
     let s2 = slave(&master, SECRET);
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let audio = audio_of(&data, Codec::Mp3);
-    let mut src = Source::connect(master.source, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data).unwrap();
-    drop(src);
     // All of it at the master first (equal counts on the way could be a coincidence).
-    assert!(master.wait_metric(
-        "streammachine_source_connected{mount=\"live\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    send_all(&master, "live", &data);
     assert!(
         wait_same(&master, &s1, Duration::from_secs(10))
             && wait_same(&master, &s2, Duration::from_secs(10))
@@ -170,14 +176,7 @@ fn a_late_slave_catches_up_and_a_killed_master_resyncs_from_its_slaves() {
     let master = ServerProcess::start(EXE, &master_config(""));
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let audio = audio_of(&data, Codec::Mp3);
-    let mut src = Source::connect(master.source, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data).unwrap();
-    drop(src);
-    assert!(master.wait_metric(
-        "streammachine_source_connected{mount=\"live\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    send_all(&master, "live", &data);
     // A slave started after the audio gets all of it at once.
     let started = Instant::now();
     let s1 = slave(&master, SECRET);
@@ -313,9 +312,7 @@ fn a_transcoded_stream_reaches_every_slave_byte_for_byte() {
     let s1 = slave(&master, SECRET);
     let s2 = slave(&master, SECRET);
     let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let mut src = Source::connect(master.source, "studio", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data).unwrap();
-    drop(src);
+    send_all(&master, "studio", &data);
     // The source left, the transcoder flushed: wait until every replica
     // holds what the master holds.
     let bytes = |s: &ServerProcess| s.metric("streammachine_buffer_bytes{stream=\"aac\"}");
@@ -368,14 +365,7 @@ fn a_slave_restarted_while_its_master_is_away_serves_from_its_dump() {
     let mut s1 = ServerProcess::start(EXE, &slave_config);
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let audio = audio_of(&data, Codec::Mp3);
-    let mut src = Source::connect(master.source, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data).unwrap();
-    drop(src);
-    assert!(master.wait_metric(
-        "streammachine_source_connected{mount=\"live\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    send_all(&master, "live", &data);
     assert!(wait_same(&master, &s1, Duration::from_secs(10)));
     let playlist = http_get(s1.listen, "/live.m3u8", &[]).text();
     // The master dies; the slave restarts (SIGTERM: it dumps) while it is away.

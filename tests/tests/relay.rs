@@ -79,13 +79,20 @@ impl Icecast {
         Icecast { child, addr }
     }
 
-    /// ffmpeg sending a fixture to `/live`, in real time, looped.
+    /// ffmpeg sending a fixture to `/live`, in real time, looped; returns
+    /// once Icecast has the mount (so a title can be set on it).
     fn source(&self) -> Child {
-        ffmpeg_source(
+        let ff = ffmpeg_source(
             &fixture_path("mp3/tone1kHz-44100-128-m.mp3"),
             &["-c", "copy", "-f", "mp3", "-content_type", "audio/mpeg"],
             &format!("icecast://source:pw@{}/live", self.addr),
-        )
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.has_source() {
+            assert!(Instant::now() < deadline, "icecast2 never got the source");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ff
     }
 
     /// Sets the title the way encoders do (Icecast's metadata endpoint).
@@ -148,12 +155,6 @@ fn a_relay_of_a_real_icecast_carries_audio_and_titles_and_reconnects() {
     let port = free_port();
     let mut icecast = Icecast::start(&dir, port);
     let mut ff = icecast.source();
-    // Wait until Icecast has the mount before we set its title.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !icecast.has_source() {
-        assert!(Instant::now() < deadline, "icecast2 never got the source");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     icecast.set_title("Relay test");
     let server = ServerProcess::start(
         EXE,
@@ -210,14 +211,6 @@ fn a_relay_of_a_real_icecast_carries_audio_and_titles_and_reconnects() {
         .is_some());
     let icecast = Icecast::start(&dir, port);
     let mut ff = icecast.source();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !icecast.has_source() {
-        assert!(
-            Instant::now() < deadline,
-            "icecast2 never got the source again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     icecast.set_title("Second show");
     assert!(
         hears_title(
@@ -320,11 +313,6 @@ fn a_relay_over_https_trusts_its_ca_file_and_refuses_an_unknown_certificate() {
     let (port, tls_port) = (free_port(), free_port());
     let icecast = Icecast::start_with(&dir, port, Some((tls_port, &both)));
     let mut ff = icecast.source();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !icecast.has_source() {
-        assert!(Instant::now() < deadline, "icecast2 never got the source");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     icecast.set_title("Over TLS");
     let config = |ca: &str| {
         format!(

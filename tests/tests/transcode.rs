@@ -17,6 +17,34 @@ const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
 /// Seconds of tone the source sends.
 const TONE_SECONDS: u32 = 120;
 
+/// ffmpeg output options: MP3 128k to an MP3 mount.
+const MP3_128K: [&str; 8] = [
+    "-c:a",
+    "libmp3lame",
+    "-b:a",
+    "128k",
+    "-f",
+    "mp3",
+    "-content_type",
+    "audio/mpeg",
+];
+
+/// ffmpeg output options: AAC (ADTS) to an AAC mount, with `channels` and `bitrate`.
+fn aac_args<'a>(channels: &'a str, bitrate: &'a str) -> [&'a str; 10] {
+    [
+        "-ac",
+        channels,
+        "-c:a",
+        "aac",
+        "-b:a",
+        bitrate,
+        "-f",
+        "adts",
+        "-content_type",
+        "audio/aac",
+    ]
+}
+
 fn api(server: &ServerProcess, path: &str) -> Value {
     let r = http_get(server.admin, path, &[("Authorization", "Bearer t")]);
     assert_eq!(r.status, 200, "{path}: {}", r.text());
@@ -77,22 +105,7 @@ fn a_tone_is_transcoded_to_aac_and_mp3_that_ffmpeg_plays_at_the_same_length_and_
         "admin: { token: t }\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: source\n    sourceMount: studio\n    hls: { group: main }\n  - key: aac64\n    sourceMount: studio\n    hls: { group: main }\n    transcode: { format: aac, bitrate: 64 }\n  - key: mp364\n    sourceMount: studio\n    transcode: { format: mp3, bitrate: 64 }\n  - key: he48\n    sourceMount: studio\n    hls: { group: main }\n    transcode: { format: aac, bitrate: 48, profile: he, channels: 2 }\n",
     );
     let url = format!("icecast://source:pw@{}/studio", server.source);
-    let mut ff = ffmpeg_tone_source(
-        &url,
-        1000,
-        TONE_SECONDS,
-        "6",
-        &[
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-            "-f",
-            "mp3",
-            "-content_type",
-            "audio/mpeg",
-        ],
-    );
+    let mut ff = ffmpeg_tone_source(&url, 1000, TONE_SECONDS, "6", &MP3_128K);
     assert!(server.wait_metric(
         "streammachine_source_connected{mount=\"studio\"}",
         1.0,
@@ -213,12 +226,8 @@ fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_othe
         "admin: { token: t }\nalerts: { raiseSeconds: 1, clearSeconds: 1 }\nsourceMounts:\n  - key: studio\n    format: aac\n    password: pw\nstreams:\n  - key: raw\n    sourceMount: studio\n  - key: mp3\n    sourceMount: studio\n    transcode: { format: mp3, bitrate: 128 }\n",
     );
     let url = format!("icecast://source:pw@{}/studio", server.source);
-    let adts = ["-f", "adts", "-content_type", "audio/aac"];
     // A 5.1 encoder: the raw stream takes it, the AAC-LC stereo decoder cannot.
-    let surround: Vec<&str> = ["-ac", "6", "-c:a", "aac", "-b:a", "256k"]
-        .into_iter()
-        .chain(adts)
-        .collect();
+    let surround = aac_args("6", "256k");
     let mut ff = ffmpeg_tone_source(&url, 1000, 600, "1", &surround);
     let failing = |server: &ServerProcess| api(server, "/api/streams/mp3")["transcoder"].clone();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -258,10 +267,7 @@ fn a_failing_transcoder_is_reported_restarted_and_recovers_without_touching_othe
     // A stereo encoder replaces it: the transcoder recovers, the alert clears.
     ff.kill().unwrap();
     ff.wait().unwrap();
-    let stereo: Vec<&str> = ["-ac", "2", "-c:a", "aac", "-b:a", "128k"]
-        .into_iter()
-        .chain(adts)
-        .collect();
+    let stereo = aac_args("2", "128k");
     let mut ff = ffmpeg_tone_source(&url, 1000, 600, "1", &stereo);
     assert!(server.wait_metric(
         "streammachine_transcoder_up{stream=\"mp3\"}",
@@ -300,16 +306,7 @@ fn aac_to_aac_starts_within_4_s_and_an_input_gap_is_a_discontinuity() {
         "admin: { token: t }\nsourceMounts:\n  - key: studio\n    format: aac\n    password: pw\nstreams:\n  - key: low\n    sourceMount: studio\n    transcode: { format: aac, bitrate: 48 }\n",
     );
     let url = format!("icecast://source:pw@{}/studio", server.source);
-    let aac = [
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        "-f",
-        "adts",
-        "-content_type",
-        "audio/aac",
-    ];
+    let aac = aac_args("1", "128k");
     // Two encoder runs with a gap between.
     let mut first = None;
     for i in 0..2 {
@@ -368,17 +365,7 @@ fn a_live_bitrate_change_restarts_only_the_encoder() {
         "admin: { token: t }\nsourceMounts:\n  - key: studio\n    password: pw\nstreams:\n  - key: low\n    sourceMount: studio\n    transcode: { format: aac, bitrate: 32 }\n",
     );
     let url = format!("icecast://source:pw@{}/studio", server.source);
-    let mp3 = [
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        "128k",
-        "-f",
-        "mp3",
-        "-content_type",
-        "audio/mpeg",
-    ];
-    let mut ff = ffmpeg_tone_source(&url, 1000, 30, "1", &mp3);
+    let mut ff = ffmpeg_tone_source(&url, 1000, 30, "1", &MP3_128K);
     assert!(server.wait_metric_at_least(
         "streammachine_buffer_seconds{stream=\"low\"}",
         4.0,

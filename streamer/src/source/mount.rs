@@ -235,7 +235,7 @@ impl Mount {
             .lock()
             .streams
             .iter()
-            .filter(|s| s.transcode_config().is_none())
+            .filter(|s| s.config().transcode.is_none())
         {
             s.continue_source(id);
         }

@@ -137,7 +137,6 @@ impl Shared {
 /// the worker once the queued work is done.
 #[derive(Debug)]
 pub struct Transcoder {
-    config: TranscodeConfig,
     tx: SyncSender<Job>,
     shared: Arc<Shared>,
 }
@@ -165,19 +164,14 @@ impl Transcoder {
         let worker = Worker {
             rx,
             stream: Arc::downgrade(stream),
-            pipeline: Pipeline::new(config.clone()),
+            pipeline: Pipeline::new(config),
             shared: Arc::clone(&shared),
         };
         std::thread::Builder::new()
             .name(format!("transcode {}", stream.key()))
             .spawn(move || worker.run())
             .map_err(|e| TranscodeError::Thread(e.to_string()))?;
-        Ok(Transcoder { config, tx, shared })
-    }
-
-    /// Its settings.
-    pub fn config(&self) -> &TranscodeConfig {
-        &self.config
+        Ok(Transcoder { tx, shared })
     }
 
     /// Its status now.
