@@ -258,6 +258,27 @@ pub struct LinkConfig {
     /// The shared secret itself (prefer `secretFile` or `STREAMMACHINE_LINK_SECRET`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
+    /// Master only: after a start that was not a handoff, new source audio is
+    /// held (not numbered) until a slave has linked and any audio it holds
+    /// beyond the master's has been pulled back, or for this many seconds
+    /// (default 10, 0 = never hold, at most 300). Without it, an encoder that
+    /// reconnects to a restarted master before its slaves do would start a
+    /// numbering the slaves cannot follow, and they would drop their buffers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resync_grace_seconds: Option<u32>,
+}
+
+impl LinkConfig {
+    /// Default for [`LinkConfig::resync_grace_seconds`].
+    pub const DEFAULT_RESYNC_GRACE_SECONDS: u32 = 10;
+
+    /// How long a restarted master holds new audio for its slaves.
+    pub fn resync_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(
+            self.resync_grace_seconds
+                .unwrap_or(Self::DEFAULT_RESYNC_GRACE_SECONDS),
+        ))
+    }
 }
 
 /// Slave mode: the master to follow.
@@ -710,6 +731,17 @@ impl Config {
 
     /// Checks what the schema cannot: unique keys, references, ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .link
+            .as_ref()
+            .and_then(|l| l.resync_grace_seconds)
+            .is_some_and(|s| s > 300)
+        {
+            return Err(ConfigError::invalid(
+                "link.resyncGraceSeconds",
+                "at most 300",
+            ));
+        }
         let mut mount_keys = BTreeSet::new();
         for (i, m) in self.source_mounts.iter().enumerate() {
             let path = format!("sourceMounts[{i}]");

@@ -241,6 +241,7 @@ fn link_config() -> LinkConfig {
     LinkConfig {
         secret_file: Some(format!("{}/{}", names::LINK_DIR, names::LINK_SECRET_KEY).into()),
         secret: None,
+        resync_grace_seconds: None,
     }
 }
 

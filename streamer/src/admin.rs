@@ -17,6 +17,9 @@ use crate::server::Server;
 /// import can be a gigabyte).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How much more buffer one read of a request body may reserve.
+const READ_STEP: usize = 256 * 1024;
+
 /// Serves one admin connection (keep-alive allowed).
 pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::new();
@@ -24,6 +27,14 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
         let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let req = http::read_request(&mut sock, &mut buf, http::MAX_HEAD_BYTES).await?;
             let Some(req) = req else { return Ok(None) };
+            if crate::api::is_api(&req.path) {
+                let auth = req.header("authorization");
+                if let Some(refusal) =
+                    crate::api::refuse_before_body(&server, &req.method, &req.path, auth)
+                {
+                    return Err(BodyError::Refused(refusal));
+                }
+            }
             let body = read_body(&mut sock, &mut buf, &req).await?;
             Ok::<_, BodyError>(Some((req, body)))
         })
@@ -32,6 +43,8 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
             Err(_) => return,
             Ok(Ok(None))
             | Ok(Err(BodyError::Request(RequestError::Closed | RequestError::Io(_)))) => return,
+            // The body was not read: answer and close.
+            Ok(Err(BodyError::Refused(resp))) => (resp, false, false),
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "admin port: bad request");
                 (e.response(), false, false)
@@ -98,6 +111,9 @@ enum BodyError {
     Chunked,
     #[error("bad Content-Length")]
     BadLength,
+    /// Refused before its body was read (no or wrong admin token).
+    #[error("refused before reading the body")]
+    Refused(Response),
 }
 
 impl BodyError {
@@ -141,7 +157,8 @@ async fn read_body(
         return Err(BodyError::TooLarge(limit));
     }
     while buf.len() < len {
-        buf.reserve(len - buf.len());
+        // Grow as bytes arrive: a Content-Length alone reserves nothing.
+        buf.reserve((len - buf.len()).min(READ_STEP));
         if sock.read_buf(buf).await.map_err(RequestError::Io)? == 0 {
             return Err(BodyError::Request(RequestError::Closed));
         }

@@ -12,8 +12,10 @@
 //!   (identified by `X-Playback-Session-Id` or `?session=`) has been idle for
 //!   `sessionIdleSeconds`.
 //!
-//! The Prometheus counters `streammachine_listening_seconds_total` and
-//! `streammachine_sessions_total` are kept whether or not events are written.
+//! The Prometheus counters `streammachine_listening_seconds_total` (counted by
+//! the listeners themselves: connected time, or for HLS the audio of the
+//! segments served) and `streammachine_sessions_total` are kept whether or not
+//! events are written.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -212,10 +214,6 @@ impl Analytics {
             return;
         }
         let audio = audio_micros.saturating_sub(s.reported_audio_micros);
-        self.metrics
-            .listening_seconds
-            .with_label_values(&[&s.stream, s.output])
-            .inc_by(elapsed.as_secs_f64());
         if self.enabled() && (bytes > s.reported_bytes || force) {
             let mut e = json!({
                 "type": "listen",

@@ -94,6 +94,8 @@ pub struct Server {
     draining: AtomicBool,
     listening: std::sync::Mutex<Vec<(&'static str, Arc<TcpListener>)>>,
     handed_off: watch::Sender<bool>,
+    /// A restarted master holding new audio until a slave has re-synced it.
+    resync_hold: AtomicBool,
     reuse_port: AtomicBool,
     analytics_writer: std::sync::Mutex<
         Option<(
@@ -256,6 +258,7 @@ impl Server {
             listening: std::sync::Mutex::new(Vec::new()),
             handed_off: watch::channel(false).0,
             reuse_port: AtomicBool::new(false),
+            resync_hold: AtomicBool::new(false),
         });
         if let Some(d) = &server.config.dumps {
             std::fs::create_dir_all(&d.dir).map_err(|error| ServerError::DumpDir {
@@ -274,8 +277,36 @@ impl Server {
             for stream in server.streams() {
                 server.restore_dump(&stream);
             }
+            if server.config.mode == Mode::Master && !server.resync_grace().is_zero() {
+                // Slaves may hold audio this master lost: hold new audio until
+                // one has linked (and been pulled from), so numbering goes on
+                // from theirs instead of forking.
+                server.resync_hold.store(true, Ordering::Release);
+                for stream in server.streams() {
+                    stream.hold();
+                }
+            }
         }
         Ok(server)
+    }
+
+    fn resync_grace(&self) -> Duration {
+        self.config.link.clone().unwrap_or_default().resync_grace()
+    }
+
+    /// Whether new audio is held for a re-sync with the slaves.
+    pub fn is_holding_for_resync(&self) -> bool {
+        self.resync_hold.load(Ordering::Acquire)
+    }
+
+    /// Ends the hold of a restarted master: the held audio is appended (with
+    /// the times it arrived) and new audio flows again. Idempotent.
+    pub fn release_resync_hold(&self, why: &str) {
+        if !self.resync_hold.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let held: usize = self.streams().iter().map(|s| s.release()).sum();
+        tracing::info!(held_chunks = held, "resync hold released: {why}");
     }
 
     /// Restores a stream's dump, if dumps are configured. A missing dump is
@@ -995,17 +1026,26 @@ impl Server {
             .take();
         if let Some((rx, sink)) = writer {
             tokio::spawn(crate::analytics::run_writer(rx, sink));
+        }
+        if self.is_holding_for_resync() {
             let server = Arc::clone(&self);
             tokio::spawn(async move {
-                let mut shutdown = server.shutdown_signal();
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => server.analytics.sweep(),
-                        _ = shutdown.changed() => return,
-                    }
-                }
+                tokio::time::sleep(server.resync_grace()).await;
+                server.release_resync_hold("no slave re-synced within link.resyncGraceSeconds");
             });
         }
+        // HLS sessions are tracked (for the sessions counter) even without
+        // events, so idle ones are always swept.
+        let server = Arc::clone(&self);
+        tokio::spawn(async move {
+            let mut shutdown = server.shutdown_signal();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => server.analytics.sweep(),
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
         if let Some(d) = &self.config.dumps {
             let server = Arc::clone(&self);
             let every = Duration::from_secs(u64::from(d.interval_seconds));

@@ -52,7 +52,23 @@ pub struct Stream {
     buffer_overhead: IntGauge,
     /// Set when this stream is transcoded from its mount's audio.
     transcoder: Mutex<Option<crate::transcode::Transcoder>>,
+    /// While a restarted master waits for its slaves: new audio, not yet
+    /// numbered (see [`Stream::hold`]).
+    held: Mutex<Option<Vec<Held>>>,
 }
+
+/// Audio held back while a restarted master re-syncs, with its arrival time.
+#[derive(Debug)]
+struct Held {
+    source_id: u64,
+    draft: ChunkDraft,
+    title: Arc<Title>,
+    arrived_micros: i64,
+}
+
+/// The most chunks held for one stream (the grace is at most 300 s of ~1 s
+/// chunks; a source bursting faster loses its oldest held audio, logged).
+const MAX_HELD: usize = 400;
 
 impl Stream {
     /// A stream with an empty buffer, fed by a mount of `format`.
@@ -86,7 +102,39 @@ impl Stream {
             buffer_bytes: metrics.buffer_bytes.with_label_values(&[&key]),
             buffer_overhead: metrics.buffer_overhead_bytes.with_label_values(&[&key]),
             transcoder: Mutex::new(None),
+            held: Mutex::new(None),
         })
+    }
+
+    /// Holds new audio back instead of appending it: a restarted master does
+    /// this until its slaves have told it what they hold, so the audio it
+    /// numbers continues theirs. [`Stream::release`] appends what was held,
+    /// with the times it arrived.
+    pub fn hold(&self) {
+        let mut held = self.lock_held();
+        if held.is_none() {
+            *held = Some(Vec::new());
+        }
+    }
+
+    /// Stops holding; appends the held audio in order. Returns how many chunks.
+    pub fn release(&self) -> usize {
+        let mut held = self.lock_held();
+        let Some(queue) = held.take() else {
+            return 0;
+        };
+        let n = queue.len();
+        // Appended under the hold lock, so no newer audio can overtake it.
+        for h in queue {
+            self.append_at(h.source_id, h.draft, h.title, h.arrived_micros);
+        }
+        n
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<Vec<Held>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The stream's key.
@@ -172,6 +220,24 @@ impl Stream {
         now_micros: i64,
     ) {
         let title = title.unwrap_or_else(|| self.default_title());
+        let mut held = self.lock_held();
+        if let Some(queue) = held.as_mut() {
+            if queue.len() >= MAX_HELD {
+                queue.remove(0);
+                tracing::warn!(stream = %self.key, "holding more audio than a resync grace allows: dropping the oldest held chunk");
+            }
+            queue.push(Held {
+                source_id,
+                draft,
+                title,
+                arrived_micros: now_micros,
+            });
+            return;
+        }
+        self.append_at(source_id, draft, title, now_micros);
+    }
+
+    fn append_at(&self, source_id: u64, draft: ChunkDraft, title: Arc<Title>, now_micros: i64) {
         let continuous = self.last_source.swap(source_id, Ordering::Relaxed) == source_id;
         self.after_change(|b| {
             b.append(draft, title, now_micros, continuous);

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -51,6 +52,22 @@ fn the_api_needs_the_token_and_is_off_without_one() {
     // The document is public; metrics and health stay open.
     assert_eq!(http_get(s.admin, "/api/openapi.json", &[]).status, 200);
     assert_eq!(http_get(s.admin, "/metrics", &[]).status, 200);
+
+    // Refused before the body is read: a 2 GB import announced without a
+    // token gets its 401 at once and the connection closes.
+    let mut sock = std::net::TcpStream::connect(s.admin).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.write_all(
+        b"PUT /api/streams/main/rewind HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000000\r\n\r\nDUMP",
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply)
+        .expect("the server answers and closes without waiting for the body");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    assert!(reply.contains("bearer token required"), "{reply}");
+
     let off = ServerProcess::start(EXE, "streams: [{key: a, password: p}]\n");
     let r = http_get(
         off.admin,
@@ -154,6 +171,9 @@ fn streams_are_created_changed_and_removed_live() {
         b"{not json",
     );
     assert_eq!(r.status, 400);
+    // A missing field is named too.
+    let (st, v) = call(&s, "POST", "/api/streams", Some(json!({"password": "x"})));
+    assert_eq!((st, v["field"].as_str()), (400, Some("key")), "{v}");
 
     // Update live: a shorter rewind evicts at once, the title shows, the password is kept.
     let (st, v) = call(

@@ -289,7 +289,9 @@ fn routes_headers_playlists_status_and_metrics() {
         &[
             ("ice-name", "Ignored Name"),
             ("ice-description", "desc"),
-            ("ice-audio-info", "bitrate=64"),
+            ("ice-genre", "Ignored Genre"),
+            ("ice-url", "https://radio.example/"),
+            ("ice-audio-info", "bitrate=64;channels=2;samplerate=44100"),
         ],
     )
     .unwrap();
@@ -315,6 +317,7 @@ fn routes_headers_playlists_status_and_metrics() {
         "ice-* fills what config leaves open"
     );
     assert_eq!(head.header("icy-br"), Some("64"));
+    assert_eq!(head.header("icy-url"), Some("https://radio.example/"));
     assert_eq!(head.header("access-control-allow-origin"), Some("*"));
     assert!(head.body.is_empty());
     assert_eq!(
@@ -362,6 +365,11 @@ fn routes_headers_playlists_status_and_metrics() {
         "one source is an object, as in Icecast: {st}"
     );
     assert_eq!(s["server_name"], "Test FM");
+    // What the source said, where the config leaves it open.
+    assert_eq!(s["server_description"], "desc");
+    assert_eq!(s["genre"], "Jazz", "config wins over ice-genre");
+    assert_eq!(s["server_url"], "https://radio.example/");
+    assert_eq!(s["audio_info"], "bitrate=64;channels=2;samplerate=44100");
     assert_eq!(s["bitrate"], 64);
     assert_eq!(s["samplerate"], 44100);
     assert_eq!(s["server_type"], "audio/mpeg");
@@ -405,13 +413,30 @@ fn routes_headers_playlists_status_and_metrics() {
         assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 2, "{all}");
     }
 
+    // `Icy-MetaData: 0` is a raw listener: no metaint, nothing but audio.
+    let raw = http_get(server.listen, "/test?pump=3", &[("Icy-MetaData", "0")]);
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.header("icy-metaint"), None);
+    assert!(raw.body.len() > 20_000, "{} bytes", raw.body.len());
+    assert!(
+        find(&audio_of(&data, Codec::Mp3), &raw.body).is_some(),
+        "exactly the source's audio, no metadata blocks"
+    );
+
     // Metrics: the exposition passes promtool and has what we just did.
     assert_eq!(http_get(server.listen, "/test?pump=1", &[]).status, 200);
     let metrics = http_get(server.admin, "/metrics", &[]).text();
     assert!(metrics.contains("streammachine_source_connected{mount=\"test\"} 1"));
     assert!(metrics.contains("streammachine_buffer_bytes{stream=\"test\"}"));
     assert!(metrics
-        .contains("streammachine_listener_connections_total{output=\"pump\",stream=\"test\"} 1"));
+        .contains("streammachine_listener_connections_total{output=\"pump\",stream=\"test\"} 2"));
+    // Listening time is counted without any analytics configured.
+    assert!(
+        server
+            .metric("streammachine_listening_seconds_total{output=\"pump\",stream=\"test\"}")
+            .is_some_and(|v| v > 0.0),
+        "{metrics}"
+    );
     let dir = scratch_dir("metrics");
     let f = dir.join("metrics.txt");
     std::fs::write(&f, &metrics).unwrap();

@@ -255,6 +255,96 @@ fn a_late_slave_catches_up_and_a_killed_master_resyncs_from_its_slaves() {
     assert!(a == everything(&s2));
 }
 
+/// Sends a signal to a process (`STOP`, `CONT`).
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[test]
+fn an_encoder_that_reaches_a_restarted_master_before_its_slaves_continues_their_numbering() {
+    let master = ServerProcess::start(EXE, &master_config(""));
+    let s1 = slave(&master, SECRET);
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = audio_of(&data, Codec::Mp3);
+    send_all(&master, "live", &data);
+    assert!(wait_same(&master, &s1, Duration::from_secs(10)));
+    // A listener on the slave, at the live edge, reading throughout.
+    let (mut l, st, _, rest) = request(s1.listen, "GET", "/live", &[]);
+    assert_eq!(st, 200);
+    l.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let want = rest.len() + 150_000;
+    let listener = std::thread::spawn(move || read_n(&mut l, rest, want, Duration::from_secs(60)));
+
+    // The master dies; the slave is slow to notice (stopped), and the encoder
+    // reconnects to the restarted master first.
+    let admin_port = master.admin.port();
+    drop(master);
+    signal(s1.pid(), "STOP");
+    let master = ServerProcess::try_start(
+        EXE,
+        &master_config("").replace(
+            &format!("link: {{ secret: {SECRET} }}"),
+            &format!("link: {{ secret: {SECRET}, resyncGraceSeconds: 60 }}"),
+        ),
+        &["--admin-port", &admin_port.to_string()],
+    )
+    .unwrap();
+    let held = Instant::now();
+    send_all(&master, "live", &data[..200_000]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        buffered(&master) <= 0.0,
+        "new audio is held until a slave has linked: {} bytes buffered",
+        buffered(&master)
+    );
+    signal(s1.pid(), "CONT");
+
+    // The slave links, the master takes its audio back and appends the held
+    // audio after it: the slave keeps everything and its listener.
+    let end = Instant::now() + Duration::from_secs(30);
+    while !(buffered(&master) > audio.len() as f64 && buffered(&master) == buffered(&s1)) {
+        assert!(
+            Instant::now() < end,
+            "no re-sync: master {} slave {}",
+            buffered(&master),
+            buffered(&s1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        held.elapsed() < Duration::from_secs(30),
+        "released by the slave's re-sync, not by the 60 s grace"
+    );
+    assert!(master
+        .wait_log("resync hold released", Duration::from_secs(1))
+        .is_some_and(|l| l.contains("pulled back")));
+    let after = everything(&s1);
+    assert!(
+        after.starts_with(&audio) && after.len() > audio.len(),
+        "the slave kept its buffer and appended the new audio"
+    );
+    // A new slave gets the same from the restarted master.
+    let s2 = slave(&master, SECRET);
+    assert!(wait_same(&master, &s2, Duration::from_secs(10)));
+    assert!(after == everything(&s2), "master and slaves identical");
+    let got = listener.join().unwrap();
+    assert!(
+        got.len() >= want,
+        "the slave's listener was kept: {} of {want} bytes",
+        got.len()
+    );
+    let at = find(&after, &got).expect("the listener heard the buffer's bytes, contiguous");
+    assert!(
+        at + got.len() > audio.len(),
+        "and went on into the new audio"
+    );
+}
+
 #[test]
 fn a_wrong_secret_is_refused_and_logged_once() {
     let master = ServerProcess::start(EXE, &master_config(""));

@@ -25,13 +25,35 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 /// Largest rewind dump accepted by an import (8 h at 320 kbit/s is 1.2 GB).
 pub const MAX_IMPORT_BODY: usize = 2 * 1024 * 1024 * 1024;
 
-/// The request body limit of a route.
+/// The request body limit of a route: a dump import may be large, anything
+/// else is JSON.
 pub fn body_limit(method: &str, path: &str) -> usize {
-    if method == "PUT" && path.ends_with("/rewind") {
+    if method == "PUT" && matches("/api/streams/{key}/rewind", path).is_some() {
         MAX_IMPORT_BODY
     } else {
         MAX_JSON_BODY
     }
+}
+
+/// Checked before a request body is read: the refusal an authenticated route
+/// gives a request without the right token, so nobody unauthenticated can make
+/// the server read (and hold) a body.
+pub fn refuse_before_body(
+    server: &Server,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Option<Response> {
+    let route = ROUTES
+        .iter()
+        .find(|r| r.method == method && matches(r.path, path).is_some())?;
+    if !route.auth {
+        return None;
+    }
+    check_token(server, authorization).err().map(|e| {
+        e.response()
+            .header("WWW-Authenticate", "Bearer realm=\"StreamMachine admin\"")
+    })
 }
 
 /// A failed API call: a status, the field at fault (if one is), a message.
@@ -233,12 +255,18 @@ fn check_token(server: &Server, authorization: Option<&str>) -> Result<(), ApiEr
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let field = e.path().to_string();
+        let path = e.path().to_string();
         let msg = e.into_inner().to_string();
-        if field == "." {
-            ApiError::new(400, format!("malformed JSON body: {msg}"))
-        } else {
-            ApiError::field(400, field, msg)
+        // serde reports a missing field at the object that lacks it.
+        let missing = msg
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_string());
+        match (path.as_str(), missing) {
+            (".", Some(name)) => ApiError::field(400, name, msg),
+            (".", None) => ApiError::new(400, format!("malformed JSON body: {msg}")),
+            (_, Some(name)) => ApiError::field(400, format!("{path}.{name}"), msg),
+            (_, None) => ApiError::field(400, path, msg),
         }
     })
 }

@@ -12,13 +12,25 @@ pub struct Title {
     icy_block: Bytes,
 }
 
+/// The longest title kept (the most an ICY block or an HLS ID3 frame carries).
+pub const MAX_TITLE_BYTES: usize = 4080;
+
 /// The longest ICY metadata payload: the length byte counts 16-byte units.
 const ICY_MAX_PAYLOAD: usize = 255 * 16;
 
 impl Title {
-    /// Builds a title and its ICY block.
+    /// Builds a title and its ICY block. A title longer than
+    /// [`MAX_TITLE_BYTES`] is cut at a character boundary: no output can carry
+    /// more, and dumps and the slave link then never meet an oversized one.
     pub fn new(text: impl Into<String>) -> Arc<Title> {
-        let text = text.into();
+        let mut text = text.into();
+        if text.len() > MAX_TITLE_BYTES {
+            let mut end = MAX_TITLE_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
         let icy_block = icy_block(&text);
         Arc::new(Title { text, icy_block })
     }
@@ -220,6 +232,14 @@ mod tests {
     #[test]
     fn empty_title_is_a_zero_byte() {
         assert_eq!(&Title::new("").icy_block()[..], &[0]);
+    }
+
+    #[test]
+    fn a_long_title_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(5000);
+        let t = Title::new(long);
+        assert_eq!(t.text().len(), MAX_TITLE_BYTES);
+        assert!(t.text().chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -350,6 +350,8 @@ fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
             .map_err(|e| HandoffError::Buffer(e.to_string()))?;
         summary.buffers += 1;
     }
+    // The predecessor's buffers are the truth: nothing to wait for.
+    server.release_resync_hold("buffers handed over by the predecessor");
     for (kind, fd) in r.listening {
         let l = std::net::TcpListener::from(fd);
         l.set_nonblocking(true)?;

@@ -209,6 +209,9 @@ async fn feed(
             pulling.insert(stream.key().to_string());
         }
     }
+    if pulling.is_empty() {
+        server.release_resync_hold("a slave linked and holds nothing the master lacks");
+    }
     let mut registered: BTreeMap<String, u64> = BTreeMap::new();
     let mut scratch = Vec::with_capacity(256);
     let sent_chunks = server.metrics().link_sent_chunks.clone();
@@ -222,6 +225,7 @@ async fn feed(
             streams.iter().map(|s| (Arc::clone(s), s.epoch())).collect();
         let mut sent = false;
         for stream in &streams {
+            let mut pulled_back = false;
             let (reset, chunks) = {
                 let b = stream.read_buffer();
                 let (first, next) = (b.first_seq(), b.next_seq());
@@ -232,6 +236,7 @@ async fn feed(
                         continue;
                     }
                     pulling.remove(stream.key());
+                    pulled_back = pulling.is_empty();
                 }
                 // Behind the buffer (fell behind, or never had any), or ahead of
                 // it (the master's numbering restarted): start from the oldest.
@@ -243,6 +248,10 @@ async fn feed(
                 let chunks: Vec<_> = b.range(*cursor..end).cloned().collect();
                 (reset.then_some(*cursor), chunks)
             };
+            if pulled_back {
+                // Outside the buffer lock: releasing appends to the buffers.
+                server.release_resync_hold("the audio a slave held was pulled back");
+            }
             if let Some(next_seq) = reset {
                 wr.write_all(&frame::reset(&Reset {
                     stream: stream.key().to_string(),

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use streammachine_crds::config::AudioFormat;
@@ -375,6 +375,28 @@ pub struct Conn {
     pub sender: Sender,
     _count: crate::stream::ListenerCount,
     session: Option<Box<crate::analytics::Session>>,
+    /// Up to when its time is in `streammachine_listening_seconds_total`.
+    counted_to: Instant,
+}
+
+/// How often a listener's time is added to the listening-seconds counter.
+const COUNT_EVERY: Duration = Duration::from_secs(10);
+
+impl Conn {
+    /// Adds the time since the last count to the listening-seconds counter
+    /// (always, with or without analytics events); `force` at the end.
+    fn count_listening(&mut self, server: &Server, output: &str, force: bool) {
+        let elapsed = self.counted_to.elapsed();
+        if !force && elapsed < COUNT_EVERY {
+            return;
+        }
+        self.counted_to = Instant::now();
+        server
+            .metrics()
+            .listening_seconds
+            .with_label_values(&[self.sender.stream().key(), output])
+            .inc_by(elapsed.as_secs_f64());
+    }
 }
 
 /// A listener paused for a handoff.
@@ -407,7 +429,8 @@ impl std::future::Future for Listening {
         };
         if this.server.is_parking() {
             // A handoff is collecting every listener: stop at this exact byte.
-            if let Some(conn) = this.conn.take() {
+            if let Some(mut conn) = this.conn.take() {
+                conn.count_listening(&this.server, this.output, true);
                 this.gauge.dec();
                 this.server.park_listener(ParkedListener {
                     peer: this.peer,
@@ -421,7 +444,9 @@ impl std::future::Future for Listening {
             std::task::Poll::Ready(e) => e,
             std::task::Poll::Pending => {
                 // Woken at least once a chunk while audio flows: time enough
-                // for the periodic listen event, without a timer per listener.
+                // for the periodic count and listen event, without a timer
+                // per listener.
+                conn.count_listening(&this.server, this.output, false);
                 if let Some(s) = conn.session.as_mut() {
                     let (bytes, audio) = (conn.sender.bytes, conn.sender.audio_micros);
                     this.server
@@ -437,6 +462,7 @@ impl std::future::Future for Listening {
             return std::task::Poll::Pending;
         }
         this.gauge.dec();
+        conn.count_listening(&this.server, this.output, true);
         if let Some(s) = conn.session.take() {
             let (bytes, audio) = (conn.sender.bytes, conn.sender.audio_micros);
             this.server
@@ -483,6 +509,7 @@ fn listen(
             sender,
             _count: count,
             session: None,
+            counted_to: Instant::now(),
         }),
     }
 }
@@ -521,6 +548,7 @@ pub fn adopted(
             sender,
             _count: count,
             session: None,
+            counted_to: Instant::now(),
         },
     }
 }
