@@ -9,6 +9,10 @@ use streammachine_crds::config::{AudioFormat, Config, Mode, Secret, StreamConfig
 
 use crate::server::Server;
 
+/// How long a successor (standalone or master) holds its listener and source
+/// ports for a predecessor's handoff before serving on its own.
+const HANDOFF_WAIT: Duration = Duration::from_secs(30);
+
 /// Development password of the built-in default stream.
 pub const DEV_SOURCE_PASSWORD: &str = "hackme";
 
@@ -416,6 +420,22 @@ async fn serve(
         server.use_store(store, overlay);
     }
     server.set_reuse_port(handoff_from.is_some() || control.is_some());
+    if handoff_from.is_some() && server.config().mode != Mode::Slave {
+        // Until the predecessor's buffers are here, our own are not the
+        // stream: hold new listeners and sources in the kernel's queue.
+        server.await_handoff();
+        let s = std::sync::Arc::clone(&server);
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDOFF_WAIT).await;
+            if s.is_awaiting_handoff() {
+                tracing::warn!(
+                    seconds = HANDOFF_WAIT.as_secs(),
+                    "no predecessor handed off; accepting listeners and sources on our own"
+                );
+                s.handoff_settled();
+            }
+        });
+    }
     let bound = server.bind().await?;
     let (l, s, a) = bound.addrs();
     let fmt = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();

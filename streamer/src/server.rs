@@ -91,6 +91,10 @@ pub struct Server {
     parking: watch::Sender<bool>,
     parked: std::sync::Mutex<Parked>,
     accepting: watch::Sender<bool>,
+    /// A successor waiting for its predecessor's handoff: its listener and
+    /// source ports do not accept yet (connections wait in the kernel's queue),
+    /// so nobody lands on buffers the handoff is about to replace.
+    awaiting_handoff: AtomicBool,
     draining: AtomicBool,
     listening: std::sync::Mutex<Vec<(&'static str, Arc<TcpListener>)>>,
     handed_off: watch::Sender<bool>,
@@ -254,6 +258,7 @@ impl Server {
             parking: watch::channel(false).0,
             parked: std::sync::Mutex::new(Parked::default()),
             accepting: watch::channel(true).0,
+            awaiting_handoff: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             listening: std::sync::Mutex::new(Vec::new()),
             handed_off: watch::channel(false).0,
@@ -674,6 +679,24 @@ impl Server {
                 bytes::BytesMut::new(),
             ));
         }
+    }
+
+    /// A successor (standalone or master) holds its listener and source ports
+    /// until [`Server::handoff_settled`].
+    pub fn await_handoff(&self) {
+        self.awaiting_handoff.store(true, Ordering::Release);
+    }
+
+    /// The handoff is done (or is not coming): accept on every port.
+    pub fn handoff_settled(&self) {
+        if self.awaiting_handoff.swap(false, Ordering::AcqRel) {
+            self.accepting.send_modify(|_| {});
+        }
+    }
+
+    /// Whether the listener and source ports wait for a handoff.
+    pub fn is_awaiting_handoff(&self) -> bool {
+        self.awaiting_handoff.load(Ordering::Acquire)
     }
 
     /// Pauses or resumes accepting new connections on every port.
@@ -1141,7 +1164,8 @@ async fn accept_loop<F, Fut>(
         // Paused during a handoff (every port) or a drain (the listener port):
         // connections wait in the kernel's queue, which the successor inherits.
         let open = *accepting.borrow_and_update()
-            && !(what == "listener" && server.draining.load(Ordering::Relaxed));
+            && !(what == "listener" && server.draining.load(Ordering::Relaxed))
+            && !(what != "admin" && server.is_awaiting_handoff());
         if !open {
             tokio::select! {
                 _ = accepting.changed() => continue,

@@ -177,6 +177,104 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     assert!(all == audio, "the buffer moved with the listeners");
 }
 
+/// An authenticated admin API call.
+fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> HttpResponse {
+    http_send(
+        addr,
+        method,
+        path,
+        &[
+            ("Authorization", "Bearer tok"),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
+    let dir = scratch_dir("handoff-api");
+    let (lp, sp, ap) = (free_port(), free_port(), free_port());
+    let ports = [
+        ("--listen-port", lp),
+        ("--source-port", sp),
+        ("--admin-port", ap),
+    ];
+    let cfg = format!("admin: {{ token: tok }}\n{}", config());
+    let mut old = start_on(&dir, &ports, &cfg, "a.sock", false);
+    // This stream exists only in the old process's memory (no Redis, not in the file).
+    let r = api(
+        old.admin,
+        "POST",
+        "/api/streams",
+        r#"{"key": "extra", "password": "xp", "burstSeconds": 1, "icyMetaInterval": 1000}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let src_addr = old.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "extra", "xp", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let r = api(
+        old.admin,
+        "POST",
+        "/api/streams/extra/metadata",
+        r#"{"title": "Before the handoff"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (icy, st, _, rest) = request(old.listen, "GET", "/extra", &[("Icy-MetaData", "1")]);
+    assert_eq!(st, 200);
+    let icy = reader(icy, rest);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let new = start_on(&dir, &ports, &cfg, "b.sock", true);
+    assert!(new
+        .wait_log("waiting for a predecessor", Duration::from_secs(5))
+        .is_some());
+    let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
+    assert!(ok, "handoff: {out}");
+    assert!(out.contains("1 listeners, 1 sources, 2 buffers"), "{out}");
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(new
+        .wait_log("serving the predecessor's streams", Duration::from_secs(1))
+        .is_some_and(|l| l.contains("extra")));
+    // The successor has the stream, and titles go on through it.
+    let r = api(
+        new.admin,
+        "POST",
+        "/api/streams/extra/metadata",
+        r#"{"title": "After the handoff"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    feeder.join().unwrap();
+    let icy = icy.join().unwrap();
+    let (icy_audio, metas) = strip_icy(&icy, 1000);
+    let at = find(&audio, &icy_audio[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&icy_audio) && at + icy_audio.len() == audio.len(),
+        "icy: contiguous across the handoff, phase kept, to the end"
+    );
+    let titles: Vec<&str> = metas.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "StreamTitle='Before the handoff';",
+            "StreamTitle='After the handoff';"
+        ],
+        "each title once, the new one from the successor"
+    );
+}
+
 #[test]
 fn a_successor_that_dies_mid_handoff_leaves_the_old_one_serving() {
     let dir = scratch_dir("handoff-crash");

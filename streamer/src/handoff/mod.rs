@@ -53,6 +53,9 @@ pub enum HandoffError {
     /// A buffer that does not load.
     #[error("handoff buffer: {0}")]
     Buffer(String),
+    /// The predecessor's configuration cannot run here.
+    #[error("handoff refused: {0}")]
+    Refused(String),
     /// Not everyone stopped in time.
     #[error("only {parked} of {expected} connections paused in time")]
     NotParked {
@@ -68,7 +71,24 @@ struct Hello {
     version: u32,
     mode: String,
     pid: u32,
+    /// The streams and mounts running in the predecessor (standalone and
+    /// master), API changes included: the successor serves exactly these, so
+    /// no listener or source finds its stream missing. A slave's come from
+    /// its master.
+    #[serde(default)]
+    running: Option<Running>,
 }
+
+/// A predecessor's running streams and mounts (passwords included: this goes
+/// over a local socket between two processes of the same server, never to a log).
+#[derive(Debug, Serialize, Deserialize)]
+struct Running {
+    source_mounts: Vec<streammachine_crds::config::SourceMountConfig>,
+    streams: Vec<streammachine_crds::config::StreamConfig>,
+}
+
+/// Largest hello (it carries the running configuration).
+const MAX_HELLO: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct ListeningMsg {
@@ -163,6 +183,13 @@ pub async fn hand_off(server: &Arc<Server>, target: &Path) -> Result<Summary, Ha
     let transfer_buffers = server.config().mode != streammachine_crds::config::Mode::Slave;
     let streams = server.streams();
     let mode = server.config().mode.to_string();
+    let running = transfer_buffers.then(|| {
+        let c = server.effective_config();
+        Running {
+            source_mounts: c.source_mounts,
+            streams: c.streams,
+        }
+    });
     let (result, parked, sock) = tokio::task::spawn_blocking(move || {
         let r = (|| -> Result<Summary, HandoffError> {
             let mut summary = Summary::default();
@@ -174,6 +201,7 @@ pub async fn hand_off(server: &Arc<Server>, target: &Path) -> Result<Summary, Ha
                     version: 1,
                     mode,
                     pid: std::process::id(),
+                    running,
                 })?,
             )?;
             if transfer_buffers {
@@ -258,6 +286,7 @@ pub async fn hand_off(server: &Arc<Server>, target: &Path) -> Result<Summary, Ha
 
 /// What a successor received, before adopting it.
 struct Received {
+    hello: Hello,
     buffers: Vec<(String, Vec<u8>)>,
     listening: Vec<(String, OwnedFd)>,
     sources: Vec<(SourceMsg, OwnedFd)>,
@@ -265,13 +294,14 @@ struct Received {
 }
 
 fn receive(sock: &mut UnixStream) -> Result<Received, HandoffError> {
-    let (kind, _, payload) = fd::recv(sock, 64 * 1024)?;
+    let (kind, _, payload) = fd::recv(sock, MAX_HELLO)?;
     if kind != b'H' {
         return Err(HandoffError::Protocol("no hello".into()));
     }
     let hello: Hello = serde_json::from_slice(&payload)?;
     tracing::info!(pid = hello.pid, mode = %hello.mode, "a predecessor is handing off");
     let mut r = Received {
+        hello,
         buffers: Vec::new(),
         listening: Vec::new(),
         sources: Vec::new(),
@@ -334,6 +364,20 @@ fn output_name(s: &str) -> &'static str {
 /// Adopts what a predecessor sent: buffers, listening sockets, sources, listeners.
 fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
     let mut summary = Summary::default();
+    let ours = server.config().mode.to_string();
+    if r.hello.mode != ours {
+        return Err(HandoffError::Refused(format!(
+            "the predecessor is a {} server, this one is {ours}",
+            r.hello.mode
+        )));
+    }
+    if let Some(running) = r.hello.running {
+        // Before anything is adopted, so a failure leaves the predecessor serving.
+        let applied = server
+            .apply(running.source_mounts, running.streams)
+            .map_err(|e| HandoffError::Refused(format!("its configuration: {e}")))?;
+        tracing::info!(created = ?applied.created, updated = ?applied.updated, removed = ?applied.removed, "handoff: serving the predecessor's streams and mounts");
+    }
     for (key, dump) in r.buffers {
         let Some(stream) = server.stream(&key) else {
             tracing::warn!(stream = %key, "handoff: no such stream here; its buffer is skipped");
@@ -439,11 +483,19 @@ fn bind(path: &Path, what: &str) -> Option<tokio::net::UnixListener> {
 
 /// The successor side: waits on `path` for predecessors, while serving.
 pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
+    // Offer to take over only once this server can serve (a slave: once it
+    // has its master's streams); whoever hands off waits for the socket.
+    let mut shutdown = server.shutdown_signal();
+    while !server.is_ready() {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
     let Some(listener) = bind(&path, "cannot listen for a handoff") else {
         return;
     };
     tracing::info!(path = %path.display(), "waiting for a predecessor's handoff");
-    let mut shutdown = server.shutdown_signal();
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
@@ -472,6 +524,7 @@ pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
                 let ack =
                     tokio::task::spawn_blocking(move || fd::send(&mut std_sock, b'A', &[], b"ok"))
                         .await;
+                server.handoff_settled();
                 if matches!(ack, Ok(Ok(()))) {
                     tracing::info!(%summary, took_ms = started.elapsed().as_millis() as u64, "took over from the predecessor");
                 } else {
