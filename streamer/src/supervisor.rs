@@ -29,21 +29,41 @@ pub fn run(_args: &Args) -> ExitCode {
     runtime.block_on(supervise())
 }
 
-/// The binary as invoked (a path, so a new file at that path is what a
-/// successor runs), and the arguments without `run`.
+/// The binary as invoked, as a path that is looked up again at every
+/// upgrade: symlinks are not resolved (flipping a `current` link to a new
+/// release is an upgrade) and a bare name is found on `PATH` (not through
+/// `/proc/self/exe`, which names the old, replaced file). Also the arguments
+/// without `run`.
 fn command_line() -> (PathBuf, Vec<std::ffi::OsString>) {
     let mut argv = std::env::args_os();
     let argv0 = argv.next().map(PathBuf::from).unwrap_or_default();
-    let exe = if argv0.components().count() > 1 {
-        std::fs::canonicalize(&argv0).unwrap_or(argv0)
-    } else {
-        std::env::current_exe().unwrap_or(argv0)
-    };
+    let exe = invoked_path(&argv0, std::env::var_os("PATH").as_deref())
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or(argv0);
     let mut rest: Vec<std::ffi::OsString> = argv.collect();
     if let Some(i) = rest.iter().position(|a| a == "run") {
         rest.remove(i);
     }
     (exe, rest)
+}
+
+/// `argv0` made absolute without resolving links, or found on `path`.
+fn invoked_path(argv0: &Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    if argv0.components().count() > 1 {
+        return if argv0.is_absolute() {
+            Some(argv0.to_path_buf())
+        } else {
+            std::env::current_dir().ok().map(|d| d.join(argv0))
+        };
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(argv0))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn spawn(
@@ -148,7 +168,7 @@ async fn supervise() -> ExitCode {
                 }
                 match control(&control_path, format!("HANDOFF {}\n", handoff.display())).await {
                     Ok(reply) if reply.starts_with("OK") => {
-                        tracing::info!(reply = %reply, "supervisor: handed off to the new server");
+                        tracing::info!(reply = %reply, pid = next.id(), exe = %exe.display(), "supervisor: handed off to the new server");
                         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
                         child = next;
                         control_path = next_control;
@@ -161,5 +181,37 @@ async fn supervise() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_invoked_path_is_kept_unresolved_or_found_on_path() {
+        let dir = std::env::temp_dir().join(format!("sm-sup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("streammachine");
+        std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.join("current");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&bin, &link).unwrap();
+        // A link stays a link: a flipped link is the next upgrade.
+        assert_eq!(invoked_path(&link, None), Some(link.clone()));
+        // A bare name is looked up on PATH, skipping what is not executable.
+        let other = dir.join("empty");
+        std::fs::create_dir_all(&other).unwrap();
+        let path = std::env::join_paths([other.clone(), dir.clone()]).unwrap();
+        assert_eq!(
+            invoked_path(Path::new("streammachine"), Some(&path)),
+            Some(bin.clone())
+        );
+        assert_eq!(invoked_path(Path::new("nothing-here"), Some(&path)), None);
+        let rel = invoked_path(Path::new("./x/streammachine"), None).unwrap();
+        assert!(rel.is_absolute() && rel.ends_with("x/streammachine"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -346,8 +346,14 @@ fn run_hands_off_to_a_new_process_on_sighup() {
         ap.to_string(),
         "run".into(),
     ];
+    // Started through a `current` link, as releases are deployed; the upgrade
+    // flips the link to a new file.
+    let dir = scratch_dir("run-upgrade");
+    let (v1, v2, current) = (dir.join("v1"), dir.join("v2"), dir.join("current"));
+    std::fs::copy(EXE, &v1).unwrap();
+    std::os::unix::fs::symlink(&v1, &current).unwrap();
     let mut sup = ServerProcess::try_start(
-        EXE,
+        current.to_str().unwrap(),
         config(),
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
@@ -370,18 +376,26 @@ fn run_hands_off_to_a_new_process_on_sighup() {
     assert_eq!(st, 200);
     let listener = reader(s, rest);
     std::thread::sleep(Duration::from_secs(1));
+    std::fs::copy(EXE, &v2).unwrap();
+    let flip = dir.join("current.new");
+    std::os::unix::fs::symlink(&v2, &flip).unwrap();
+    std::fs::rename(&flip, &current).unwrap();
     Command::new("kill")
         .args(["-HUP", &sup.pid().to_string()])
         .status()
         .unwrap();
-    assert!(
-        sup.wait_log(
+    let line = sup
+        .wait_log(
             "supervisor: handed off to the new server",
-            Duration::from_secs(15)
+            Duration::from_secs(15),
         )
-        .is_some(),
-        "{:#?}",
-        sup.logs()
+        .unwrap_or_else(|| panic!("{:#?}", sup.logs()));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let pid = v["pid"].as_u64().expect("the new server's pid");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        v2,
+        "the new server runs the new release"
     );
     feeder.join().unwrap();
     let got = listener.join().unwrap();
