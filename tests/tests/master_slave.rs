@@ -65,7 +65,18 @@ fn everything(server: &ServerProcess) -> Vec<u8> {
 fn slaves_hold_exact_replicas_and_serve_every_output() {
     let master = ServerProcess::start(EXE, &master_config(""));
     let s1 = slave(&master, SECRET);
-    let s2 = slave(&master, SECRET);
+    // The second slave reads its secret from a file (a mounted Secret).
+    let secret_dir = scratch_dir("link-secret");
+    let secret_file = secret_dir.join("link");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let s2 = ServerProcess::start(
+        EXE,
+        &format!(
+            "mode: slave\nlink: {{ secretFile: {} }}\nmaster: {{ url: \"http://{}\" }}\n",
+            secret_file.display(),
+            master.admin
+        ),
+    );
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let audio = audio_of(&data, Codec::Mp3);
     // All of it at the master first (equal counts on the way could be a coincidence).
@@ -98,6 +109,15 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
         .collect();
     let (mut l, st, _, rest) = request(s1.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
+    // A title set on the master travels with the audio to the slave's listener.
+    let r = http_send(
+        master.admin,
+        "POST",
+        "/api/streams/live/metadata",
+        &[("Authorization", "Bearer tok")],
+        br#"{"title": "Through the link"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     let addr = master.source;
     let d = data.clone();
     std::thread::spawn(move || {
@@ -109,7 +129,13 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
     l.set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
     let wire = read_n(&mut l, rest, usize::MAX, Duration::from_secs(10));
-    let (got, _) = strip_icy(&wire, 16_000);
+    let (got, metas) = strip_icy(&wire, 16_000);
+    assert!(
+        metas
+            .iter()
+            .any(|(_, t)| t == "StreamTitle='Through the link';"),
+        "{metas:?}"
+    );
     let whole = [audio.clone(), sent.clone()].concat();
     let at = find(&whole, &got[..1024]).unwrap();
     assert!(
@@ -164,6 +190,74 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
     assert_eq!(
         http_call(s2.listen, "HEAD", "/news", &[]).header("content-type"),
         Some("audio/aac")
+    );
+    // A change and a removal reach them too.
+    let r = http_send(
+        master.admin,
+        "PUT",
+        "/api/streams/news",
+        &[("Authorization", "Bearer tok")],
+        br#"{"key":"news","format":"aac","name":"News Desk"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let end = Instant::now() + Duration::from_secs(10);
+    while http_call(s1.listen, "HEAD", "/news", &[]).header("icy-name") != Some("News Desk") {
+        assert!(Instant::now() < end, "the change never reached the slave");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = http_send(
+        master.admin,
+        "DELETE",
+        "/api/streams/news",
+        &[("Authorization", "Bearer tok")],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let end = Instant::now() + Duration::from_secs(10);
+    while http_call(s1.listen, "HEAD", "/news", &[]).status != 404
+        || http_call(s2.listen, "HEAD", "/news", &[]).status != 404
+    {
+        assert!(Instant::now() < end, "the removal never reached the slaves");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_call(s1.listen, "HEAD", "/live", &[]).status, 200);
+}
+
+#[test]
+fn a_stalled_slave_never_holds_up_the_master_or_the_other_slaves() {
+    let master = ServerProcess::start(EXE, &master_config(""));
+    let s1 = slave(&master, SECRET);
+    let stalled = slave(&master, SECRET);
+    assert!(master.wait_metric("streammachine_slaves", 2.0, Duration::from_secs(10)));
+    // The stalled slave stops reading (its process is stopped): the master's
+    // writes to it back up in the kernel, and nothing else may wait for it.
+    signal(stalled.pid(), "STOP");
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let audio = audio_of(&data, Codec::Mp3);
+    let mut sent = Vec::new();
+    for _ in 0..24 {
+        send_all(&master, "live", &data);
+        sent.extend_from_slice(&audio);
+        assert!(
+            wait_same(&master, &s1, Duration::from_secs(5)),
+            "the healthy slave keeps up while another is stalled"
+        );
+    }
+    assert!(everything(&s1) == sent);
+    // The master drops the silent slave and says so.
+    assert!(
+        master.wait_metric("streammachine_slaves", 1.0, Duration::from_secs(30)),
+        "the stalled slave is dropped"
+    );
+    assert!(master
+        .wait_log("slave link ended", Duration::from_secs(1))
+        .is_some());
+    // Woken, it reconnects and receives exactly what it lacks.
+    signal(stalled.pid(), "CONT");
+    assert!(wait_same(&master, &stalled, Duration::from_secs(20)));
+    assert!(
+        everything(&stalled) == sent,
+        "nothing lost, nothing doubled"
     );
 }
 
