@@ -67,6 +67,12 @@ pub struct Metrics {
     pub link_sent_chunks: prometheus::IntCounter,
     /// Master: connected slaves.
     pub slaves: IntGauge,
+    /// Master: chunks a connected slave is behind, by slave and stream (set at scrape).
+    pub slave_chunks_behind: IntGaugeVec,
+    /// Master: listeners a connected slave reports, by slave and stream (set at scrape).
+    pub slave_listeners: IntGaugeVec,
+    /// Master: seconds since a connected slave last said anything, by slave (set at scrape).
+    pub slave_last_seen_seconds: prometheus::GaugeVec,
     /// 1 while an alert is raised, by alert and subject.
     pub alert_active: IntGaugeVec,
     /// Always 1; the version in a label.
@@ -245,6 +251,29 @@ impl Metrics {
             },
             slaves: {
                 let g = IntGauge::new("streammachine_slaves", "Master: connected slaves.")?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            slave_chunks_behind: gauge_vec(
+                r,
+                "streammachine_slave_chunks_behind",
+                "Master: chunks a connected slave is behind the master's buffer.",
+                &["slave", "stream"],
+            )?,
+            slave_listeners: gauge_vec(
+                r,
+                "streammachine_slave_listeners",
+                "Master: listeners a connected slave reports.",
+                &["slave", "stream"],
+            )?,
+            slave_last_seen_seconds: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "streammachine_slave_last_seen_seconds",
+                        "Master: seconds since a connected slave last sent anything.",
+                    ),
+                    &["slave"],
+                )?;
                 r.register(Box::new(g.clone()))?;
                 g
             },

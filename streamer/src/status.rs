@@ -43,7 +43,26 @@ pub fn metrics_text(server: &Server) -> String {
                 .set((now - end).max(0) as f64 / 1e6);
         }
     }
-    server.metrics().render()
+    let m = server.metrics();
+    m.slave_chunks_behind.reset();
+    m.slave_listeners.reset();
+    m.slave_last_seen_seconds.reset();
+    for slave in server.slaves() {
+        for (stream, behind) in crate::link::master::chunks_behind(server, &slave) {
+            m.slave_chunks_behind
+                .with_label_values(&[&slave.id, &stream])
+                .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        }
+        for (stream, n) in &slave.stats.listeners {
+            m.slave_listeners
+                .with_label_values(&[&slave.id, stream])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        m.slave_last_seen_seconds
+            .with_label_values(&[&slave.id])
+            .set(slave.last_seen.elapsed().as_secs_f64());
+    }
+    m.render()
 }
 
 fn http_date(t: SystemTime) -> (String, String) {

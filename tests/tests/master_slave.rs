@@ -166,6 +166,25 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
             .all(|s| s["chunksBehind"]["live"] == 0),
         "{v}"
     );
+    // The same per slave in the metrics.
+    let mut listening = 0.0;
+    for s in v.as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        let label = format!("{{slave=\"{id}\",stream=\"live\"}}");
+        assert_eq!(
+            master.metric(&format!("streammachine_slave_chunks_behind{label}")),
+            Some(0.0)
+        );
+        listening += master
+            .metric(&format!("streammachine_slave_listeners{label}"))
+            .unwrap();
+        assert!(master
+            .metric(&format!(
+                "streammachine_slave_last_seen_seconds{{slave=\"{id}\"}}"
+            ))
+            .is_some_and(|secs| secs < 10.0));
+    }
+    assert_eq!(listening, 1.0);
     // Config changes reach the slaves live.
     let body = br#"{"key":"news","format":"aac","password":"x"}"#;
     assert_eq!(

@@ -462,21 +462,11 @@ fn get_config(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiEr
 }
 
 fn list_slaves(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
-    let next: std::collections::BTreeMap<String, u64> = server
-        .streams()
-        .iter()
-        .map(|s| (s.key().to_string(), s.read_buffer().next_seq()))
-        .collect();
     let slaves: Vec<Value> = server
         .slaves()
         .into_iter()
         .map(|s| {
-            let behind: serde_json::Map<String, Value> = s
-                .stats
-                .next_seq
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(next.get(k).map_or(0, |m| m.saturating_sub(*v)))))
-                .collect();
+            let behind = crate::link::master::chunks_behind(server, &s);
             json!({
                 "id": s.id,
                 "address": s.peer.to_string(),

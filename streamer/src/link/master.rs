@@ -67,6 +67,20 @@ pub fn link_config(server: &Server) -> LinkConfig {
 
 /// Checks the slave's credentials and upgrades the connection; `Err` is the
 /// response to send.
+/// How many chunks a slave is behind the master's buffer, per stream it
+/// reported (from its last stats).
+pub fn chunks_behind(server: &Server, slave: &SlaveInfo) -> BTreeMap<String, u64> {
+    slave
+        .stats
+        .next_seq
+        .iter()
+        .map(|(key, theirs)| {
+            let ours = server.stream(key).map_or(0, |s| s.read_buffer().next_seq());
+            (key.clone(), ours.saturating_sub(*theirs))
+        })
+        .collect()
+}
+
 fn accept(server: &Server, req: &Request) -> Result<(), (u16, String)> {
     let Some(secret) = server.link_secret() else {
         return Err((401, "the slave link is disabled: no link secret (link.secretFile or STREAMMACHINE_LINK_SECRET)".into()));
