@@ -75,6 +75,25 @@ fn listens_and_sessions_are_reported() {
         assert_eq!(seg.status, 200);
         hls_bytes += seg.body.len() as u64;
     }
+    // A player that sends no session id and reloads the playlist by its
+    // original URL (hls.js, ExoPlayer, ffmpeg) stays one session.
+    let ua = [("User-Agent", "PlainHls/2.0")];
+    let first = http_get(server.listen, "/live.m3u8", &ua).text();
+    let again = http_get(server.listen, "/live.m3u8", &ua).text();
+    let session_of = |pl: &str| {
+        pl.lines()
+            .find(|l| l.starts_with("live/seg/"))
+            .and_then(|l| l.split_once("session="))
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_else(|| panic!("no session in the URIs: {pl}"))
+    };
+    let plain = session_of(&first);
+    assert_eq!(plain, session_of(&again), "the same session across reloads");
+    assert_ne!(plain, sid);
+    for pl in [&first, &again] {
+        let u = pl.lines().find(|l| l.starts_with("live/seg/")).unwrap();
+        assert_eq!(http_get(server.listen, &format!("/{u}"), &ua).status, 200);
+    }
     feeder.join().unwrap();
     std::thread::sleep(Duration::from_secs(4)); // HLS idle roll-up (2 s, swept every 5 s)
     let mut ev = events(&file);
@@ -133,13 +152,27 @@ fn listens_and_sessions_are_reported() {
     assert_eq!(roll["listens"], 2);
     assert_eq!(roll["bytes"].as_u64().unwrap(), hls_bytes);
     assert_eq!(roll["endReason"], "idle");
+    let plain: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["session"] == plain.as_str())
+        .collect();
+    assert_eq!(
+        plain
+            .iter()
+            .filter(|e| e["type"] == "session_start")
+            .count(),
+        1,
+        "{plain:?}"
+    );
+    assert_eq!(plain.iter().filter(|e| e["type"] == "listen").count(), 2);
+    assert_eq!(plain[0]["client"]["ua"], "PlainHls/2.0");
     assert_eq!(
         server.metric("streammachine_sessions_total{output=\"raw\",stream=\"live\"}"),
         Some(1.0)
     );
     assert_eq!(
         server.metric("streammachine_sessions_total{output=\"hls\",stream=\"live\"}"),
-        Some(1.0)
+        Some(2.0)
     );
     assert!(
         server

@@ -14,11 +14,13 @@ fn config() -> String {
     "streams:\n  - key: music\n    password: pw\n    title: Station\n    hls: { segmentSeconds: 2, group: main }\n  - key: music-aac\n    format: aac\n    password: pw2\n    hls: { segmentSeconds: 2, group: main }\n".to_string()
 }
 
+/// The segment URIs of a playlist, without their `?session=` query (every
+/// URI of one playlist carries the same one).
 fn segment_uris(playlist: &str) -> Vec<String> {
     playlist
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(str::to_string)
+        .map(|l| l.split('?').next().unwrap_or(l).to_string())
         .collect()
 }
 

@@ -39,8 +39,12 @@ fn target_floor(segment_seconds: u32) -> u32 {
 
 /// The media playlist of a stream. `?offset=` / `?at=` add `EXT-X-START`
 /// (timeshift); `?window=N` lists only the newest N segments (a short live
-/// window); `?session=` is carried into the segment URIs.
-pub fn media_playlist(server: &Server, stream: &Arc<Stream>, req: &Request) -> Response {
+/// window); the session (see [`session_for`]) is carried into the segment URIs.
+pub fn media_playlist(
+    stream: &Arc<Stream>,
+    req: &Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Response {
     let start = match StartRequest::from_request(req) {
         Ok(s) => s,
         Err(e) => return Response::text(400, reason(400), e.to_string()),
@@ -57,14 +61,8 @@ pub fn media_playlist(server: &Server, stream: &Arc<Stream>, req: &Request) -> R
         }
     };
     // The session id travels in the segment URIs, so segment requests can be
-    // stitched into a session (players send X-Playback-Session-Id, others not).
-    let session = session_id(req).or_else(|| {
-        server
-            .analytics()
-            .enabled()
-            .then(crate::analytics::new_session_id)
-    });
-    let query = session.as_ref().map(|s| format!("session={s}"));
+    // stitched into a session.
+    let query = session_for(req, peer).map(|s| format!("session={s}"));
     let (list, seconds) = {
         let b = stream.read_buffer();
         let mut list = hls::segments(b.iter().map(|c| c.hls_view()));
@@ -91,7 +89,39 @@ pub fn media_playlist(server: &Server, stream: &Arc<Stream>, req: &Request) -> R
         .body(hls::render_media(&list, &opts).into_bytes())
 }
 
-/// The HLS session id of a request: `X-Playback-Session-Id`, else `?session=`.
+/// The HLS session of a playlist request: the player's own
+/// (`X-Playback-Session-Id`, sent by Apple's players) or the one our URIs
+/// carry (`?session=`); else one derived from the client's address and
+/// User-Agent, so a player that reloads the playlist by its original URL
+/// (hls.js, ExoPlayer, VLC, ffmpeg) stays one session across reloads.
+/// Two players behind one address with the same User-Agent count as one.
+pub fn session_for(req: &Request, peer: Option<std::net::SocketAddr>) -> Option<String> {
+    session_id(req).or_else(|| {
+        let ip = peer?.ip().to_string();
+        let ua = req.header("user-agent").unwrap_or("");
+        Some(derived_session(&ip, ua))
+    })
+}
+
+/// A stable 128-bit id (32 hex digits) for an address and User-Agent: FNV-1a
+/// 64 with two offsets, the same in every process (master, slaves, successors).
+fn derived_session(ip: &str, ua: &str) -> String {
+    let fnv = |offset: u64| {
+        let mut h = offset;
+        for b in ip.bytes().chain([0]).chain(ua.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
+}
+
+/// The HLS session id a request names: `X-Playback-Session-Id`, else `?session=`.
 fn session_id(req: &Request) -> Option<String> {
     req.header("x-playback-session-id")
         .map(str::to_string)
@@ -170,7 +200,7 @@ pub fn segment(
     );
     let audio_micros: u64 = run.iter().map(|c| c.duration_micros()).sum();
     let behind = stream.audio_end().saturating_sub(first.audio_start_micros) as f64 / 1e6;
-    match session_id(req) {
+    match session_for(req, peer) {
         Some(id) => {
             let client = crate::analytics::Client {
                 ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
@@ -226,7 +256,12 @@ fn adts_profile(stream: &Stream) -> u8 {
 }
 
 /// The multivariant playlist of a stream group.
-pub fn multivariant(server: &Server, group: &str, req: &Request) -> Response {
+pub fn multivariant(
+    server: &Server,
+    group: &str,
+    req: &Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Response {
     let members: Vec<Arc<Stream>> = server
         .streams()
         .into_iter()
@@ -235,10 +270,7 @@ pub fn multivariant(server: &Server, group: &str, req: &Request) -> Response {
     if members.is_empty() {
         return Response::text(404, reason(404), format!("no stream group {group:?}"));
     }
-    let session = req
-        .query_param("session")
-        .filter(|s| s.len() <= 128)
-        .map(|s| format!("session={s}"));
+    let session = session_for(req, peer).map(|s| format!("session={s}"));
     let mut rows = Vec::new();
     for s in &members {
         let list = {

@@ -203,10 +203,19 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
         .strip_prefix("sg/")
         .and_then(|g| g.strip_suffix(".m3u8"))
     {
-        return Answer::Short(super::hls::multivariant(server, group, req));
+        return Answer::Short(super::hls::multivariant(
+            server,
+            group,
+            req,
+            sock.peer_addr().ok(),
+        ));
     }
     if let Some(stream) = name.strip_suffix(".m3u8").and_then(|k| server.stream(k)) {
-        return Answer::Short(super::hls::media_playlist(server, &stream, req));
+        return Answer::Short(super::hls::media_playlist(
+            &stream,
+            req,
+            sock.peer_addr().ok(),
+        ));
     }
     if let Some((key, seg)) = name.split_once("/seg/") {
         if let Some(stream) = server.stream(key) {
