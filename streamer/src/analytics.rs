@@ -88,6 +88,38 @@ pub struct Session {
     listens: u64,
 }
 
+/// A session as handed to a successor process (times made relative).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SessionState {
+    id: String,
+    ip: String,
+    ua: Option<String>,
+    start_wall: i64,
+    age_micros: u64,
+    since_report_micros: u64,
+    reported_bytes: u64,
+    reported_audio_micros: u64,
+    listens: u64,
+}
+
+impl Session {
+    /// Its state, to hand over.
+    pub fn state(&self) -> SessionState {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        SessionState {
+            id: self.id.clone(),
+            ip: self.client.ip.clone(),
+            ua: self.client.ua.clone(),
+            start_wall: self.start_wall,
+            age_micros: micros(self.started.elapsed()),
+            since_report_micros: micros(self.last_report.elapsed()),
+            reported_bytes: self.reported_bytes,
+            reported_audio_micros: self.reported_audio_micros,
+            listens: self.listens,
+        }
+    }
+}
+
 /// An HLS session, stitched together from segment requests.
 #[derive(Debug)]
 struct HlsSession {
@@ -157,6 +189,39 @@ impl Analytics {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A session handed over by a predecessor: it goes on (no new
+    /// `session_start`, not counted again). None when events are off here.
+    pub fn resume(
+        &self,
+        stream: &str,
+        output: &'static str,
+        state: SessionState,
+    ) -> Option<Box<Session>> {
+        if !self.enabled() {
+            return None;
+        }
+        let now = Instant::now();
+        let ago = |micros: u64| {
+            now.checked_sub(Duration::from_micros(micros))
+                .unwrap_or(now)
+        };
+        Some(Box::new(Session {
+            id: state.id,
+            stream: stream.to_string(),
+            output,
+            client: Client {
+                ip: state.ip,
+                ua: state.ua,
+            },
+            start_wall: state.start_wall,
+            started: ago(state.age_micros),
+            last_report: ago(state.since_report_micros),
+            reported_bytes: state.reported_bytes,
+            reported_audio_micros: state.reported_audio_micros,
+            listens: state.listens,
+        }))
     }
 
     /// A long-lived listener connected; returns its session (None when

@@ -200,7 +200,12 @@ fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
         ("--source-port", sp),
         ("--admin-port", ap),
     ];
-    let cfg = format!("admin: {{ token: tok }}\n{}", config());
+    let events = dir.join("events.jsonl");
+    let cfg = format!(
+        "admin: {{ token: tok }}\nanalytics: {{ file: {}, intervalSeconds: 1 }}\n{}",
+        events.display(),
+        config()
+    );
     let mut old = start_on(&dir, &ports, &cfg, "a.sock", false);
     // This stream exists only in the old process's memory (no Redis, not in the file).
     let r = api(
@@ -244,6 +249,19 @@ fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
     assert!(ok, "handoff: {out}");
     assert!(out.contains("1 listeners, 1 sources, 2 buffers"), "{out}");
     assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
+    // The listener's analytics session: started in the old process.
+    let of_listener = |kind: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["stream"] == "extra" && e["output"] == "icy" && e["type"] == kind)
+            .collect()
+    };
+    let starts = of_listener("session_start");
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    let id = starts[0]["session"].clone();
+    let before = of_listener("listen").len();
     assert!(new
         .wait_log("serving the predecessor's streams", Duration::from_secs(1))
         .is_some_and(|l| l.contains("extra")));
@@ -273,6 +291,15 @@ fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
         ],
         "each title once, the new one from the successor"
     );
+    // The session went on in the successor: more listens under the same id
+    // (the old process is gone), and no second start.
+    let listens = of_listener("listen");
+    assert!(
+        listens.len() > before,
+        "{before} listens before, {listens:?}"
+    );
+    assert!(listens.iter().all(|e| e["session"] == id), "{listens:?}");
+    assert_eq!(of_listener("session_start").len(), 1);
 }
 
 #[test]

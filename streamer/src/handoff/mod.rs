@@ -119,6 +119,9 @@ struct ListenerMsg {
     lag_allowance: u64,
     bytes: u64,
     audio_micros: u64,
+    /// Its analytics session, which goes on in the successor.
+    #[serde(default)]
+    session: Option<crate::analytics::SessionState>,
 }
 
 /// What a handoff moved.
@@ -247,6 +250,7 @@ pub async fn hand_off(server: &Arc<Server>, target: &Path) -> Result<Summary, Ha
                     lag_allowance: s.lag_allowance,
                     bytes: s.bytes,
                     audio_micros: s.audio_micros,
+                    session: p.conn.session_state(),
                 };
                 fd::send(&mut sock, b'C', &[fd::raw(&p.conn.sock)], &json(&msg)?)?;
                 summary.listeners += 1;
@@ -463,9 +467,12 @@ fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
         );
         sender.bytes = msg.bytes;
         sender.audio_micros = msg.audio_micros;
+        let session = msg
+            .session
+            .and_then(|st| server.analytics().resume(&msg.stream, output, st));
         crate::output::listener::resume(
             server,
-            crate::output::listener::adopted(sock, msg.peer, output, sender),
+            crate::output::listener::adopted(sock, msg.peer, output, sender, session),
         );
         summary.listeners += 1;
     }

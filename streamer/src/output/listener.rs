@@ -392,6 +392,11 @@ pub struct Conn {
 const COUNT_EVERY: Duration = Duration::from_secs(10);
 
 impl Conn {
+    /// Its analytics session's state, to hand over.
+    pub fn session_state(&self) -> Option<crate::analytics::SessionState> {
+        self.session.as_ref().map(|s| s.state())
+    }
+
     /// Adds the time since the last count to the listening-seconds counter
     /// (always, with or without analytics events); `force` at the end.
     fn count_listening(&mut self, server: &Server, output: &str, force: bool) {
@@ -547,6 +552,7 @@ pub fn adopted(
     peer: SocketAddr,
     output: &'static str,
     sender: Sender,
+    session: Option<Box<crate::analytics::Session>>,
 ) -> ParkedListener {
     let count = sender.stream().listener_joined();
     ParkedListener {
@@ -556,7 +562,7 @@ pub fn adopted(
             sock,
             sender,
             _count: count,
-            session: None,
+            session,
             counted_to: Instant::now(),
         },
     }
