@@ -37,6 +37,10 @@ use crate::stream::now_micros;
 /// so a slow disk never holds up audio.
 const QUEUE: usize = 65_536;
 
+/// An HLS session counts as listening while it fetched a segment this
+/// recently (three 10 s segments).
+pub const HLS_ACTIVE: Duration = Duration::from_secs(30);
+
 /// A new session id: 128 random bits as 32 hex digits.
 pub fn new_session_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -389,6 +393,17 @@ impl Analytics {
             "behindLiveSeconds": behind_live,
             "contentTime": format_time(content_ts),
         }));
+    }
+
+    /// HLS sessions of `stream` that fetched a segment within the last
+    /// [`HLS_ACTIVE`]: the HLS listeners now.
+    pub fn hls_active(&self, stream: &str) -> usize {
+        self.hls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|s| s.stream == stream && s.last_seen.elapsed() < HLS_ACTIVE)
+            .count()
     }
 
     /// Rolls up HLS sessions idle for longer than `sessionIdleSeconds`.

@@ -35,6 +35,13 @@ pub fn common_route(server: &Arc<Server>, req: &Request, path: &str) -> Option<R
 pub fn metrics_text(server: &Server) -> String {
     let now = now_micros();
     for stream in server.streams() {
+        // HLS has no connection to count: its sessions active just now.
+        let hls = server.analytics().hls_active(stream.key());
+        server
+            .metrics()
+            .listeners
+            .with_label_values(&[stream.key(), "hls"])
+            .set(i64::try_from(hls).unwrap_or(i64::MAX));
         if let Some(end) = stream.read_buffer().last_end_ts() {
             server
                 .metrics()

@@ -55,6 +55,9 @@ pub struct Stream {
     /// While a restarted master waits for its slaves: new audio, not yet
     /// numbered (see [`Stream::hold`]).
     held: Mutex<Option<Vec<Held>>>,
+    /// Bumped whenever the buffer is emptied or replaced (clear, import,
+    /// handoff): a master then makes its slaves start over from its buffer.
+    generation: AtomicU64,
 }
 
 /// Audio held back while a restarted master re-syncs, with its arrival time.
@@ -103,6 +106,7 @@ impl Stream {
             buffer_overhead: metrics.buffer_overhead_bytes.with_label_values(&[&key]),
             transcoder: Mutex::new(None),
             held: Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -393,12 +397,19 @@ impl Stream {
         if let Some(k) = format_key {
             self.set_format_key(k);
         }
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.after_change(|b| b.restore(chunks));
     }
 
     /// Empties the buffer (numbering continues); listeners behind move on.
     pub fn clear_buffer(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.after_change(RewindBuffer::clear);
+    }
+
+    /// Changes whenever the buffer was emptied or replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Read access to the buffer. Hold it briefly: appends wait for it.

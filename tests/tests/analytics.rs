@@ -94,6 +94,11 @@ fn listens_and_sessions_are_reported() {
         let u = pl.lines().find(|l| l.starts_with("live/seg/")).unwrap();
         assert_eq!(http_get(server.listen, &format!("/{u}"), &ua).status, 200);
     }
+    // Two HLS players are listening now.
+    assert_eq!(
+        server.metric("streammachine_listeners{output=\"hls\",stream=\"live\"}"),
+        Some(2.0)
+    );
     feeder.join().unwrap();
     std::thread::sleep(Duration::from_secs(4)); // HLS idle roll-up (2 s, swept every 5 s)
     let mut ev = events(&file);

@@ -240,6 +240,42 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(http_call(s1.listen, "HEAD", "/live", &[]).status, 200);
+
+    // Clearing the master's rewind buffer clears the slaves'; an import
+    // reaches them whole.
+    let auth = [("Authorization", "Bearer tok")];
+    let before = everything(&s1);
+    let dump = http_get(master.admin, "/api/streams/live/rewind", &auth);
+    assert_eq!(dump.status, 200);
+    let r = http_send(
+        master.admin,
+        "DELETE",
+        "/api/streams/live/rewind",
+        &auth,
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let end = Instant::now() + Duration::from_secs(10);
+    while buffered(&s1) != 0.0 || buffered(&s2) != 0.0 {
+        assert!(
+            Instant::now() < end,
+            "the slaves kept audio the master cleared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = http_send(
+        master.admin,
+        "PUT",
+        "/api/streams/live/rewind",
+        &auth,
+        &dump.body,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(
+        wait_same(&master, &s1, Duration::from_secs(10))
+            && wait_same(&master, &s2, Duration::from_secs(10))
+    );
+    assert!(everything(&s1) == before && everything(&s2) == before);
 }
 
 #[test]

@@ -321,7 +321,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 fn stream_json(server: &Server, s: &Stream) -> Value {
     let cfg = s.config();
     let m = server.metrics();
-    let by_output: serde_json::Map<String, Value> = ["raw", "icy", "pump"]
+    let mut by_output: serde_json::Map<String, Value> = ["raw", "icy", "pump"]
         .iter()
         .map(|o| {
             (
@@ -330,6 +330,7 @@ fn stream_json(server: &Server, s: &Stream) -> Value {
             )
         })
         .collect();
+    by_output.insert("hls".into(), json!(server.analytics().hls_active(s.key())));
     let (seconds, bytes, chunks, first_seq, next_seq, oldest, newest) = {
         let b = s.read_buffer();
         (

@@ -227,6 +227,12 @@ async fn feed(
         server.release_resync_hold("a slave linked and holds nothing the master lacks");
     }
     let mut registered: BTreeMap<String, u64> = BTreeMap::new();
+    // Each stream's buffer generation as this slave last saw it.
+    let mut generations: BTreeMap<String, u64> = server
+        .streams()
+        .iter()
+        .map(|s| (s.key().to_string(), s.generation()))
+        .collect();
     let mut scratch = Vec::with_capacity(256);
     let sent_chunks = server.metrics().link_sent_chunks.clone();
     loop {
@@ -252,9 +258,14 @@ async fn feed(
                     pulling.remove(stream.key());
                     pulled_back = pulling.is_empty();
                 }
-                // Behind the buffer (fell behind, or never had any), or ahead of
-                // it (the master's numbering restarted): start from the oldest.
-                let reset = *cursor < first || *cursor > next;
+                // Behind the buffer (fell behind, or never had any), ahead of
+                // it (the master's numbering restarted), or the buffer was
+                // emptied or replaced (clear, import): start from the oldest.
+                let generation = stream.generation();
+                let replaced = generations
+                    .insert(stream.key().to_string(), generation)
+                    .is_some_and(|g| g != generation);
+                let reset = *cursor < first || *cursor > next || replaced;
                 if reset {
                     *cursor = first;
                 }
