@@ -123,6 +123,15 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     assert!(new
         .wait_log("waiting for a predecessor", Duration::from_secs(5))
         .is_some());
+    // Only the server's user may take over or hand over its listeners.
+    for sock in ["h.sock", "a.sock"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(sock))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{sock}");
+    }
     let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
     assert!(ok, "handoff: {out}");
     assert!(out.contains("3 listeners, 1 sources, 1 buffers"), "{out}");

@@ -536,6 +536,23 @@ fn a_wrong_secret_is_refused_and_logged_once() {
     assert!(master
         .wait_log("slave link: no hello", Duration::from_secs(5))
         .is_some());
+    // A slave of another protocol version is refused with the reason.
+    let mut s = std::net::TcpStream::connect(master.admin).unwrap();
+    s.write_all(format!("GET /link HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n").as_bytes())
+        .unwrap();
+    s.write_all(&streamer::link::frame::hello(
+        &streamer::link::frame::Hello {
+            version: 99,
+            id: "from-the-future".into(),
+            next_seq: Default::default(),
+        },
+    ))
+    .unwrap();
+    let _ = s.read_to_end(&mut out);
+    assert!(master
+        .wait_log("another link protocol version", Duration::from_secs(5))
+        .is_some_and(|l| l.contains("from-the-future")));
+    assert_eq!(master.metric("streammachine_slaves"), Some(0.0));
     assert_eq!(http_get(master.admin, "/healthz", &[]).status, 200);
 }
 

@@ -481,11 +481,19 @@ fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
 
 /// Listens on the Unix socket `path`, replacing a stale one a previous process
 /// left behind; logs `what` once and gives `None` when it cannot.
+/// Only this server's user may connect (mode 0600): whoever connects can
+/// take over or hand over every listener.
 fn bind(path: &Path, what: &str) -> Option<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
-    tokio::net::UnixListener::bind(path)
+    let listener = tokio::net::UnixListener::bind(path)
+        .and_then(|l| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            Ok(l)
+        })
         .map_err(|e| tracing::error!(path = %path.display(), error = %e, "{what}"))
-        .ok()
+        .ok()?;
+    Some(listener)
 }
 
 /// The successor side: waits on `path` for predecessors, while serving.

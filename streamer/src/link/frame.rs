@@ -48,6 +48,9 @@ pub enum FrameError {
     Chunk(String),
 }
 
+/// The link protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
 /// The slave's greeting: who it is and what it already holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -131,23 +131,30 @@ pub async fn serve(
     {
         return;
     }
-    let hello =
-        match tokio::time::timeout(Duration::from_secs(10), frame::read(&mut sock, &mut buf)).await
-        {
-            Ok(Ok(Frame::Hello(h))) => h,
-            Ok(Ok(other)) => {
-                tracing::warn!(%peer, "slave link: expected a hello, got {other:?}");
-                return;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "slave link: no hello");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(%peer, "slave link: no hello within 10 s");
-                return;
-            }
-        };
+    let hello = match tokio::time::timeout(
+        Duration::from_secs(10),
+        frame::read(&mut sock, &mut buf),
+    )
+    .await
+    {
+        Ok(Ok(Frame::Hello(h))) if h.version == frame::VERSION => h,
+        Ok(Ok(Frame::Hello(h))) => {
+            tracing::warn!(%peer, slave = %h.id, version = h.version, ours = frame::VERSION, "slave link refused: it speaks another link protocol version (upgrade the master and slaves to the same release)");
+            return;
+        }
+        Ok(Ok(other)) => {
+            tracing::warn!(%peer, "slave link: expected a hello, got {other:?}");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "slave link: no hello");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "slave link: no hello within 10 s");
+            return;
+        }
+    };
     let slot = server.slave_connected(SlaveInfo {
         id: hello.id.clone(),
         peer,

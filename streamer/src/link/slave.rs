@@ -136,7 +136,7 @@ async fn connected(
         .collect();
     let (mut rd, mut wr) = sock.into_split();
     wr.write_all(&frame::hello(&Hello {
-        version: 1,
+        version: frame::VERSION,
         id: id.to_string(),
         next_seq,
     }))
