@@ -1145,7 +1145,21 @@ fn bind(
         socket.set_send_buffer_size(send_buffer).map_err(err)?;
     }
     socket.bind(addr).map_err(err)?;
+    if let Some(cap) = kernel_backlog_cap().filter(|&cap| cap < backlog) {
+        // The kernel silently cuts the backlog: a reconnect storm would then
+        // meet a short queue without anyone knowing why.
+        tracing::warn!(port = what, backlog, somaxconn = cap, "the kernel caps the listen backlog at net.core.somaxconn; raise it (sysctl -w net.core.somaxconn={backlog}) for reconnect storms");
+    }
     socket.listen(backlog).map_err(err)
+}
+
+/// `net.core.somaxconn`, the kernel's cap on a listen backlog (Linux).
+fn kernel_backlog_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 async fn accept_loop<F, Fut>(

@@ -47,6 +47,36 @@ fn invalid_configs_are_refused_with_the_keys_path() {
         "streams: [{key: a, passwordFile: /nonexistent/pw}]\n",
         "cannot read password file /nonexistent/pw",
     );
+    fails_with(
+        "mode: master\nlink: {secret: s, resyncGraceSeconds: 301}\nstreams: [{key: a, password: p}]\n",
+        "link.resyncGraceSeconds: at most 300",
+    );
+}
+
+#[test]
+fn a_backlog_the_kernel_cuts_is_reported() {
+    let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let want = cap + 1;
+    let s = ServerProcess::start(
+        EXE,
+        &format!("listeners: {{ backlog: {want} }}\nstreams: [{{key: a, password: p}}]\n"),
+    );
+    let line = s
+        .wait_log(
+            "the kernel caps the listen backlog",
+            std::time::Duration::from_secs(5),
+        )
+        .expect("a warning naming net.core.somaxconn");
+    assert!(line.contains(&format!("\"somaxconn\":{cap}")), "{line}");
+    assert_eq!(
+        http_get(s.listen, "/healthz", &[]).status,
+        200,
+        "and it serves"
+    );
 }
 
 #[test]
