@@ -469,6 +469,17 @@ fn a_second_source_waits_and_takes_over_when_the_first_leaves() {
     let b_frames = frames_of(&b_data, Codec::Mp3);
     let mut a = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
     a.send(&a_data[..a_frames[100].0]).unwrap();
+    // A listener plays through the takeover.
+    assert!(server.wait_metric_at_least(
+        "streammachine_buffer_bytes{stream=\"test\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    let (mut l, st, _, rest) = request(server.listen, "GET", "/test", &[]);
+    assert_eq!(st, 200);
+    l.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let listener =
+        std::thread::spawn(move || read_n(&mut l, rest, usize::MAX, Duration::from_secs(30)));
     let mut b = Source::connect(server.source, "test", "pw", SourceMethod::PutExpect, &[]).unwrap();
     assert!(server.wait_metric(
         "streammachine_sources{mount=\"test\"}",
@@ -507,6 +518,14 @@ fn a_second_source_waits_and_takes_over_when_the_first_leaves() {
         b_audio.ends_with(rest),
         "B's audio from where it took over to its end, contiguous"
     );
+    let heard = listener.join().unwrap();
+    let at = find(&all, &heard[..1024]).expect("the listener heard the buffer");
+    assert!(
+        all[at..] == heard[..],
+        "the listener heard A, then B, contiguous to the end ({} bytes)",
+        heard.len()
+    );
+    assert!(at < a_audio.len(), "and was there before the takeover");
 }
 
 #[test]
@@ -546,8 +565,11 @@ fn title_updates_need_the_source_password_and_reach_icy_listeners() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.header("content-type"), Some("text/xml"));
     let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let cut = |n: usize| frames.iter().map(|f| f.0).find(|&o| o >= n).unwrap();
+    let (mid, end) = (cut(200_000), cut(400_000));
     let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data[..200_000]).unwrap();
+    src.send(&data[..mid]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (mut s, _, _, rest) = request(
         server.listen,
@@ -566,5 +588,57 @@ fn title_updates_need_the_source_password_and_reach_icy_listeners() {
     let st: serde_json::Value =
         serde_json::from_slice(&http_get(server.listen, "/status-json.xsl", &[]).body).unwrap();
     assert_eq!(st["icestats"]["source"]["title"], "Björk - Army of Me");
+    // A new title, more audio: a listener rewound to before the change hears
+    // the old title first and the new one where its audio begins.
     drop(src);
+    let first_part = audio_of(&data[..mid], Codec::Mp3).len();
+    let ok = http_get(
+        server.source,
+        "/admin/metadata?mount=/test&mode=updinfo&song=Second+Song",
+        &[("Authorization", &basic("pw"))],
+    );
+    assert_eq!(ok.status, 200);
+    // (The first source went quiet and left; the next one carries on.)
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[mid..end]).unwrap();
+    drop(src);
+    let expect = audio_of(&data[..end], Codec::Mp3);
+    assert!(server.wait_metric_at_least(
+        "streammachine_buffer_bytes{stream=\"test\"}",
+        expect.len() as f64,
+        Duration::from_secs(5)
+    ));
+    let (mut s, st, _, rest) = request(
+        server.listen,
+        "GET",
+        "/test?offset=9999",
+        &[("Icy-MetaData", "1")],
+    );
+    assert_eq!(st, 200);
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let wire = read_n(&mut s, rest, usize::MAX, Duration::from_secs(10));
+    let (audio, metas) = strip_icy(&wire, 2000);
+    assert!(
+        audio == expect,
+        "the whole buffer: {} vs {} bytes, a prefix: {}, found at {:?}",
+        audio.len(),
+        expect.len(),
+        expect.starts_with(&audio),
+        find(&expect, &audio[..1000])
+    );
+    assert_eq!(metas.len(), 2, "{metas:?}");
+    assert_eq!(
+        metas[0],
+        (2000, "StreamTitle='Björk - Army of Me';".to_string()),
+        "the title of then, in the first block"
+    );
+    assert_eq!(metas[1].1, "StreamTitle='Second Song';");
+    // Titles change at chunk boundaries (~1 s): the new one comes with the
+    // first chunk completed after the change.
+    let at = metas[1].0;
+    assert!(
+        at <= first_part + 2000 && at + 20_000 >= first_part,
+        "the new title at audio byte {at}, its audio from {first_part}"
+    );
 }
