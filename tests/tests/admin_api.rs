@@ -434,4 +434,178 @@ fn the_openapi_document_matches_what_the_server_answers() {
     // And nothing answers that is not documented.
     assert_eq!(call(&s, "GET", "/api/nothing-here", None).0, 404);
     assert_eq!(call(&s, "PATCH", "/api/streams", None).0, 405);
+
+    // Success bodies match their documented schemas, with real things in them.
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/source-mounts",
+        Some(json!({"key": "studio", "password": "sp"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "fm", "sourceMount": "studio"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let mut src = Source::connect(
+        s.source,
+        "studio",
+        "sp",
+        SourceMethod::Ice,
+        &[("ice-name", "Studio")],
+    )
+    .unwrap();
+    src.send(&fixture("mp3/mp3-44100-128-s.mp3")[..100_000])
+        .unwrap();
+    assert!(s.wait_metric_at_least(
+        "streammachine_buffer_bytes{stream=\"fm\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    let checks: &[(&str, &str, &str, Option<Value>)] = &[
+        ("GET", "/api/status", "/api/status", None),
+        ("GET", "/api/config", "/api/config", None),
+        ("GET", "/api/slaves", "/api/slaves", None),
+        ("GET", "/api/streams", "/api/streams", None),
+        ("GET", "/api/streams/{key}", "/api/streams/fm", None),
+        (
+            "PUT",
+            "/api/streams/{key}",
+            "/api/streams/fm",
+            Some(json!({"key": "fm", "sourceMount": "studio", "title": "Morning"})),
+        ),
+        (
+            "POST",
+            "/api/streams/{key}/metadata",
+            "/api/streams/fm/metadata",
+            Some(json!({"title": "Live"})),
+        ),
+        ("GET", "/api/source-mounts", "/api/source-mounts", None),
+        (
+            "GET",
+            "/api/source-mounts/{key}",
+            "/api/source-mounts/studio",
+            None,
+        ),
+        (
+            "GET",
+            "/api/source-mounts/{key}/sources",
+            "/api/source-mounts/studio/sources",
+            None,
+        ),
+        (
+            "POST",
+            "/api/source-mounts/{key}/metadata",
+            "/api/source-mounts/studio/metadata",
+            Some(json!({"title": "Next"})),
+        ),
+    ];
+    for (method, pattern, concrete, body) in checks {
+        let (st, v) = call(&s, method, concrete, body.clone());
+        assert!(st < 300, "{method} {concrete}: {st} {v}");
+        let schema = &doc["paths"][*pattern][method.to_ascii_lowercase()]["responses"]
+            [st.to_string()]["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{method} {pattern} {st}: no schema");
+        if let Err(e) = conforms(&doc, schema, &v, "body") {
+            panic!("{method} {concrete} does not match its schema: {e}\n{v:#}");
+        }
+    }
+    // The validator is not a rubber stamp.
+    let stream_schema = json!({"$ref": "#/components/schemas/Stream"});
+    let (_, mut v) = call(&s, "GET", "/api/streams/fm", None);
+    assert!(conforms(&doc, &stream_schema, &v, "body").is_ok());
+    v["buffer"]["bytes"] = json!("many");
+    assert!(conforms(&doc, &stream_schema, &v, "body").is_err());
+    v.as_object_mut().unwrap().remove("buffer");
+    assert!(conforms(&doc, &stream_schema, &v, "body").is_err());
+    drop(src);
+}
+
+/// Checks `v` against an OpenAPI 3.0 schema of `doc` (`$ref`, `type`,
+/// `nullable`, `required`, `properties`, `additionalProperties`, `items`,
+/// `allOf`, `anyOf`/`oneOf`, and draft-07 type lists as schemars writes them):
+/// enough to catch a response that drifted from its documentation.
+fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        if !target.is_object() {
+            return Err(format!("{at}: dangling {r}"));
+        }
+        return conforms(doc, target, v, at);
+    }
+    for s in schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if v.is_null() && schema["nullable"] == true {
+            break;
+        }
+        conforms(doc, s, v, at)?;
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(alts) = schema.get(key).and_then(Value::as_array) {
+            if !alts.iter().any(|s| conforms(doc, s, v, at).is_ok()) {
+                return Err(format!("{at}: matches none of {key}"));
+            }
+        }
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    let is = |t: &str| match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "string" => v.is_string(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        _ => true,
+    };
+    if v.is_null() && schema["nullable"] == true {
+        return Ok(());
+    }
+    if !types.iter().any(|t| is(t)) {
+        return Err(format!("{at}: {v} is not {types:?}"));
+    }
+    if let Some(o) = v.as_object() {
+        for r in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let r = r.as_str().unwrap_or_default();
+            if !o.contains_key(r) {
+                return Err(format!("{at}: missing {r}"));
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        for (k, x) in o {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => conforms(doc, s, x, &format!("{at}.{k}"))?,
+                None => {
+                    if let Some(extra) =
+                        schema.get("additionalProperties").filter(|a| a.is_object())
+                    {
+                        conforms(doc, extra, x, &format!("{at}.{k}"))?;
+                    }
+                }
+            }
+        }
+    }
+    if let (Some(a), Some(items)) = (v.as_array(), schema.get("items")) {
+        for (i, x) in a.iter().enumerate() {
+            conforms(doc, items, x, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
 }

@@ -60,19 +60,151 @@ fn fix_refs(v: &mut Value) {
     }
 }
 
+/// A type's schema in OpenAPI 3.0's dialect (`nullable`, not type lists;
+/// references into `#/components/schemas/`).
+fn openapi_schema<T: schemars::JsonSchema>() -> Value {
+    let root = schemars::gen::SchemaSettings::openapi3()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    serde_json::to_value(root).unwrap_or(Value::Null)
+}
+
+/// The schema of a route's success body, by method and path.
+fn reply_schema(method: &str, path: &str) -> Value {
+    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let list = |name: &str| json!({"type": "array", "items": r(name)});
+    match (method, path) {
+        ("GET", "/api/status") => r("Status"),
+        ("GET", "/api/config") => r("Config"),
+        ("GET", "/api/slaves") => list("Slave"),
+        ("GET", "/api/streams") => list("Stream"),
+        ("POST", "/api/streams") | ("GET" | "PUT", "/api/streams/{key}") => r("Stream"),
+        ("GET", "/api/source-mounts") => list("SourceMount"),
+        ("POST", "/api/source-mounts") | ("GET" | "PUT", "/api/source-mounts/{key}") => {
+            r("SourceMount")
+        }
+        ("GET", "/api/source-mounts/{key}/sources")
+        | ("POST", "/api/source-mounts/{key}/sources/{id}/promote") => list("Source"),
+        (_, p) if p.ends_with("/metadata") => r("TitleSet"),
+        _ => json!({"type": "object"}),
+    }
+}
+
+/// The hand-written schemas of what the API answers (the settings types come
+/// from the configuration's own schemas).
+fn reply_schemas(schemas: &mut Map<String, Value>) {
+    let int = json!({"type": "integer"});
+    let num = json!({"type": "number"});
+    let string = json!({"type": "string"});
+    let opt_string = json!({"type": "string", "nullable": true});
+    let counts = json!({"type": "object", "additionalProperties": {"type": "integer"}});
+    schemas.insert(
+        "Stream".into(),
+        json!({
+            "type": "object",
+            "description": "A stream: its status and settings.",
+            "required": ["key", "format", "sourceMount", "sourceConnected", "title", "listeners", "listenersByOutput", "listenerPeak", "buffer", "config"],
+            "properties": {
+                "key": string, "format": string, "formatKey": opt_string,
+                "sourceMount": string, "sourceConnected": {"type": "boolean"},
+                "title": string, "listeners": int, "listenerPeak": int,
+                "listenersByOutput": {
+                    "type": "object",
+                    "required": ["raw", "icy", "pump", "hls"],
+                    "properties": {"raw": int, "icy": int, "pump": int, "hls": int}
+                },
+                "buffer": {
+                    "type": "object",
+                    "required": ["seconds", "bytes", "chunks", "firstSeq", "nextSeq"],
+                    "properties": {
+                        "seconds": num, "bytes": int, "chunks": int, "firstSeq": int, "nextSeq": int,
+                        "oldest": opt_string, "newest": opt_string
+                    }
+                },
+                "transcoder": {"type": "object", "nullable": true},
+                "config": {"$ref": "#/components/schemas/StreamConfig"}
+            }
+        }),
+    );
+    schemas.insert(
+        "Source".into(),
+        json!({
+            "type": "object",
+            "description": "An encoder connected to a mount; the first is on air.",
+            "required": ["id", "active"],
+            "properties": {
+                "id": int, "active": {"type": "boolean"}, "remote": opt_string,
+                "userAgent": opt_string, "contentType": opt_string, "name": opt_string,
+                "description": opt_string, "genre": opt_string, "url": opt_string,
+                "audioInfo": opt_string, "formatKey": opt_string
+            }
+        }),
+    );
+    schemas.insert(
+        "SourceMount".into(),
+        json!({
+            "type": "object",
+            "description": "A source mount: where encoders connect.",
+            "required": ["key", "format", "streams", "sources"],
+            "properties": {
+                "key": string, "format": string, "monitored": {"type": "boolean"},
+                "title": opt_string,
+                "streams": {"type": "array", "items": string},
+                "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}},
+                "config": {"allOf": [{"$ref": "#/components/schemas/SourceMountConfig"}], "nullable": true}
+            }
+        }),
+    );
+    schemas.insert(
+        "Slave".into(),
+        json!({
+            "type": "object",
+            "description": "A slave connected to this master.",
+            "required": ["id", "address", "connectedAt", "lastSeenSecondsAgo", "listeners", "nextSeq", "chunksBehind"],
+            "properties": {
+                "id": string, "address": string, "connectedAt": string, "lastSeenSecondsAgo": num,
+                "listeners": counts, "nextSeq": counts, "chunksBehind": counts
+            }
+        }),
+    );
+    schemas.insert(
+        "Status".into(),
+        json!({
+            "type": "object",
+            "required": ["version", "mode", "uptimeSeconds", "streams", "sourceMounts"],
+            "properties": {
+                "version": string, "mode": string, "uptimeSeconds": int,
+                "streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}},
+                "sourceMounts": {"type": "array", "items": {"$ref": "#/components/schemas/SourceMount"}}
+            }
+        }),
+    );
+    schemas.insert(
+        "TitleSet".into(),
+        json!({
+            "type": "object",
+            "required": ["mount", "title"],
+            "properties": {"mount": string, "title": opt_string}
+        }),
+    );
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut schemas = Map::new();
-    let stream = serde_json::to_value(schemars::schema_for!(StreamConfig)).unwrap_or(Value::Null);
-    let mount =
-        serde_json::to_value(schemars::schema_for!(SourceMountConfig)).unwrap_or(Value::Null);
-    let meta = serde_json::to_value(schemars::schema_for!(Metadata)).unwrap_or(Value::Null);
+    let stream = openapi_schema::<StreamConfig>();
+    let mount = openapi_schema::<SourceMountConfig>();
+    let meta = openapi_schema::<Metadata>();
     let s = component(stream, &mut schemas);
     schemas.insert("StreamConfig".into(), s);
     let m = component(mount, &mut schemas);
     schemas.insert("SourceMountConfig".into(), m);
     let t = component(meta, &mut schemas);
     schemas.insert("Metadata".into(), t);
+    let config = openapi_schema::<streammachine_crds::config::Config>();
+    let c = component(config, &mut schemas);
+    schemas.insert("Config".into(), c);
+    reply_schemas(&mut schemas);
     schemas.insert(
         "Error".into(),
         json!({
@@ -128,7 +260,8 @@ pub fn document() -> Value {
             } else if r.method == "GET" && r.path.ends_with("/rewind") {
                 resp["content"] = json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}});
             } else if *code != 204 {
-                resp["content"] = json!({"application/json": {"schema": {"type": "object"}}});
+                resp["content"] =
+                    json!({"application/json": {"schema": reply_schema(r.method, r.path)}});
             }
             responses.insert(code.to_string(), resp);
         }
@@ -195,6 +328,19 @@ mod tests {
                 "dangling {r}"
             );
         }
+        // OpenAPI 3.0's dialect: `nullable`, never a list of types.
+        fn type_lists(v: &Value) -> usize {
+            match v {
+                Value::Object(o) => {
+                    usize::from(o.get("type").is_some_and(Value::is_array))
+                        + o.values().map(type_lists).sum::<usize>()
+                }
+                Value::Array(a) => a.iter().map(type_lists).sum(),
+                _ => 0,
+            }
+        }
+        assert_eq!(type_lists(&doc), 0);
+        assert!(doc["components"]["schemas"]["Config"].is_object());
         // The stream schema documents its fields from the doc comments.
         let props = &doc["components"]["schemas"]["StreamConfig"]["properties"];
         assert!(props["rewindSeconds"]["description"]
