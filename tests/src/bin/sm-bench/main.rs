@@ -363,6 +363,13 @@ fn eight_hours() -> Vec<streamer::buffer::Chunk> {
 
 /// `hours` of 128 kbit/s audio as chunks (see [`eight_hours`]).
 fn hours_of_audio(hours: u64) -> Vec<streamer::buffer::Chunk> {
+    audio_with_titles(hours, Some(4))
+}
+
+/// `hours` of 128 kbit/s audio as chunks, the title changing every
+/// `title_minutes` (each change cuts an HLS segment short) or never.
+fn audio_with_titles(hours: u64, title_minutes: Option<u64>) -> Vec<streamer::buffer::Chunk> {
+    let every = title_minutes.map_or(u64::MAX, |m| m * 60_000_000);
     let frames = music_frames();
     let seconds = hours * 3600;
     let mut rb = RewindBuffer::new(u32::try_from(seconds).unwrap() + 60, 1_000_000);
@@ -375,8 +382,8 @@ fn hours_of_audio(hours: u64) -> Vec<streamer::buffer::Chunk> {
             if let Some(draft) = chunker.push(f) {
                 let d = draft.duration_micros();
                 now += i64::try_from(d).unwrap();
-                if micros / 240_000_000 != (micros + d) / 240_000_000 {
-                    title = Title::new(format!("Show {}", (micros + d) / 240_000_000));
+                if micros / every != (micros + d) / every {
+                    title = Title::new(format!("Show {}", (micros + d) / every));
                 }
                 rb.append(draft, Arc::clone(&title), now, true);
                 micros += d;
@@ -409,29 +416,39 @@ fn bench_hls_and_dumps() -> Vec<(String, String)> {
     let stream = Stream::new(cfg.clone(), AudioFormat::Mp3, &metrics);
     stream.restore(eight_hours(), Some("mp3-44100-128-s"));
     let raw = stream.read_buffer().bytes() as f64;
-    // Playlist generation in-process: group the 28,800 chunks into segments and render.
-    let mut times = Vec::new();
-    let mut body = String::new();
-    let mut segs = 0;
-    for _ in 0..31 {
-        let t = Instant::now();
-        let list = {
-            let b = stream.read_buffer();
-            streamer::hls::segments(b.iter().map(|c| c.hls_view()))
-        };
-        let opts = streamer::hls::MediaOptions::new("bench", streamer::hls::Codec::Mp3, 11);
-        body = streamer::hls::render_media(&list, &opts);
-        times.push(t.elapsed());
-        segs = list.iter().filter(|s| s.complete).count();
+    // Playlist generation in-process: group the 28,800 chunks into segments
+    // and render; with no title change (exactly 2880 segments of 10 s) and
+    // with one every 4 minutes (each cuts a segment short).
+    let plain = Stream::new(cfg.clone(), AudioFormat::Mp3, &metrics);
+    plain.restore(audio_with_titles(8, None), Some("mp3-44100-128-s"));
+    for (what, s) in [
+        ("no title change", &plain),
+        ("a title change every 4 min", &stream),
+    ] {
+        let mut times = Vec::new();
+        let mut body = String::new();
+        let mut segs = 0;
+        for _ in 0..31 {
+            let t = Instant::now();
+            let list = {
+                let b = s.read_buffer();
+                streamer::hls::segments(b.iter().map(|c| c.hls_view()))
+            };
+            let opts = streamer::hls::MediaOptions::new("bench", streamer::hls::Codec::Mp3, 11);
+            body = streamer::hls::render_media(&list, &opts);
+            times.push(t.elapsed());
+            segs = list.iter().filter(|s| s.complete).count();
+        }
+        rows.push((
+            format!("HLS: 8 h media playlist, {what}, in-process (segment + render), median of 31"),
+            format!(
+                "{} for {segs} segments, {} bytes",
+                ms(median(times)),
+                body.len()
+            ),
+        ));
     }
-    rows.push((
-        "HLS: 8 h media playlist, in-process (segment + render), median of 31".into(),
-        format!(
-            "{} for {segs} segments, {} bytes",
-            ms(median(times)),
-            body.len()
-        ),
-    ));
+    drop(plain);
     // Dump and restore.
     let dir = streammachine_tests::scratch_dir("bench-dumps");
     let t = Instant::now();
