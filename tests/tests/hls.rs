@@ -215,6 +215,35 @@ fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
     // Timeshift: EXT-X-START; a short window; errors.
     let ts = http_get(server.listen, "/music.m3u8?offset=4", &[]).text();
     assert!(ts.contains("#EXT-X-START:TIME-OFFSET="), "{ts}");
+    // ?at=<the third segment's PROGRAM-DATE-TIME>: start exactly there, the
+    // offset being the first two segments' length.
+    let full = http_get(server.listen, "/music.m3u8", &[]).text();
+    let dates: Vec<&str> = full
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+        .collect();
+    let lengths: Vec<f64> = full
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(dates.len() >= 3 && dates.len() == lengths.len(), "{full}");
+    // Half a second into it (PROGRAM-DATE-TIME is printed to the millisecond).
+    let mid = streamer::output::start::parse_time(dates[2]).unwrap() + 500_000;
+    let at = streamer::output::start::format_time(mid).replace('+', "%2B");
+    let shifted = http_get(server.listen, &format!("/music.m3u8?at={at}"), &[]).text();
+    let offset: f64 = shifted
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-START:TIME-OFFSET="))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("no EXT-X-START: {shifted}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (offset - (lengths[0] + lengths[1])).abs() < 0.002,
+        "at={} starts at {offset}, segments {lengths:?}",
+        dates[2]
+    );
     let short = http_get(server.listen, "/music.m3u8?window=2", &[]).text();
     assert_eq!(segment_uris(&short).len(), 2);
     assert_eq!(

@@ -173,3 +173,43 @@ fn a_corrupt_dump_is_reported_and_skipped() {
     );
     assert_eq!(http_get(second.listen, "/healthz", &[]).status, 200);
 }
+
+#[test]
+fn periodic_dumps_survive_a_kill_and_a_master_restores_them() {
+    let dumps = scratch_dir("dumps-periodic");
+    let cfg = format!(
+        "mode: master\nlink: {{ secret: s }}\nadmin: {{ token: tok }}\ndumps: {{ dir: {}, intervalSeconds: 10 }}\nstreams:\n  - key: keep\n    password: pw\n",
+        dumps.display()
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let first = ServerProcess::start(EXE, &cfg);
+    let mut src = Source::connect(first.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data).unwrap();
+    drop(src);
+    assert!(first.wait_metric(
+        "streammachine_source_connected{mount=\"keep\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    // (A master holds new audio until a slave links or its grace ends.)
+    assert!(first.wait_metric_at_least(
+        "streammachine_buffer_bytes{stream=\"keep\"}",
+        1.0,
+        Duration::from_secs(15)
+    ));
+    let before = status(&first, "keep")["buffer"].clone();
+    // Written by the timer, not at shutdown: the process is killed after it.
+    assert!(first
+        .wait_log("rewind buffer dumped", Duration::from_secs(15))
+        .is_some_and(|l| l.contains("\"stream\":\"keep\"")));
+    drop(first); // SIGKILL: no dump at exit
+    let second = ServerProcess::start(EXE, &cfg);
+    assert!(second
+        .log_lines("rewind buffer restored from its dump")
+        .iter()
+        .any(|l| l.contains("\"stream\":\"keep\"")));
+    let after = status(&second, "keep")["buffer"].clone();
+    for field in ["bytes", "chunks", "firstSeq", "nextSeq", "oldest", "newest"] {
+        assert_eq!(after[field], before[field], "{field}");
+    }
+}

@@ -341,7 +341,14 @@ fn stream_json(server: &Server, s: &Stream) -> Value {
             b.next_seq(),
             b.first()
                 .map(|c| crate::output::start::format_time(c.ts_micros)),
-            b.last_end_ts().map(crate::output::start::format_time),
+            // The newest audio's end on its own timeline (a bursting
+            // source's last chunk may end past its arrival); the same after
+            // a restore from a dump.
+            b.last().map(|c| {
+                crate::output::start::format_time(
+                    c.ts_micros + i64::try_from(c.duration_micros()).unwrap_or(0),
+                )
+            }),
         )
     };
     let mount = server.mount(cfg.mount_key());
