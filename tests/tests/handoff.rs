@@ -327,7 +327,7 @@ fn a_successor_that_dies_mid_handoff_leaves_the_old_one_serving() {
     .unwrap();
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let frames = frames_of(&data, Codec::Mp3);
-    let feed: Vec<_> = frames[..(6.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
     let audio: Vec<u8> = feed
         .iter()
         .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
@@ -359,6 +359,25 @@ fn a_successor_that_dies_mid_handoff_leaves_the_old_one_serving() {
     assert!(old
         .wait_log("resuming here, nothing lost", Duration::from_secs(5))
         .is_some());
+    // A real successor that cannot take over (another mode) refuses after
+    // reading everything; the old one resumes again.
+    let refuser = ServerProcess::try_start(
+        EXE,
+        &format!("mode: master\nlink: {{ secret: s }}\n{}", config()),
+        &["--handoff-from", dir.join("h2.sock").to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(refuser
+        .wait_log("waiting for a predecessor", Duration::from_secs(5))
+        .is_some());
+    let (ok, out) = handoff_cmd(&control, &dir.join("h2.sock"));
+    assert!(
+        !ok && out.contains("the predecessor is a standalone server, this one is master"),
+        "{out}"
+    );
+    assert!(refuser
+        .log_lines("took over from the predecessor")
+        .is_empty());
     feeder.join().unwrap();
     let wire = listener.join().unwrap();
     let (got, _) = strip_icy(&wire, 1000);

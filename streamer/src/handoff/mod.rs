@@ -14,7 +14,11 @@
 //! Messages on the handoff socket: a kind byte (carrying descriptors), then a
 //! length-prefixed payload — `H` hello (JSON), `B` a stream's buffer (dump
 //! format), `L` the listening sockets, `S` a source, `C` a listener (JSON
-//! state + its descriptor), `E` end; the successor answers `A` (ack).
+//! state + its descriptor), `E` end; the successor prepares everything and
+//! answers `A` (ack) or `X` (refused); on `A` the predecessor, parked for
+//! good, sends `C` (commit) and only then does the successor start driving
+//! the sockets (`X` from the predecessor: it resumes, the successor drops
+//! what it prepared).
 
 pub mod fd;
 
@@ -256,13 +260,23 @@ pub async fn hand_off(server: &Arc<Server>, target: &Path) -> Result<Summary, Ha
                 summary.listeners += 1;
             }
             fd::send(&mut sock, b'E', &[], &[])?;
-            let (kind, _, payload) = fd::recv(&mut sock, 4096)?;
+            let (kind, _, payload) = match fd::recv(&mut sock, 4096) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Tell the successor to drop what it prepared (if it
+                    // still listens), then resume here.
+                    let _ = fd::send(&mut sock, b'X', &[], b"no acknowledgement");
+                    return Err(e.into());
+                }
+            };
             if kind != b'A' {
                 return Err(HandoffError::Protocol(format!(
                     "the successor did not acknowledge: {}",
                     String::from_utf8_lossy(&payload)
                 )));
             }
+            // Everything here is parked for good: let the successor start.
+            let _ = fd::send(&mut sock, b'C', &[], &[]);
             Ok(summary)
         })();
         (r, parked, sock)
@@ -365,9 +379,33 @@ fn output_name(s: &str) -> &'static str {
     }
 }
 
-/// Adopts what a predecessor sent: buffers, listening sockets, sources, listeners.
-fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
+/// What a successor has made ready to run, not yet running: nothing drives a
+/// socket until the predecessor confirms it has let go ([`commit`]).
+struct Prepared {
+    listening: Vec<(String, tokio::net::TcpListener)>,
+    sources: Vec<SourceReady>,
+    listeners: Vec<crate::output::listener::ParkedListener>,
+    summary: Summary,
+}
+
+/// A handed-over source, ready to be driven.
+struct SourceReady {
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    guard: crate::source::mount::SourceGuard,
+    run: Box<crate::source::icecast::SourceRun>,
+}
+
+/// Prepares what a predecessor sent: config, buffers, listening sockets,
+/// sources and listeners, without starting anything.
+fn prepare(server: &Arc<Server>, r: Received) -> Result<Prepared, HandoffError> {
     let mut summary = Summary::default();
+    let mut ready = Prepared {
+        listening: Vec::new(),
+        sources: Vec::new(),
+        listeners: Vec::new(),
+        summary: Summary::default(),
+    };
     let ours = server.config().mode.to_string();
     if r.hello.mode != ours {
         return Err(HandoffError::Refused(format!(
@@ -403,8 +441,9 @@ fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
     for (kind, fd) in r.listening {
         let l = std::net::TcpListener::from(fd);
         l.set_nonblocking(true)?;
-        let l = tokio::net::TcpListener::from_std(l)?;
-        server.adopt_listening(&kind, l);
+        ready
+            .listening
+            .push((kind, tokio::net::TcpListener::from_std(l)?));
     }
     for (msg, fd) in r.sources {
         let Some(mount) = server.mount(&msg.mount) else {
@@ -432,14 +471,12 @@ fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
             chunker: crate::buffer::Chunker::resume(msg.chunker),
             format_key: msg.format_key,
         });
-        tokio::spawn(crate::source::icecast::drive(
-            Arc::clone(server),
+        ready.sources.push(SourceReady {
             sock,
-            msg.peer,
+            peer: msg.peer,
             guard,
             run,
-            bytes::BytesMut::new(),
-        ));
+        });
         summary.sources += 1;
     }
     for (msg, fd) in r.listeners {
@@ -470,13 +507,34 @@ fn adopt(server: &Arc<Server>, r: Received) -> Result<Summary, HandoffError> {
         let session = msg
             .session
             .and_then(|st| server.analytics().resume(&msg.stream, output, st));
-        crate::output::listener::resume(
-            server,
-            crate::output::listener::adopted(sock, msg.peer, output, sender, session),
-        );
+        ready.listeners.push(crate::output::listener::adopted(
+            sock, msg.peer, output, sender, session,
+        ));
         summary.listeners += 1;
     }
-    Ok(summary)
+    ready.summary = summary;
+    Ok(ready)
+}
+
+/// Starts everything prepared: from here on this process drives the sockets.
+fn commit(server: &Arc<Server>, ready: Prepared) -> Summary {
+    for (kind, l) in ready.listening {
+        server.adopt_listening(&kind, l);
+    }
+    for src in ready.sources {
+        tokio::spawn(crate::source::icecast::drive(
+            Arc::clone(server),
+            src.sock,
+            src.peer,
+            src.guard,
+            src.run,
+            bytes::BytesMut::new(),
+        ));
+    }
+    for l in ready.listeners {
+        crate::output::listener::resume(server, l);
+    }
+    ready.summary
 }
 
 /// Listens on the Unix socket `path`, replacing a stale one a previous process
@@ -533,19 +591,39 @@ pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
         let Ok((received, mut std_sock)) = got else {
             continue;
         };
-        let outcome = received.and_then(|r| adopt(&server, r));
+        let outcome = received.and_then(|r| prepare(&server, r));
         match outcome {
-            Ok(summary) => {
-                let ack =
-                    tokio::task::spawn_blocking(move || fd::send(&mut std_sock, b'A', &[], b"ok"))
-                        .await;
-                server.handoff_settled();
-                if matches!(ack, Ok(Ok(()))) {
-                    tracing::info!(%summary, took_ms = started.elapsed().as_millis() as u64, "took over from the predecessor");
-                } else {
-                    tracing::error!(
-                        "could not acknowledge the handoff; the predecessor will resume"
-                    );
+            Ok(ready) => {
+                // Acknowledge, then start only once the predecessor confirms
+                // it let go (or is gone): never both driving one socket.
+                let decision = tokio::task::spawn_blocking(move || {
+                    fd::send(&mut std_sock, b'A', &[], b"ok")?;
+                    match fd::recv(&mut std_sock, 4096) {
+                        Ok((b'C', _, _)) => Ok(true),
+                        Ok((b'X', _, _)) => Ok(false),
+                        Ok((k, _, _)) => Err(HandoffError::Protocol(format!(
+                            "expected a commit, got message {k}"
+                        ))),
+                        // Gone after our acknowledgement: it had let go.
+                        Err(_) => Ok(true),
+                    }
+                })
+                .await
+                .map_err(|e| HandoffError::Protocol(e.to_string()))
+                .and_then(|r| r);
+                match decision {
+                    Ok(true) => {
+                        let summary = commit(&server, ready);
+                        server.handoff_settled();
+                        tracing::info!(%summary, took_ms = started.elapsed().as_millis() as u64, "took over from the predecessor");
+                    }
+                    Ok(false) | Err(_) => {
+                        // Our copies of the descriptors close without a FIN.
+                        drop(ready);
+                        tracing::error!(
+                            "the predecessor did not take the acknowledgement; it keeps serving"
+                        );
+                    }
                 }
             }
             Err(e) => {
