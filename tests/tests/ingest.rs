@@ -360,10 +360,31 @@ fn bad_source_input_gets_clear_errors_and_listeners_keep_going() {
 fn stalled_garbage_wrong_codec_and_silent_sources_are_dropped_with_a_reason() {
     let server = ServerProcess::start(
         EXE,
-        "sources: { dataTimeoutSeconds: 1, firstFrameTimeoutSeconds: 1 }\nstreams:\n  - key: test\n    password: pw\n",
+        "sources: { dataTimeoutSeconds: 1, firstFrameTimeoutSeconds: 1 }\nstreams:\n  - key: test\n    password: pw\n  - key: other\n    password: pw\n",
     );
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let frames = frames_of(&data, Codec::Mp3);
+    // Meanwhile another stream plays to its listener, undisturbed.
+    let feed: Vec<_> = frames[..(12.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let other_audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let (addr, d) = (server.source, data.clone());
+    let other_feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(addr, "other", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    });
+    assert!(server.wait_metric_at_least(
+        "streammachine_buffer_bytes{stream=\"other\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    let (mut ol, st, _, rest) = request(server.listen, "GET", "/other", &[]);
+    assert_eq!(st, 200);
+    ol.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let other_listener =
+        std::thread::spawn(move || read_n(&mut ol, rest, usize::MAX, Duration::from_secs(30)));
     // Stalls after 100 frames.
     let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
     src.send(&data[..frames[100].0]).unwrap();
@@ -423,6 +444,13 @@ fn stalled_garbage_wrong_codec_and_silent_sources_are_dropped_with_a_reason() {
         0.0,
         Duration::from_secs(3)
     ));
+    other_feeder.join().unwrap();
+    let heard = other_listener.join().unwrap();
+    let at = find(&other_audio, &heard[..2048]).expect("the other stream's audio");
+    assert!(
+        other_audio[at..] == heard[..],
+        "the other listener heard its stream to the end, contiguous, through all of it"
+    );
 }
 
 #[test]
