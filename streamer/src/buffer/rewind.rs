@@ -230,6 +230,17 @@ impl RewindBuffer {
         self.chunks.get(i)
     }
 
+    /// The chunk at `index` (0 = oldest).
+    pub fn at(&self, index: usize) -> Option<&Arc<Chunk>> {
+        self.chunks.get(index)
+    }
+
+    /// Index of the first chunk whose HLS segment is `number` or later
+    /// (segment numbers grow with sequence numbers): a binary search.
+    pub fn first_of_segment(&self, number: u64) -> usize {
+        self.chunks.partition_point(|c| c.hls_segment < number)
+    }
+
     /// Sequence number of the oldest chunk held (the next one when empty).
     pub fn first_seq(&self) -> u64 {
         self.chunks.front().map_or(self.next_seq, |c| c.seq)

@@ -138,10 +138,9 @@ fn session_id(req: &Request) -> Option<String> {
 /// grow with sequence numbers); it must be complete: its first chunk starts
 /// it and a later chunk belongs to a later segment.
 fn find_segment(b: &RewindBuffer, number: u64) -> Result<Vec<Arc<Chunk>>, HlsError> {
-    let chunks: Vec<&Arc<Chunk>> = b.iter().collect();
-    let oldest = chunks.first().map_or(0, |c| c.hls_segment);
-    let i = chunks.partition_point(|c| c.hls_segment < number);
-    let Some(first) = chunks.get(i).filter(|c| c.hls_segment == number) else {
+    let oldest = b.first().map_or(0, |c| c.hls_segment);
+    let i = b.first_of_segment(number);
+    let Some(first) = b.at(i).filter(|c| c.hls_segment == number) else {
         return Err(if number < oldest {
             HlsError::SegmentGone { number, oldest }
         } else {
@@ -151,12 +150,12 @@ fn find_segment(b: &RewindBuffer, number: u64) -> Result<Vec<Arc<Chunk>>, HlsErr
     if !first.hls_segment_start {
         return Err(HlsError::SegmentGone { number, oldest });
     }
-    let run: Vec<Arc<Chunk>> = chunks[i..]
-        .iter()
+    let run: Vec<Arc<Chunk>> = (i..)
+        .map_while(|j| b.at(j))
         .take_while(|c| c.hls_segment == number)
-        .map(|c| Arc::clone(c))
+        .map(Arc::clone)
         .collect();
-    if i + run.len() >= chunks.len() && !b.edge_closed(crate::stream::now_micros()) {
+    if i + run.len() >= b.len() && !b.edge_closed(crate::stream::now_micros()) {
         return Err(HlsError::SegmentNotReady { number });
     }
     Ok(run)
