@@ -160,6 +160,7 @@ fn the_link_decoder_survives_mutated_frames() {
         version: 1,
         id: "slave-1".into(),
         next_seq: [("news".to_string(), 5)].into(),
+        last: Default::default(),
     }));
     wire.extend(frame::stats(&frame::Stats::default()));
     wire.extend(frame::want(&frame::Want {

@@ -278,6 +278,77 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
     assert!(everything(&s1) == before && everything(&s2) == before);
 }
 
+/// After a master restart, slaves that had different amounts of the old
+/// audio: the first to link is pulled from, new audio follows its numbering,
+/// and a slave that held more (chunks the master now numbers differently) is
+/// reset to the master's buffer instead of keeping a different chunk under
+/// the same number.
+#[test]
+fn a_slave_holding_chunks_the_restarted_master_numbered_differently_is_reset() {
+    let grace = |c: String| {
+        c.replace(
+            &format!("link: {{ secret: {SECRET} }}"),
+            &format!("link: {{ secret: {SECRET}, resyncGraceSeconds: 60 }}"),
+        )
+    };
+    let master = ServerProcess::start(EXE, &grace(master_config("")));
+    let ahead = slave(&master, SECRET);
+    // The other slave keeps dumps, so it can be away and come back with less.
+    let dumps = scratch_dir("slave-behind");
+    let behind_config = format!(
+        "mode: slave\nlink: {{ secret: {SECRET} }}\nmaster: {{ url: \"http://{}\" }}\ndumps: {{ dir: {} }}\n",
+        master.admin,
+        dumps.display()
+    );
+    let mut behind = ServerProcess::start(EXE, &behind_config);
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    send_all(&master, "live", &data);
+    assert!(wait_same(&master, &ahead, Duration::from_secs(10)));
+    assert!(wait_same(&master, &behind, Duration::from_secs(10)));
+    // One slave stops (dumping what it has); the master gets more; it dies.
+    assert_eq!(behind.terminate(), Some(0));
+    send_all(&master, "live", &data[300_000..480_000]);
+    assert!(wait_same(&master, &ahead, Duration::from_secs(10)));
+    let admin_port = master.admin.port();
+    drop(master);
+    signal(ahead.pid(), "STOP");
+    // The restarted master gets new audio first (held); the slave with less
+    // comes back first: it is pulled from and the new audio follows it.
+    let master = ServerProcess::try_start(
+        EXE,
+        &grace(master_config("")),
+        &["--admin-port", &admin_port.to_string()],
+    )
+    .unwrap();
+    send_all(&master, "live", &data[..300_000]);
+    let behind = ServerProcess::start(EXE, &behind_config);
+    let end = Instant::now() + Duration::from_secs(30);
+    while !(master.log_lines("resync hold released").len() == 1
+        && buffered(&master) > 0.0
+        && buffered(&master) == buffered(&behind))
+    {
+        assert!(Instant::now() < end, "the behind slave did not re-sync");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The slave that was ahead links: its newest chunk is not the master's.
+    signal(ahead.pid(), "CONT");
+    assert!(master
+        .wait_log("resetting it to our buffer", Duration::from_secs(20))
+        .is_some());
+    assert!(wait_same(&master, &ahead, Duration::from_secs(20)));
+    let fresh = slave(&master, SECRET);
+    assert!(wait_same(&master, &fresh, Duration::from_secs(10)));
+    let truth = everything(&fresh);
+    assert!(
+        everything(&behind) == truth,
+        "the behind slave holds the master's audio"
+    );
+    assert!(
+        everything(&ahead) == truth,
+        "the slave that was ahead too, not its own chunks"
+    );
+}
+
 #[test]
 fn a_stalled_slave_never_holds_up_the_master_or_the_other_slaves() {
     let master = ServerProcess::start(EXE, &master_config(""));
@@ -545,6 +616,7 @@ fn a_wrong_secret_is_refused_and_logged_once() {
             version: 99,
             id: "from-the-future".into(),
             next_seq: Default::default(),
+            last: Default::default(),
         },
     ))
     .unwrap();

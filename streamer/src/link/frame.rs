@@ -62,6 +62,33 @@ pub struct Hello {
     /// Per stream, the sequence number of the next chunk it needs
     /// (absent: it holds nothing of that stream).
     pub next_seq: std::collections::BTreeMap<String, u64>,
+    /// Per stream, its newest chunk, so the master can tell whether that
+    /// chunk is also the master's (after a restart it may not be).
+    #[serde(default)]
+    pub last: std::collections::BTreeMap<String, ChunkId>,
+}
+
+/// Enough of a chunk to tell two chunks of one number apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkId {
+    /// Sequence number.
+    pub seq: u64,
+    /// Wall-clock start, µs since the epoch.
+    pub ts_micros: i64,
+    /// Audio bytes.
+    pub len: u64,
+}
+
+impl ChunkId {
+    /// The id of `c`.
+    pub fn of(c: &crate::buffer::Chunk) -> ChunkId {
+        ChunkId {
+            seq: c.seq,
+            ts_micros: c.ts_micros,
+            len: c.data().len() as u64,
+        }
+    }
 }
 
 /// The master's streams, as slaves serve them.
@@ -274,6 +301,15 @@ mod tests {
             version: 1,
             id: "s1".into(),
             next_seq: [("news".to_string(), 5)].into(),
+            last: [(
+                "news".to_string(),
+                ChunkId {
+                    seq: 4,
+                    ts_micros: 1_700_000_000_000_000,
+                    len: 417,
+                },
+            )]
+            .into(),
         }));
         let mut buf = BytesMut::new();
         let mut got = Vec::new();

@@ -189,7 +189,7 @@ pub async fn serve(
         }
     });
     let end = tokio::select! {
-        r = feed(&server, &mut wr, hello.next_seq) => r.err().unwrap_or(LinkError::Closed),
+        r = feed(&server, &mut wr, hello.next_seq, &hello.last) => r.err().unwrap_or(LinkError::Closed),
         r = &mut reader => r.unwrap_or(LinkError::Closed),
     };
     reader.abort();
@@ -205,7 +205,24 @@ async fn feed(
     server: &Arc<Server>,
     wr: &mut OwnedWriteHalf,
     mut cursors: BTreeMap<String, u64>,
+    their_last: &BTreeMap<String, frame::ChunkId>,
 ) -> Result<(), LinkError> {
+    // A slave whose newest chunk is not ours under that number (it kept audio
+    // a restarted master numbered differently) starts over from our buffer.
+    let mut forced: std::collections::BTreeSet<String> = their_last
+        .iter()
+        .filter(|(key, id)| {
+            server.stream(key).is_some_and(|s| {
+                s.read_buffer()
+                    .get(id.seq)
+                    .is_some_and(|c| frame::ChunkId::of(c) != **id)
+            })
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in &forced {
+        tracing::warn!(stream = %key, "a slave holds a different chunk under one of our numbers: resetting it to our buffer");
+    }
     let mut config_epoch = server.config_epoch();
     wr.write_all(&frame::config(&link_config(server))).await?;
     // A slave holding more than we do (we restarted with an older dump, or
@@ -272,7 +289,8 @@ async fn feed(
                 let replaced = generations
                     .insert(stream.key().to_string(), generation)
                     .is_some_and(|g| g != generation);
-                let reset = *cursor < first || *cursor > next || replaced;
+                let reset =
+                    *cursor < first || *cursor > next || replaced || forced.remove(stream.key());
                 if reset {
                     *cursor = first;
                 }

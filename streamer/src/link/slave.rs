@@ -134,10 +134,20 @@ async fn connected(
             (!b.is_empty()).then(|| (s.key().to_string(), b.next_seq()))
         })
         .collect();
+    let last: BTreeMap<String, frame::ChunkId> = server
+        .streams()
+        .iter()
+        .filter_map(|s| {
+            let b = s.read_buffer();
+            b.last()
+                .map(|c| (s.key().to_string(), frame::ChunkId::of(c)))
+        })
+        .collect();
     let (mut rd, mut wr) = sock.into_split();
     wr.write_all(&frame::hello(&Hello {
         version: frame::VERSION,
         id: id.to_string(),
+        last,
         next_seq,
     }))
     .await?;
