@@ -35,6 +35,48 @@ fn reader(mut s: TcpStream, rest: Vec<u8>) -> JoinHandle<Vec<u8>> {
     })
 }
 
+/// A pump read slowly (1 KiB every 100 ms, through a small receive buffer) so
+/// that it is still being sent when the handoff comes. Returns the body and
+/// its announced Content-Length.
+fn slow_pump(addr: std::net::SocketAddr, path: &str) -> JoinHandle<(Vec<u8>, usize)> {
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut s = rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            sock.connect(addr).await.unwrap().into_std().unwrap()
+        });
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        use std::io::Write;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (got[head_end..].to_vec(), len)
+    })
+}
+
 fn handoff_cmd(control: &Path, to: &Path) -> (bool, String) {
     let out = Command::new(EXE)
         .arg("--control-socket")
@@ -94,7 +136,9 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
         ("--source-port", sp),
         ("--admin-port", ap),
     ];
-    let mut old = start_on(&dir, &ports, config(), "a.sock", false);
+    // Small socket buffers, so a pump is still in flight at the handoff.
+    let cfg = format!("listeners: {{ sendBufferBytes: 4096 }}\n{}", config());
+    let mut old = start_on(&dir, &ports, &cfg, "a.sock", false);
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let frames = frames_of(&data, Codec::Mp3);
     let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
@@ -116,10 +160,11 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     let (back, st, _, r3) = request(old.listen, "GET", "/live?offset=2", &[]);
     assert_eq!(st, 200);
     let (raw, icy, back) = (reader(raw, r1), reader(icy, r2), reader(back, r3));
+    let pump = slow_pump(old.listen, "/live?pump=3&offset=3");
     std::thread::sleep(Duration::from_secs(1));
 
     // The successor: same ports (SO_REUSEPORT), waiting for the handoff.
-    let new = start_on(&dir, &ports, config(), "b.sock", true);
+    let new = start_on(&dir, &ports, &cfg, "b.sock", true);
     assert!(new
         .wait_log("waiting for a predecessor", Duration::from_secs(5))
         .is_some());
@@ -134,7 +179,7 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     }
     let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
     assert!(ok, "handoff: {out}");
-    assert!(out.contains("3 listeners, 1 sources, 1 buffers"), "{out}");
+    assert!(out.contains("4 listeners, 1 sources, 1 buffers"), "{out}");
     assert_eq!(
         old.wait_exit(Duration::from_secs(10)),
         Some(0),
@@ -174,6 +219,14 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     assert!(
         !icy[100..].windows(8).any(|w| w == b"HTTP/1.1"),
         "no headers re-sent"
+    );
+    // The pump, mid-flight at the handoff: exactly its span, then the end.
+    let (pumped, len) = pump.join().unwrap();
+    assert_eq!(pumped.len(), len, "the Content-Length, to the byte");
+    assert!(len > 30_000, "seconds of audio: {len}");
+    assert!(
+        find(&audio, &pumped).is_some(),
+        "one contiguous run of the audio"
     );
     // Rewound: contiguous too.
     let at = find(&audio, &back[..2048]).unwrap();
