@@ -54,7 +54,13 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                 return;
             }
             Ok(Ok(Some((req, body)))) => {
-                let resp = route(&server, &req, &body);
+                // A dump export or import handles hundreds of megabytes: let
+                // the runtime move other tasks off this worker meanwhile.
+                let resp = if req.path.ends_with("/rewind") {
+                    tokio::task::block_in_place(|| route(&server, &req, &body))
+                } else {
+                    route(&server, &req, &body)
+                };
                 (resp, req.keep_alive(), req.method == "HEAD")
             }
         };
