@@ -578,6 +578,84 @@ fn a_slave_hands_its_listeners_to_a_synced_successor() {
     );
 }
 
+/// A slave successor that has its master's config (saved next to its dumps)
+/// but no audio yet (the master is unreachable) takes the listeners over:
+/// they wait at their exact position instead of being dropped, and go on
+/// once the successor's replica arrives.
+#[test]
+fn listeners_handed_to_a_slave_without_audio_yet_wait_and_go_on() {
+    let dir = scratch_dir("handoff-slave-empty");
+    let master = ServerProcess::start(
+        EXE,
+        &format!("mode: master\nlink: {{ secret: s }}\n{}", config()),
+    );
+    let (lp, ap) = (free_port(), free_port());
+    let (d1, d2) = (dir.join("d1"), dir.join("d2"));
+    std::fs::create_dir_all(&d2).unwrap();
+    let slave_cfg = |dumps: &Path| {
+        format!(
+            "mode: slave\nlink: {{ secret: s }}\nmaster: {{ url: \"http://{}\" }}\ndumps: {{ dir: {} }}\n",
+            master.admin,
+            dumps.display()
+        )
+    };
+    let ports = [("--listen-port", lp), ("--admin-port", ap)];
+    let mut old = start_on(&dir, &ports, &slave_cfg(&d1), "a.sock", false);
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(10.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let audio: Vec<u8> = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let src_addr = master.source;
+    let d = data.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&d, &feed, 44_100).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (mut l, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
+    assert_eq!(st, 200);
+    l.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let listener =
+        std::thread::spawn(move || read_n(&mut l, rest, usize::MAX, Duration::from_secs(60)));
+    // The successor knows the master's streams (its last config) but the
+    // master does not answer it: no audio in its buffers.
+    std::fs::copy(
+        d1.join("replica-config.json"),
+        d2.join("replica-config.json"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-STOP", &master.pid().to_string()])
+        .status()
+        .unwrap();
+    let new = start_on(&dir, &ports, &slave_cfg(&d2), "b.sock", true);
+    assert!(new
+        .wait_log("waiting for a predecessor", Duration::from_secs(10))
+        .is_some());
+    let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
+    assert!(ok && out.contains("1 listeners"), "{out}");
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
+    std::thread::sleep(Duration::from_secs(1));
+    Command::new("kill")
+        .args(["-CONT", &master.pid().to_string()])
+        .status()
+        .unwrap();
+    feeder.join().unwrap();
+    let wire = listener.join().unwrap();
+    let (got, _) = strip_icy(&wire, 1000);
+    let at = find(&audio, &got[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&got) && at + got.len() == audio.len(),
+        "the listener waited and went on exactly: {} of {} bytes from {at}",
+        got.len(),
+        audio.len() - at
+    );
+    assert!(new.log_lines("listener disconnected").is_empty());
+}
+
 /// A transcoded stream across a handoff: its buffer moves, its listener goes
 /// on reading one contiguous run of it, and the successor's own transcoder
 /// continues it after a discontinuity (encoder state is not handed over).

@@ -183,7 +183,9 @@ impl Sender {
             }
             if self.current.as_ref().is_none_or(|c| c.seq != self.pos.seq) {
                 let b = self.stream.read_buffer();
-                if self.pos.seq < b.first_seq() {
+                // An empty buffer cannot say a position is gone (a slave that
+                // took listeners over before its replica arrived): wait.
+                if self.pos.seq < b.first_seq() && !b.is_empty() {
                     return Poll::Ready(Ended::FellBehind);
                 }
                 // Keep the last chunk when the next is not there yet: it says
