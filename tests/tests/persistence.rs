@@ -86,7 +86,29 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
             > next_seq
     );
 
-    // Export from one stream, import into another.
+    // Export from one stream, import into another that has served audio of
+    // its own: the import is numbered after what it served.
+    let mut src = Source::connect(second.source, "other", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[..200_000]).unwrap();
+    drop(src);
+    assert!(second.wait_metric(
+        "streammachine_source_connected{mount=\"other\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    let other_next = status(&second, "other")["buffer"]["nextSeq"]
+        .as_u64()
+        .unwrap();
+    let media_sequence = |pl: &str| -> u64 {
+        pl.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let other_playlist = http_get(second.listen, "/other.m3u8", &[]).text();
+    let other_last_segment =
+        media_sequence(&other_playlist) + other_playlist.matches("#EXTINF").count() as u64;
     let export = http_get(
         second.admin,
         "/api/streams/keep/rewind",
@@ -108,6 +130,18 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
     let a = http_get(second.listen, "/keep?pump=9999&offset=9999", &[]).body;
     let b = http_get(second.listen, "/other?pump=9999&offset=9999", &[]).body;
     assert!(a == b && !a.is_empty());
+    assert!(
+        status(&second, "other")["buffer"]["firstSeq"]
+            .as_u64()
+            .unwrap()
+            >= other_next,
+        "no sequence number served before is used again"
+    );
+    let imported = http_get(second.listen, "/other.m3u8", &[]).text();
+    assert!(
+        media_sequence(&imported) >= other_last_segment,
+        "no HLS segment name served before is used again:\n{other_playlist}\n{imported}"
+    );
     let mut garbage = export.body.clone();
     let mid = garbage.len() / 2;
     garbage[mid] ^= 0x55;

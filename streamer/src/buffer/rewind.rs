@@ -230,6 +230,21 @@ impl RewindBuffer {
         self.chunks.get(i)
     }
 
+    /// Where numbering stands: the next sequence number, and the last HLS
+    /// segment and discontinuity numbers used (kept across a clear).
+    pub fn numbering(&self) -> (u64, Option<(u64, u64)>) {
+        let from_chunk = self.chunks.back().map(|c| (c.hls_segment, c.hls_disc_seq));
+        let from_segmenter = self
+            .segmenter
+            .resume_point()
+            .map(|p| (p.segment, p.disc_seq));
+        let last = match (from_chunk, from_segmenter) {
+            (Some(a), Some(b)) => Some((a.0.max(b.0), a.1.max(b.1))),
+            (a, b) => a.or(b),
+        };
+        (self.next_seq, last)
+    }
+
     /// The chunk at `index` (0 = oldest).
     pub fn at(&self, index: usize) -> Option<&Arc<Chunk>> {
         self.chunks.get(index)
