@@ -279,9 +279,6 @@ async fn accept_source(
     } else {
         b"HTTP/1.0 200 OK\r\n\r\n"
     };
-    if sock.write_all(reply).await.is_err() {
-        return Ok(None);
-    }
     let info = SourceInfo {
         remote: Some(peer),
         user_agent: req.header("user-agent").map(str::to_string),
@@ -293,7 +290,12 @@ async fn accept_source(
         audio_info: req.header("ice-audio-info").map(str::to_string),
         public: req.header("ice-public").map(str::to_string),
     };
+    // Registered before the go-ahead: once an encoder has it, status and
+    // metrics count it (a source that leaves at once is counted out after).
     let guard = mount.add_source(info);
+    if sock.write_all(reply).await.is_err() {
+        return Ok(None);
+    }
     server
         .metrics()
         .source_connections
