@@ -20,6 +20,29 @@ fn config() -> &'static str {
     "streams:\n  - key: live\n    password: pw\n    burstSeconds: 1\n    icyMetaInterval: 1000\n"
 }
 
+/// A source sending the first `seconds` of the music fixture to `mount` at
+/// real time, in a thread; returns the audio it sends (its frames) and the thread.
+fn realtime_source(
+    addr: std::net::SocketAddr,
+    mount: &str,
+    password: &str,
+    seconds: f64,
+) -> (Vec<u8>, JoinHandle<()>) {
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let feed: Vec<_> = frames[..(seconds * 44_100.0 / 1152.0) as usize].to_vec();
+    let audio = feed
+        .iter()
+        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+        .collect();
+    let (mount, password) = (mount.to_string(), password.to_string());
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(addr, &mount, &password, SourceMethod::Ice, &[]).unwrap();
+        src.send_realtime(&data, &feed, 44_100).unwrap();
+    });
+    (audio, feeder)
+}
+
 /// Reads a listener until it goes quiet; returns everything.
 fn reader(mut s: TcpStream, rest: Vec<u8>) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
@@ -139,19 +162,7 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     // Small socket buffers, so a pump is still in flight at the handoff.
     let cfg = format!("listeners: {{ sendBufferBytes: 4096 }}\n{}", config());
     let mut old = start_on(&dir, &ports, &cfg, "a.sock", false);
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let frames = frames_of(&data, Codec::Mp3);
-    let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
-    let audio: Vec<u8> = feed
-        .iter()
-        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
-        .collect();
-    let src_addr = old.source;
-    let d = data.clone();
-    let feeder = std::thread::spawn(move || {
-        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-        src.send_realtime(&d, &feed, 44_100).unwrap();
-    });
+    let (audio, feeder) = realtime_source(old.source, "live", "pw", 9.0);
     std::thread::sleep(Duration::from_secs(3));
     let (raw, st, _, r1) = request(old.listen, "GET", "/live", &[]);
     assert_eq!(st, 200);
@@ -277,19 +288,7 @@ fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
         r#"{"key": "extra", "password": "xp", "burstSeconds": 1, "icyMetaInterval": 1000}"#,
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let frames = frames_of(&data, Codec::Mp3);
-    let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
-    let audio: Vec<u8> = feed
-        .iter()
-        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
-        .collect();
-    let src_addr = old.source;
-    let d = data.clone();
-    let feeder = std::thread::spawn(move || {
-        let mut src = Source::connect(src_addr, "extra", "xp", SourceMethod::Ice, &[]).unwrap();
-        src.send_realtime(&d, &feed, 44_100).unwrap();
-    });
+    let (audio, feeder) = realtime_source(old.source, "extra", "xp", 9.0);
     std::thread::sleep(Duration::from_secs(2));
     let r = api(
         old.admin,
@@ -378,19 +377,7 @@ fn a_successor_that_dies_mid_handoff_leaves_the_old_one_serving() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .unwrap();
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let frames = frames_of(&data, Codec::Mp3);
-    let feed: Vec<_> = frames[..(9.0 * 44_100.0 / 1152.0) as usize].to_vec();
-    let audio: Vec<u8> = feed
-        .iter()
-        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
-        .collect();
-    let src_addr = old.source;
-    let d = data.clone();
-    let feeder = std::thread::spawn(move || {
-        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-        src.send_realtime(&d, &feed, 44_100).unwrap();
-    });
+    let (audio, feeder) = realtime_source(old.source, "live", "pw", 9.0);
     std::thread::sleep(Duration::from_secs(2));
     let (s, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
@@ -466,19 +453,7 @@ fn run_hands_off_to_a_new_process_on_sighup() {
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .unwrap();
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let frames = frames_of(&data, Codec::Mp3);
-    let feed: Vec<_> = frames[..(7.0 * 44_100.0 / 1152.0) as usize].to_vec();
-    let audio: Vec<u8> = feed
-        .iter()
-        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
-        .collect();
-    let src_addr = sup.source;
-    let d = data.clone();
-    let feeder = std::thread::spawn(move || {
-        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-        src.send_realtime(&d, &feed, 44_100).unwrap();
-    });
+    let (audio, feeder) = realtime_source(sup.source, "live", "pw", 7.0);
     std::thread::sleep(Duration::from_secs(2));
     let (s, st, _, rest) = request(sup.listen, "GET", "/live", &[]);
     assert_eq!(st, 200);
@@ -535,19 +510,7 @@ fn a_slave_hands_its_listeners_to_a_synced_successor() {
     );
     let ports = [("--listen-port", lp), ("--admin-port", ap)];
     let mut old = start_on(&dir, &ports, &slave_cfg, "a.sock", false);
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let frames = frames_of(&data, Codec::Mp3);
-    let feed: Vec<_> = frames[..(8.0 * 44_100.0 / 1152.0) as usize].to_vec();
-    let audio: Vec<u8> = feed
-        .iter()
-        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
-        .collect();
-    let src_addr = master.source;
-    let d = data.clone();
-    let feeder = std::thread::spawn(move || {
-        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-        src.send_realtime(&d, &feed, 44_100).unwrap();
-    });
+    let (audio, feeder) = realtime_source(master.source, "live", "pw", 8.0);
     std::thread::sleep(Duration::from_secs(2));
     let (s, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
@@ -601,19 +564,7 @@ fn listeners_handed_to_a_slave_without_audio_yet_wait_and_go_on() {
     };
     let ports = [("--listen-port", lp), ("--admin-port", ap)];
     let mut old = start_on(&dir, &ports, &slave_cfg(&d1), "a.sock", false);
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let frames = frames_of(&data, Codec::Mp3);
-    let feed: Vec<_> = frames[..(10.0 * 44_100.0 / 1152.0) as usize].to_vec();
-    let audio: Vec<u8> = feed
-        .iter()
-        .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
-        .collect();
-    let src_addr = master.source;
-    let d = data.clone();
-    let feeder = std::thread::spawn(move || {
-        let mut src = Source::connect(src_addr, "live", "pw", SourceMethod::Ice, &[]).unwrap();
-        src.send_realtime(&d, &feed, 44_100).unwrap();
-    });
+    let (audio, feeder) = realtime_source(master.source, "live", "pw", 10.0);
     std::thread::sleep(Duration::from_secs(2));
     let (mut l, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
