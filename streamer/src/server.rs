@@ -670,14 +670,7 @@ impl Server {
             crate::output::listener::resume(self, l);
         }
         for s in parked.sources {
-            tokio::spawn(crate::source::icecast::drive(
-                Arc::clone(self),
-                s.sock,
-                s.peer,
-                s.guard,
-                s.run,
-                bytes::BytesMut::new(),
-            ));
+            s.resume(self);
         }
     }
 

@@ -213,6 +213,23 @@ impl ServerProcess {
             .and_then(|v| v.trim().parse().ok())
     }
 
+    /// An Icecast source on `mount` sends `data` and leaves; returns once the
+    /// server has taken all of it (the source is counted out).
+    pub fn send_source(&self, mount: &str, password: &str, data: &[u8]) {
+        let mut src = Source::connect(self.source, mount, password, SourceMethod::Ice, &[])
+            .unwrap_or_else(|e| panic!("source on {mount}: {e}"));
+        src.send(data).unwrap();
+        drop(src);
+        assert!(
+            self.wait_metric(
+                &format!("streammachine_source_connected{{mount=\"{mount}\"}}"),
+                0.0,
+                Duration::from_secs(5)
+            ),
+            "the source on {mount} did not end"
+        );
+    }
+
     /// Waits until a metric has `value`.
     pub fn wait_metric(&self, series: &str, value: f64, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;

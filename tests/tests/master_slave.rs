@@ -47,14 +47,7 @@ fn wait_same(a: &ServerProcess, b: &ServerProcess, timeout: Duration) -> bool {
 /// Sends `data` to `mount` at once and waits until the source has left (the
 /// master holds all of it).
 fn send_all(master: &ServerProcess, mount: &str, data: &[u8]) {
-    let mut src = Source::connect(master.source, mount, "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(data).unwrap();
-    drop(src);
-    assert!(master.wait_metric(
-        &format!("streammachine_source_connected{{mount=\"{mount}\"}}"),
-        0.0,
-        Duration::from_secs(5)
-    ));
+    master.send_source(mount, "pw", data);
 }
 
 fn everything(server: &ServerProcess) -> Vec<u8> {

@@ -33,14 +33,7 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let audio = audio_of(&data, Codec::Mp3);
     let mut first = ServerProcess::start(EXE, &config(&dumps));
-    let mut src = Source::connect(first.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data).unwrap();
-    drop(src);
-    assert!(first.wait_metric(
-        "streammachine_source_connected{mount=\"keep\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    first.send_source("keep", "pw", &data);
     let before = http_get(first.listen, "/keep?pump=9999&offset=9999", &[]).body;
     assert!(before == audio);
     let st = status(&first, "keep");
@@ -71,14 +64,7 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
         "the same HLS segments"
     );
     // New audio continues the numbering.
-    let mut src = Source::connect(second.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data[..100_000]).unwrap();
-    drop(src);
-    assert!(second.wait_metric(
-        "streammachine_source_connected{mount=\"keep\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    second.send_source("keep", "pw", &data[..100_000]);
     assert!(
         status(&second, "keep")["buffer"]["nextSeq"]
             .as_u64()
@@ -88,14 +74,7 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
 
     // Export from one stream, import into another that has served audio of
     // its own: the import is numbered after what it served.
-    let mut src = Source::connect(second.source, "other", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data[..200_000]).unwrap();
-    drop(src);
-    assert!(second.wait_metric(
-        "streammachine_source_connected{mount=\"other\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    second.send_source("other", "pw", &data[..200_000]);
     let other_next = status(&second, "other")["buffer"]["nextSeq"]
         .as_u64()
         .unwrap();
@@ -176,14 +155,7 @@ fn a_corrupt_dump_is_reported_and_skipped() {
     let dumps = scratch_dir("dumps-bad");
     let data = fixture("mp3/mp3-44100-64-s.mp3");
     let mut first = ServerProcess::start(EXE, &config(&dumps));
-    let mut src = Source::connect(first.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data).unwrap();
-    drop(src);
-    assert!(first.wait_metric(
-        "streammachine_source_connected{mount=\"keep\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    first.send_source("keep", "pw", &data);
     assert_eq!(first.terminate(), Some(0));
     let path = dumps.join("keep.dump");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -217,14 +189,7 @@ fn periodic_dumps_survive_a_kill_and_a_master_restores_them() {
     );
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     let first = ServerProcess::start(EXE, &cfg);
-    let mut src = Source::connect(first.source, "keep", "pw", SourceMethod::Ice, &[]).unwrap();
-    src.send(&data).unwrap();
-    drop(src);
-    assert!(first.wait_metric(
-        "streammachine_source_connected{mount=\"keep\"}",
-        0.0,
-        Duration::from_secs(5)
-    ));
+    first.send_source("keep", "pw", &data);
     // (A master holds new audio until a slave links or its grace ends.)
     assert!(first.wait_metric_at_least(
         "streammachine_buffer_bytes{stream=\"keep\"}",

@@ -383,17 +383,9 @@ fn output_name(s: &str) -> &'static str {
 /// socket until the predecessor confirms it has let go ([`commit`]).
 struct Prepared {
     listening: Vec<(String, tokio::net::TcpListener)>,
-    sources: Vec<SourceReady>,
+    sources: Vec<crate::source::icecast::ParkedSource>,
     listeners: Vec<crate::output::listener::ParkedListener>,
     summary: Summary,
-}
-
-/// A handed-over source, ready to be driven.
-struct SourceReady {
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    guard: crate::source::mount::SourceGuard,
-    run: Box<crate::source::icecast::SourceRun>,
 }
 
 /// Prepares what a predecessor sent: config, buffers, listening sockets,
@@ -471,7 +463,7 @@ fn prepare(server: &Arc<Server>, r: Received) -> Result<Prepared, HandoffError> 
             chunker: crate::buffer::Chunker::resume(msg.chunker),
             format_key: msg.format_key,
         });
-        ready.sources.push(SourceReady {
+        ready.sources.push(crate::source::icecast::ParkedSource {
             sock,
             peer: msg.peer,
             guard,
@@ -522,14 +514,7 @@ fn commit(server: &Arc<Server>, ready: Prepared) -> Summary {
         server.adopt_listening(&kind, l);
     }
     for src in ready.sources {
-        tokio::spawn(crate::source::icecast::drive(
-            Arc::clone(server),
-            src.sock,
-            src.peer,
-            src.guard,
-            src.run,
-            bytes::BytesMut::new(),
-        ));
+        src.resume(server);
     }
     for l in ready.listeners {
         crate::output::listener::resume(server, l);

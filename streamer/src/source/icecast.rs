@@ -93,6 +93,20 @@ pub struct ParkedSource {
     pub run: Box<SourceRun>,
 }
 
+impl ParkedSource {
+    /// Drives it again (after a failed handoff, or adopted by a successor).
+    pub fn resume(self, server: &Arc<Server>) {
+        tokio::spawn(drive(
+            Arc::clone(server),
+            self.sock,
+            self.peer,
+            self.guard,
+            self.run,
+            BytesMut::new(),
+        ));
+    }
+}
+
 /// Serves one connection on the source port, start to end.
 pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
     let cfg = &server.config().sources;
