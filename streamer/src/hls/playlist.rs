@@ -74,8 +74,8 @@ impl<'a> MediaOptions<'a> {
 /// Every segment gets its `EXT-X-PROGRAM-DATE-TIME` (players map the audio to
 /// wall-clock time, and `?at=` works in them too), an `EXT-X-DISCONTINUITY`
 /// when its discontinuity sequence is above the previous one's, and its title
-/// in `EXTINF`. `EXT-X-TARGETDURATION` is the longest listed duration rounded
-/// up, never below the configured length.
+/// in `EXTINF`. `EXT-X-TARGETDURATION` is the longest duration held (listed
+/// or not) rounded up, never below the configured length.
 pub fn render_media(segments: &[SegmentInfo], opts: &MediaOptions<'_>) -> String {
     let complete = segments
         .iter()
@@ -85,7 +85,10 @@ pub fn render_media(segments: &[SegmentInfo], opts: &MediaOptions<'_>) -> String
         Some(n) => &complete[complete.len().saturating_sub(n.max(1))..],
         None => complete,
     };
-    let target = listed
+    // Over every segment held, not just the listed window: a short live
+    // window's target then does not move as the window slides (RFC 8216:
+    // it must not change).
+    let target = complete
         .iter()
         .map(|s| extinf_millis(s).div_ceil(1000))
         .max()
@@ -535,6 +538,17 @@ live/seg/103.aac?sid=ab%20c
         let text = render_media(&v, &MediaOptions::new("s", Codec::Mp3, 10));
         assert!(text.contains("#EXT-X-TARGETDURATION:12\n"), "{text}");
         assert!(text.contains("#EXTINF:11.001,Song 100\n"), "{text}");
+    }
+
+    #[test]
+    fn a_short_window_keeps_the_target_of_the_whole_buffer() {
+        let mut v = list();
+        v[0].duration_micros = 14_500_000; // a burst segment, outside the window
+        let mut opts = MediaOptions::new("s", Codec::Mp3, 10);
+        opts.window = Some(2);
+        let text = render_media(&v, &opts);
+        assert!(!text.contains("Song 100"), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:15\n"), "{text}");
     }
 
     #[test]
