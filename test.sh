@@ -14,9 +14,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
 if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test.sh: installing ${need[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -48,7 +48,13 @@ PY
 fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "test.sh: installing kubernetes-validate" >&2
-  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  # A Debian system Python refuses system-wide installs (PEP 668) unless told.
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes-validate
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 fi
 
