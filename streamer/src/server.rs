@@ -296,7 +296,10 @@ impl Server {
     }
 
     fn resync_grace(&self) -> Duration {
-        self.config.link.clone().unwrap_or_default().resync_grace()
+        self.config.link.as_ref().map_or_else(
+            || streammachine_crds::config::LinkConfig::default().resync_grace(),
+            streammachine_crds::config::LinkConfig::resync_grace,
+        )
     }
 
     /// Whether new audio is held for a re-sync with the slaves.

@@ -454,6 +454,27 @@ pub fn read_n(s: &mut TcpStream, mut have: Vec<u8>, n: usize, timeout: Duration)
     have
 }
 
+/// Reads a listener in a thread until the stream goes quiet for `quiet` (or
+/// closes); returns `rest` and everything after it.
+pub fn read_in_background(
+    mut s: TcpStream,
+    rest: Vec<u8>,
+    quiet: Duration,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    s.set_read_timeout(Some(quiet)).unwrap();
+    std::thread::spawn(move || read_n(&mut s, rest, usize::MAX, Duration::from_secs(300)))
+}
+
+/// Sends a signal to a process (`STOP`, `CONT`, `HUP`…).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
 /// Reads everything until the peer closes.
 pub fn read_to_close(s: &mut TcpStream, mut have: Vec<u8>) -> Vec<u8> {
     s.read_to_end(&mut have).unwrap();

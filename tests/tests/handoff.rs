@@ -20,6 +20,15 @@ fn config() -> &'static str {
     "streams:\n  - key: live\n    password: pw\n    burstSeconds: 1\n    icyMetaInterval: 1000\n"
 }
 
+/// Free listener, source and admin ports, as `start_on` takes them.
+fn standalone_ports() -> [(&'static str, u16); 3] {
+    [
+        ("--listen-port", free_port()),
+        ("--source-port", free_port()),
+        ("--admin-port", free_port()),
+    ]
+}
+
 /// A source sending the first `seconds` of the music fixture to `mount` at
 /// real time, in a thread; returns the audio it sends (its frames) and the thread.
 fn realtime_source(
@@ -43,19 +52,9 @@ fn realtime_source(
     (audio, feeder)
 }
 
-/// Reads a listener until it goes quiet; returns everything.
-fn reader(mut s: TcpStream, rest: Vec<u8>) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut got = rest;
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
+/// Reads a listener until it goes quiet for 3 s; returns everything.
+fn reader(s: TcpStream, rest: Vec<u8>) -> JoinHandle<Vec<u8>> {
+    read_in_background(s, rest, Duration::from_secs(3))
 }
 
 /// A pump read slowly (1 KiB every 100 ms, through a small receive buffer) so
@@ -78,25 +77,22 @@ fn slow_pump(addr: std::net::SocketAddr, path: &str) -> JoinHandle<(Vec<u8>, usi
         use std::io::Write;
         s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .unwrap();
-        let mut got = Vec::new();
+        let (status, headers, mut got) = read_head(&mut s);
+        assert_eq!(status, 200);
+        let len = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("a pump has a Content-Length");
         let mut buf = [0u8; 1024];
         loop {
+            std::thread::sleep(Duration::from_millis(100));
             match s.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
-        let len = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        (got[head_end..].to_vec(), len)
+        (got, len)
     })
 }
 
@@ -153,12 +149,7 @@ fn start_on(
 #[test]
 fn every_listener_and_the_source_continue_at_the_next_byte() {
     let dir = scratch_dir("handoff");
-    let (lp, sp, ap) = (free_port(), free_port(), free_port());
-    let ports = [
-        ("--listen-port", lp),
-        ("--source-port", sp),
-        ("--admin-port", ap),
-    ];
+    let ports = standalone_ports();
     // Small socket buffers, so a pump is still in flight at the handoff.
     let cfg = format!("listeners: {{ sendBufferBytes: 4096 }}\n{}", config());
     let mut old = start_on(&dir, &ports, &cfg, "a.sock", false);
@@ -267,12 +258,7 @@ fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Http
 #[test]
 fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
     let dir = scratch_dir("handoff-api");
-    let (lp, sp, ap) = (free_port(), free_port(), free_port());
-    let ports = [
-        ("--listen-port", lp),
-        ("--source-port", sp),
-        ("--admin-port", ap),
-    ];
+    let ports = standalone_ports();
     let events = dir.join("events.jsonl");
     let cfg = format!(
         "admin: {{ token: tok }}\nanalytics: {{ file: {}, intervalSeconds: 1 }}\n{}",
@@ -463,10 +449,7 @@ fn run_hands_off_to_a_new_process_on_sighup() {
     let flip = dir.join("current.new");
     std::os::unix::fs::symlink(&v2, &flip).unwrap();
     std::fs::rename(&flip, &current).unwrap();
-    Command::new("kill")
-        .args(["-HUP", &sup.pid().to_string()])
-        .status()
-        .unwrap();
+    signal(sup.pid(), "HUP");
     let line = sup
         .wait_log(
             "supervisor: handed off to the new server",
@@ -566,11 +549,9 @@ fn listeners_handed_to_a_slave_without_audio_yet_wait_and_go_on() {
     let mut old = start_on(&dir, &ports, &slave_cfg(&d1), "a.sock", false);
     let (audio, feeder) = realtime_source(master.source, "live", "pw", 10.0);
     std::thread::sleep(Duration::from_secs(2));
-    let (mut l, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
+    let (l, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
-    l.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let listener =
-        std::thread::spawn(move || read_n(&mut l, rest, usize::MAX, Duration::from_secs(60)));
+    let listener = read_in_background(l, rest, Duration::from_secs(10));
     // The successor knows the master's streams (its last config) but the
     // master does not answer it: no audio in its buffers.
     std::fs::copy(
@@ -578,10 +559,7 @@ fn listeners_handed_to_a_slave_without_audio_yet_wait_and_go_on() {
         d2.join("replica-config.json"),
     )
     .unwrap();
-    Command::new("kill")
-        .args(["-STOP", &master.pid().to_string()])
-        .status()
-        .unwrap();
+    signal(master.pid(), "STOP");
     let new = start_on(&dir, &ports, &slave_cfg(&d2), "b.sock", true);
     assert!(new
         .wait_log("waiting for a predecessor", Duration::from_secs(10))
@@ -590,10 +568,7 @@ fn listeners_handed_to_a_slave_without_audio_yet_wait_and_go_on() {
     assert!(ok && out.contains("1 listeners"), "{out}");
     assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(0));
     std::thread::sleep(Duration::from_secs(1));
-    Command::new("kill")
-        .args(["-CONT", &master.pid().to_string()])
-        .status()
-        .unwrap();
+    signal(master.pid(), "CONT");
     feeder.join().unwrap();
     let wire = listener.join().unwrap();
     let (got, _) = strip_icy(&wire, 1000);

@@ -380,11 +380,9 @@ fn stalled_garbage_wrong_codec_and_silent_sources_are_dropped_with_a_reason() {
         1.0,
         Duration::from_secs(5)
     ));
-    let (mut ol, st, _, rest) = request(server.listen, "GET", "/other", &[]);
+    let (ol, st, _, rest) = request(server.listen, "GET", "/other", &[]);
     assert_eq!(st, 200);
-    ol.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let other_listener =
-        std::thread::spawn(move || read_n(&mut ol, rest, usize::MAX, Duration::from_secs(30)));
+    let other_listener = read_in_background(ol, rest, Duration::from_secs(3));
     // Stalls after 100 frames.
     let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
     src.send(&data[..frames[100].0]).unwrap();
@@ -503,11 +501,9 @@ fn a_second_source_waits_and_takes_over_when_the_first_leaves() {
         1.0,
         Duration::from_secs(5)
     ));
-    let (mut l, st, _, rest) = request(server.listen, "GET", "/test", &[]);
+    let (l, st, _, rest) = request(server.listen, "GET", "/test", &[]);
     assert_eq!(st, 200);
-    l.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let listener =
-        std::thread::spawn(move || read_n(&mut l, rest, usize::MAX, Duration::from_secs(30)));
+    let listener = read_in_background(l, rest, Duration::from_secs(3));
     let mut b = Source::connect(server.source, "test", "pw", SourceMethod::PutExpect, &[]).unwrap();
     assert!(server.wait_metric(
         "streammachine_sources{mount=\"test\"}",

@@ -468,16 +468,6 @@ fn a_late_slave_catches_up_and_a_killed_master_resyncs_from_its_slaves() {
     assert!(a == everything(&s2));
 }
 
-/// Sends a signal to a process (`STOP`, `CONT`).
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 #[test]
 fn an_encoder_that_reaches_a_restarted_master_before_its_slaves_continues_their_numbering() {
     let master = ServerProcess::start(EXE, &master_config(""));

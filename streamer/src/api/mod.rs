@@ -640,43 +640,12 @@ fn import_rewind(server: &Arc<Server>, p: &[&str], body: &[u8]) -> Result<Reply,
     // served (segments are cached as immutable): the import is renumbered
     // to follow, after a discontinuity.
     let (next_seq, last_segment) = s.read_buffer().numbering();
-    renumber_after(&mut records, next_seq, last_segment);
+    crate::persist::rewind::renumber_after(&mut records, next_seq, last_segment);
     s.clear_buffer();
     let n = crate::persist::rewind::restore_into(&s, header, records, false)
         .map_err(|e| ApiError::new(400, e.to_string()))?;
     tracing::warn!(stream = %p[0], chunks = n, "rewind buffer imported through the API");
     Ok(Reply::Empty)
-}
-
-/// Shifts imported records so their numbers come after `next_seq` and the
-/// last segment `(number, discontinuity sequence)` used.
-fn renumber_after(
-    records: &mut [crate::persist::DumpChunk],
-    next_seq: u64,
-    last_segment: Option<(u64, u64)>,
-) {
-    let Some(first) = records.first() else {
-        return;
-    };
-    let seq_shift = next_seq.saturating_sub(first.seq);
-    let (seg_shift, disc_shift) = match last_segment {
-        Some((seg, disc)) if first.hls_segment <= seg => (
-            seg + 1 - first.hls_segment,
-            (disc + 1).saturating_sub(first.hls_disc_seq),
-        ),
-        _ => (0, 0),
-    };
-    if seq_shift == 0 && seg_shift == 0 {
-        return;
-    }
-    for r in records.iter_mut() {
-        r.seq += seq_shift;
-        r.hls_segment += seg_shift;
-        r.hls_disc_seq += disc_shift;
-    }
-    if let Some(first) = records.first_mut() {
-        first.discontinuity = true;
-    }
 }
 
 fn list_mounts(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {

@@ -142,6 +142,33 @@ pub fn restore_into(
     Ok(n)
 }
 
+/// Shifts imported records so their numbers come after `next_seq` and the
+/// last segment `(number, discontinuity sequence)` used.
+pub fn renumber_after(records: &mut [DumpChunk], next_seq: u64, last_segment: Option<(u64, u64)>) {
+    let Some(first) = records.first() else {
+        return;
+    };
+    let seq_shift = next_seq.saturating_sub(first.seq);
+    let (seg_shift, disc_shift) = match last_segment {
+        Some((seg, disc)) if first.hls_segment <= seg => (
+            seg + 1 - first.hls_segment,
+            (disc + 1).saturating_sub(first.hls_disc_seq),
+        ),
+        _ => (0, 0),
+    };
+    if seq_shift == 0 && seg_shift == 0 {
+        return;
+    }
+    for r in records.iter_mut() {
+        r.seq += seq_shift;
+        r.hls_segment += seg_shift;
+        r.hls_disc_seq += disc_shift;
+    }
+    if let Some(first) = records.first_mut() {
+        first.discontinuity = true;
+    }
+}
+
 /// Loads a stream's dump file, if there is one, into its buffer. Blocking.
 pub fn restore_stream(stream: &Stream, dir: &Path) -> Result<Option<usize>, RestoreError> {
     match super::load(&dump_path(dir, stream.key()), &Limits::default())? {

@@ -146,16 +146,7 @@ fn ms(d: Duration) -> String {
 /// The rewind buffer holding 8 h of 128 kbit/s audio, built in this process
 /// exactly as the server builds it (framer → chunker → buffer).
 fn bench_buffer() -> Vec<(String, String)> {
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let mut framer = Framer::new(Codec::Mp3);
-    framer.push(&data);
-    let mut frames = Vec::new();
-    while let Some(f) = framer.next_frame().unwrap() {
-        frames.push(f);
-    }
-    while let Some(f) = framer.finish().unwrap() {
-        frames.push(f);
-    }
+    let frames = music_frames();
     let hours = 8u32;
     let seconds = hours * 3600;
     let pid = std::process::id();
@@ -350,6 +341,9 @@ fn music_frames() -> Vec<streamer::format::Frame> {
     framer.push(&data);
     let mut frames = Vec::new();
     while let Some(f) = framer.next_frame().unwrap() {
+        frames.push(f);
+    }
+    while let Some(f) = framer.finish().unwrap() {
         frames.push(f);
     }
     frames
