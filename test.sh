@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every StreamMachine test: format, lints, unit tests and the
+# Runs every StreamMachine test: format, lints, unit tests, the
 # cross-component tests (real server processes, ffmpeg as encoder and decoder,
-# promtool, hls.js in headless Chromium, Icecast 2 as a relay upstream). Installs the Debian packages those use
+# promtool, hls.js in headless Chromium, Icecast 2 as a relay upstream), and the
+# end-to-end tests on a real Kubernetes (tests/k8s/run.sh: images built with
+# buildah, the one-node kit of ../shared/k8s/ or any KUBECONFIG). Installs the Debian packages those use
 # when they are missing, and hls.js (pinned in tests/web) with npm.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -68,6 +70,13 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+# On a real Kubernetes: the cluster KUBECONFIG names, else the one-node kit in
+# ../shared/k8s/ (started and torn down by tests/k8s/run.sh).
+if [ -n "${KUBECONFIG:-}" ] || [ -x ../shared/k8s/up.sh ]; then
+  HELM="$helm" tests/k8s/run.sh 2>&1 | tee -a "$log" || status=$?
+else
+  echo "test.sh: no KUBECONFIG and no ../shared/k8s/: the Kubernetes end-to-end tests did not run" >&2
+fi
 # One closing line for all the test binaries together.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

@@ -16,11 +16,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, ExecAction, HTTPGetAction, HostPathVolumeSource, KeyToPath, Lifecycle,
-    LifecycleHandler, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
-    VolumeMount,
+    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, HostPathVolumeSource, KeyToPath, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -127,10 +127,18 @@ struct Ctx<'a> {
     owner: OwnerReference,
     image: String,
     version: Option<String>,
+    /// The slaves' image: the mount's, or the one they keep until the
+    /// master runs the new one (see [`crate::rollout`]).
+    slave_image: String,
+    slave_version: Option<String>,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(mount: &'a SourceMount, settings: &Settings) -> Result<Self, BuildError> {
+    fn new(
+        mount: &'a SourceMount,
+        settings: &Settings,
+        slave_image: Option<String>,
+    ) -> Result<Self, BuildError> {
         let namespace = mount.namespace().ok_or(BuildError::Metadata("namespace"))?;
         let owner = mount
             .controller_owner_ref(&())
@@ -140,6 +148,7 @@ impl<'a> Ctx<'a> {
             .image
             .clone()
             .unwrap_or_else(|| settings.default_image.clone());
+        let slave_image = slave_image.unwrap_or_else(|| image.clone());
         Ok(Ctx {
             mount,
             name: mount.name_any(),
@@ -147,6 +156,8 @@ impl<'a> Ctx<'a> {
             owner,
             version: names::image_version(&image),
             image,
+            slave_version: names::image_version(&slave_image),
+            slave_image,
         })
     }
 
@@ -161,7 +172,18 @@ impl<'a> Ctx<'a> {
     }
 
     fn labels(&self, component: Component) -> BTreeMap<String, String> {
-        names::labels(&self.name, component, self.version.as_deref())
+        let version = match component {
+            Component::Slave => self.slave_version.as_deref(),
+            _ => self.version.as_deref(),
+        };
+        names::labels(&self.name, component, version)
+    }
+
+    fn image(&self, component: Component) -> String {
+        match component {
+            Component::Slave => self.slave_image.clone(),
+            _ => self.image.clone(),
+        }
     }
 
     fn selector(&self, component: Component) -> LabelSelector {
@@ -182,7 +204,20 @@ pub fn children(
     settings: &Settings,
     generate: &mut dyn FnMut() -> String,
 ) -> Result<Children, BuildError> {
-    let ctx = Ctx::new(mount, settings)?;
+    children_rolling(mount, streams, existing_link, settings, generate, None)
+}
+
+/// [`children`], with the slaves on `slave_image` instead of the mount's
+/// image while the master rolls to a new one ([`crate::rollout::slave_image`]).
+pub fn children_rolling(
+    mount: &SourceMount,
+    streams: &[StreamConfig],
+    existing_link: Option<&Secret>,
+    settings: &Settings,
+    generate: &mut dyn FnMut() -> String,
+    slave_image: Option<String>,
+) -> Result<Children, BuildError> {
+    let ctx = Ctx::new(mount, settings, slave_image)?;
     Ok(Children {
         config_map: config_map(&ctx, streams)?,
         link_secret: link_secret(&ctx, existing_link, generate),
@@ -330,7 +365,7 @@ fn master_deployment(ctx: &Ctx<'_>) -> Deployment {
         liveness_probe: Some(http_probe("/healthz", names::ADMIN_PORT, 10, 6)),
         resources: spec.master.resources.clone(),
         volume_mounts: Some(mounts),
-        ..streamer_container(ctx, vec![])
+        ..streamer_container(ctx, Component::Master, vec![])
     };
     let pod = PodSpec {
         containers: vec![container],
@@ -407,13 +442,44 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
                 drain_seconds.as_str(),
             ],
         ),
+        // The new pod is Ready (below) only once it listens on the handoff
+        // socket; still, wait for it rather than fail, and when none comes
+        // (the node is drained, the DaemonSet deleted) drain instead.
         Handoff::Socket => (
             vec!["--handoff-from", names::HANDOFF_SOCKET],
-            vec![names::BINARY, "handoff", "--to", names::HANDOFF_SOCKET],
+            vec![
+                names::BINARY,
+                "handoff",
+                "--to",
+                names::HANDOFF_SOCKET,
+                "--wait",
+                names::HANDOFF_WAIT_SECONDS,
+                "--fallback-drain",
+                drain_seconds.as_str(),
+            ],
         ),
     };
+    let readiness = match spec.handoff {
+        Handoff::Drain => http_probe("/readyz", names::LISTENER_PORT, 5, 3),
+        // On the host network the listener port is shared with the pod being
+        // replaced, which would answer an HTTP probe: ask this pod's own
+        // server (caught up with the master, listening for the handoff).
+        Handoff::Socket => Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![names::BINARY.into(), "ready".into()]),
+            }),
+            period_seconds: Some(2),
+            failure_threshold: Some(3),
+            timeout_seconds: Some(2),
+            ..Default::default()
+        },
+    };
+    let grace = match spec.handoff {
+        Handoff::Drain => grace,
+        Handoff::Socket => grace + names::HANDOFF_WAIT_SECONDS.parse::<i64>().unwrap_or(60),
+    };
     let mut container = Container {
-        readiness_probe: Some(http_probe("/readyz", names::LISTENER_PORT, 5, 3)),
+        readiness_probe: Some(readiness),
         liveness_probe: Some(http_probe("/healthz", names::ADMIN_PORT, 10, 6)),
         resources: spec.resources.clone(),
         lifecycle: Some(Lifecycle {
@@ -426,12 +492,27 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
             ..Default::default()
         }),
         // The server listens there; the preStop hook (same environment) talks to it.
-        env: Some(vec![EnvVar {
-            name: "STREAMMACHINE_CONTROL_SOCKET".into(),
-            value: Some(names::CONTROL_SOCKET.into()),
-            value_from: None,
-        }]),
-        ..streamer_container(ctx, args)
+        env: Some(vec![
+            EnvVar {
+                name: "STREAMMACHINE_CONTROL_SOCKET".into(),
+                value: Some(names::CONTROL_SOCKET.into()),
+                value_from: None,
+            },
+            // The name the slave gives its master: the pod's, unique even on
+            // the host network (where HOSTNAME is the node's).
+            EnvVar {
+                name: "STREAMMACHINE_SLAVE_NAME".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        api_version: None,
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ]),
+        ..streamer_container(ctx, Component::Slave, args)
     };
     let node_selector = non_empty(&spec.node_selector);
     match spec.handoff {
@@ -493,7 +574,7 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
             // The kubelet creates the directory as root; the streamer is not.
             let init = Container {
                 name: "handoff-dir".into(),
-                image: Some(ctx.image.clone()),
+                image: Some(ctx.image(Component::Slave)),
                 image_pull_policy: ctx.mount.spec.image_pull_policy.map(|p| p.as_str().into()),
                 command: Some(vec![
                     "chown".into(),
@@ -590,7 +671,7 @@ fn pod_disruption_budget(ctx: &Ctx<'_>) -> Option<PodDisruptionBudget> {
     })
 }
 
-fn streamer_container(ctx: &Ctx<'_>, extra_args: Vec<&str>) -> Container {
+fn streamer_container(ctx: &Ctx<'_>, component: Component, extra_args: Vec<&str>) -> Container {
     let mut args = vec![
         "--config".to_string(),
         names::CONFIG_FILE.to_string(),
@@ -600,7 +681,7 @@ fn streamer_container(ctx: &Ctx<'_>, extra_args: Vec<&str>) -> Container {
     args.extend(extra_args.into_iter().map(String::from));
     Container {
         name: names::CONTAINER.into(),
-        image: Some(ctx.image.clone()),
+        image: Some(ctx.image(component)),
         image_pull_policy: ctx.mount.spec.image_pull_policy.map(|p| p.as_str().into()),
         command: Some(vec![names::BINARY.into()]),
         args: Some(args),

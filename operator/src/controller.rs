@@ -38,6 +38,7 @@ use crate::build::{self, BuildError, Settings, SlaveWorkload, StaleKind};
 use crate::conditions::{self, Desired, State};
 use crate::metrics::Metrics;
 use crate::names;
+use crate::rollout;
 use crate::status::{MasterReport, MasterStatus};
 use crate::validate;
 
@@ -312,13 +313,58 @@ async fn reconcile_mount_inner(mount: &SourceMount, ctx: &Context) -> Result<Act
         }
     }
 
+    // The slaves roll to a new image only once the master serves it.
+    let desired_image = mount
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| ctx.settings.default_image.clone());
+    let master_now = get_opt::<Deployment>(client, &ns, &names::master(&name)).await?;
+    let slave_dep = get_opt::<Deployment>(client, &ns, &names::slave(&name)).await?;
+    let slave_ds = get_opt::<DaemonSet>(client, &ns, &names::slave(&name)).await?;
+    let slaves_now = rollout::slaves_image(slave_dep.as_ref(), slave_ds.as_ref());
+    let slaves_running = slave_dep
+        .as_ref()
+        .and_then(|d| d.status.as_ref()?.ready_replicas)
+        .or_else(|| {
+            slave_ds
+                .as_ref()
+                .and_then(|d| Some(d.status.as_ref()?.number_ready))
+        })
+        .unwrap_or(0);
+    // Have the running slaves linked to the new master (its buffer is back)?
+    let relinked = if rollout::pending(&desired_image, slaves_now)
+        && rollout::master_runs(&desired_image, master_now.as_ref())
+        && slaves_running > 0
+    {
+        match &link {
+            Some(secret) => Some(matches!(
+                ctx.master_status
+                    .fetch(names::master_url(&name, &ns), admin_token(secret))
+                    .await,
+                Ok(r) if r.slaves > 0
+            )),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let slave_image =
+        rollout::slave_image(&desired_image, master_now.as_ref(), slaves_now, || relinked);
+    let holding_slaves = slave_image != desired_image;
+    if holding_slaves {
+        tracing::info!(namespace = %ns, name = %name, slaves = %slave_image, master = %desired_image,
+            "slaves keep their image until the master serves the new one");
+    }
+
     // Build.
-    let children = build::children(
+    let children = build::children_rolling(
         mount,
         &served,
         link.as_ref(),
         &ctx.settings,
         &mut random_secret,
+        Some(slave_image),
     )?;
 
     // Apply: config and secret first, so the pods find them.
@@ -478,7 +524,13 @@ async fn reconcile_mount_inner(mount: &SourceMount, ctx: &Context) -> Result<Act
         sync_event(ctx, mount, &old, &degraded).await;
         apply_status(client, mount, &status).await?;
     }
-    Ok(Action::requeue(ctx.poll_interval))
+    // While the slaves wait for the master, look again soon: their relink
+    // changes no watched object.
+    Ok(Action::requeue(if holding_slaves {
+        ctx.poll_interval.min(Duration::from_secs(2))
+    } else {
+        ctx.poll_interval
+    }))
 }
 
 /// Degraded reason while slaves lag the master.

@@ -5,6 +5,7 @@
 //! * [`validate`]: what the CRD schema cannot check, as `Ready=False` reasons.
 //! * [`controller`]: the reconcilers and the controllers that run them.
 //! * [`status`]: asking a master for its streams (listeners, buffer, source).
+//! * [`rollout`]: the upgrade order (master first, slaves once it serves).
 //! * [`leader`]: Lease-based leader election (a second replica is a hot standby).
 //! * [`conditions`], [`metrics`], [`http`], [`names`]: the pieces they share.
 
@@ -15,6 +16,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod rollout;
 pub mod status;
 #[doc(hidden)]
 pub mod testdata;

@@ -96,7 +96,21 @@ pub enum Command {
         /// Longest drain, in seconds.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// With `--to`: wait up to this many seconds for a successor to listen
+        /// there (a new pod may still be starting).
+        #[arg(long, default_value_t = 0, requires = "to")]
+        wait: u64,
+        /// With `--to`: when no successor came within `--wait`, drain for
+        /// this many seconds instead (0: fail).
+        #[arg(long, default_value_t = 0, requires = "to")]
+        fallback_drain: u64,
     },
+    /// Asks the server behind `--control-socket` whether it can take
+    /// listeners (exit 0) or not (exit 1, with the reason): ready, a slave
+    /// caught up with its master, and listening for its predecessor's handoff
+    /// when started with `--handoff-from`. For exec readiness probes on the
+    /// host network, where an HTTP probe could reach another process.
+    Ready,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -235,9 +249,7 @@ pub fn main() -> ExitCode {
     init_tracing(args.log_format);
     match &args.command {
         Some(Command::Run) => return crate::supervisor::run(&args),
-        Some(Command::Handoff { to, drain, seconds }) => {
-            return control_request(&args, to.as_deref(), *drain, *seconds)
-        }
+        Some(c @ (Command::Handoff { .. } | Command::Ready)) => return control_request(&args, c),
         None => {}
     }
     match run(args) {
@@ -290,26 +302,30 @@ fn run(args: Args) -> Result<(), CliError> {
 }
 
 /// Sends one command to a running server's control socket and prints its answer.
-fn control_request(
-    args: &Args,
-    to: Option<&std::path::Path>,
-    drain: bool,
-    seconds: u64,
-) -> ExitCode {
+fn control_request(args: &Args, command: &Command) -> ExitCode {
     use std::io::{BufRead, Write};
     let Some(path) = &args.control_socket else {
-        eprintln!(
-            "streammachine handoff: --control-socket (or STREAMMACHINE_CONTROL_SOCKET) is required"
-        );
+        eprintln!("streammachine: --control-socket (or STREAMMACHINE_CONTROL_SOCKET) is required");
         return ExitCode::from(2);
     };
-    let line = match (to, drain) {
-        (Some(t), _) => format!("HANDOFF {}\n", t.display()),
-        (None, true) => format!("DRAIN {seconds}\n"),
-        (None, false) => {
+    let line = match command {
+        Command::Handoff {
+            to: Some(t),
+            wait,
+            fallback_drain,
+            ..
+        } => format!("HANDOFF-WAIT {wait} {fallback_drain} {}\n", t.display()),
+        Command::Handoff {
+            drain: true,
+            seconds,
+            ..
+        } => format!("DRAIN {seconds}\n"),
+        Command::Handoff { .. } => {
             eprintln!("streammachine handoff: give --to <socket> or --drain");
             return ExitCode::from(2);
         }
+        Command::Ready => "READY\n".to_string(),
+        Command::Run => return ExitCode::from(2),
     };
     let result = (|| -> std::io::Result<String> {
         let mut s = std::os::unix::net::UnixStream::connect(path)?;
@@ -454,6 +470,7 @@ async fn serve(
         tokio::spawn(crate::handoff::control_loop(
             std::sync::Arc::clone(&server),
             path,
+            handoff_from.is_some(),
         ));
     }
     if let Some(path) = handoff_from {

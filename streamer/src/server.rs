@@ -85,6 +85,11 @@ pub struct Server {
     analytics: crate::analytics::Analytics,
     link_secret: Option<Secret>,
     config_epoch: std::sync::atomic::AtomicU64,
+    /// Slave: whether the replica has caught up with the master (readiness).
+    catch_up: crate::link::catchup::CatchUp,
+    /// The handoff socket this server offers (`--handoff-from`), by device
+    /// and inode once bound: a handoff to it would be to itself.
+    handoff_offer: std::sync::Mutex<Option<(u64, u64)>>,
     config_notify: tokio::sync::Notify,
     slaves: std::sync::Mutex<BTreeMap<u64, crate::link::master::SlaveInfo>>,
     next_slave: std::sync::atomic::AtomicU64,
@@ -252,6 +257,8 @@ impl Server {
             analytics_writer: std::sync::Mutex::new(analytics_writer),
             link_secret,
             config_epoch: std::sync::atomic::AtomicU64::new(0),
+            catch_up: crate::link::catchup::CatchUp::default(),
+            handoff_offer: std::sync::Mutex::new(None),
             config_notify: tokio::sync::Notify::new(),
             slaves: std::sync::Mutex::new(BTreeMap::new()),
             next_slave: std::sync::atomic::AtomicU64::new(1),
@@ -939,11 +946,44 @@ impl Server {
     pub fn is_ready(&self) -> bool {
         // A slave is ready once it has had the master's streams (and keeps
         // serving its buffer if the master goes away later).
-        let synced = self.config.mode != Mode::Slave || self.config_epoch() > 0;
+        let synced = self.config.mode != Mode::Slave
+            || (self.config_epoch() > 0 && self.replica_caught_up());
         synced
             && self.ready.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
             && !*self.shutdown.borrow()
+    }
+
+    /// Slave: the master sent a config or a chunk.
+    pub fn replica_activity(&self) {
+        self.catch_up.touch();
+    }
+
+    /// Slave: the replica holds what the master had when it linked (see
+    /// [`crate::link::catchup`]); latched.
+    pub fn replica_caught_up(&self) -> bool {
+        let newest: Vec<Option<i64>> = self
+            .streams()
+            .iter()
+            .map(|s| s.read_buffer().last_end_ts())
+            .collect();
+        self.catch_up.check(newest, crate::stream::now_micros())
+    }
+
+    /// Records the handoff socket this server listens on (`None`: none).
+    pub fn set_handoff_offer(&self, id: Option<(u64, u64)>) {
+        *self
+            .handoff_offer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+    }
+
+    /// The handoff socket this server listens on, by device and inode.
+    pub fn handoff_offer(&self) -> Option<(u64, u64)> {
+        *self
+            .handoff_offer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A receiver that turns true when the server shuts down.
@@ -1026,7 +1066,10 @@ impl Server {
                 .as_ref()
                 .map(|m| m.url.clone())
                 .unwrap_or_default();
-            let id = std::env::var("HOSTNAME")
+            // In Kubernetes the pod's name (a host-network pod's HOSTNAME is
+            // the node's, the same for the old and the new pod of a rollout).
+            let id = std::env::var("STREAMMACHINE_SLAVE_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| format!("slave-{}", std::process::id()));
             tokio::spawn(crate::link::slave::run(Arc::clone(&self), url, id));
         }

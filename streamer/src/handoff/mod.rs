@@ -60,6 +60,14 @@ pub enum HandoffError {
     /// The predecessor's configuration cannot run here.
     #[error("handoff refused: {0}")]
     Refused(String),
+    /// Nobody but this server itself listens at the handoff socket.
+    #[error("no successor listens at {path} (waited {waited} s)")]
+    NoSuccessor {
+        /// The handoff socket.
+        path: String,
+        /// Seconds waited for one.
+        waited: u64,
+    },
     /// Not everyone stopped in time.
     #[error("only {parked} of {expected} connections paused in time")]
     NotParked {
@@ -155,11 +163,17 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, HandoffError> {
 
 /// Pushes everything to the successor listening at `target`. On success the
 /// caller exits; on failure everything is resumed here.
-pub async fn hand_off(server: &Arc<Server>, target: &Path) -> Result<Summary, HandoffError> {
-    let target = target.to_path_buf();
-    let mut sock = tokio::task::spawn_blocking(move || UnixStream::connect(target))
-        .await
-        .map_err(|e| HandoffError::Protocol(e.to_string()))??;
+///
+/// Waits up to `wait` for a successor to listen there. A socket this server
+/// offers itself (it was started with `--handoff-from` the same path, and no
+/// successor has replaced the file yet) is not a successor: handing off to
+/// it would close every listener.
+pub async fn hand_off(
+    server: &Arc<Server>,
+    target: &Path,
+    wait: Duration,
+) -> Result<Summary, HandoffError> {
+    let mut sock = connect_successor(server, target, wait).await?;
     sock.set_read_timeout(Some(Duration::from_secs(60)))?;
     let started = Instant::now();
     server.set_accepting(false);
@@ -299,6 +313,51 @@ pub async fn hand_off(server: &Arc<Server>, target: &Path) -> Result<Summary, Ha
             server.set_accepting(true);
             Err(e)
         }
+    }
+}
+
+/// Connects to the successor at `target`, retrying until `wait` is over.
+async fn connect_successor(
+    server: &Arc<Server>,
+    target: &Path,
+    wait: Duration,
+) -> Result<UnixStream, HandoffError> {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = Instant::now() + wait;
+    let mut logged = false;
+    loop {
+        let own = std::fs::metadata(target)
+            .ok()
+            .is_some_and(|m| server.handoff_offer() == Some((m.dev(), m.ino())));
+        if !own {
+            let t = target.to_path_buf();
+            let r = tokio::task::spawn_blocking(move || UnixStream::connect(t))
+                .await
+                .map_err(|e| HandoffError::Protocol(e.to_string()))?;
+            match r {
+                Ok(sock) => return Ok(sock),
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    return Err(e.into())
+                }
+                Err(_) => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(HandoffError::NoSuccessor {
+                path: target.display().to_string(),
+                waited: wait.as_secs(),
+            });
+        }
+        if !logged {
+            tracing::info!(path = %target.display(), own, "waiting for a successor to listen for the handoff");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -553,6 +612,11 @@ pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
     let Some(listener) = bind(&path, "cannot listen for a handoff") else {
         return;
     };
+    {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        server.set_handoff_offer(id);
+    }
     tracing::info!(path = %path.display(), "waiting for a predecessor's handoff");
     loop {
         let conn = tokio::select! {
@@ -623,10 +687,19 @@ pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
     }
 }
 
-/// The control socket: `HANDOFF <path>` pushes everything to a successor;
-/// `DRAIN <seconds>` stops accepting listeners, reports not ready, and waits
-/// until the listeners are gone (or the time is up).
-pub async fn control_loop(server: Arc<Server>, path: PathBuf) {
+/// The control socket, one command a connection:
+/// * `HANDOFF <path>` pushes everything to the successor listening at `path`;
+/// * `HANDOFF-WAIT <wait s> <drain s> <path>` the same, waiting up to `wait`
+///   for a successor to listen there, and draining for `drain` seconds when
+///   none does (0: fail);
+/// * `DRAIN <seconds>` stops accepting listeners, reports not ready, and
+///   waits until the listeners are gone (or the time is up);
+/// * `READY` answers `OK` when this server can take listeners: ready (a
+///   slave: caught up with its master) and, when it expects a predecessor
+///   (`offers_handoff`), listening for its handoff. A Kubernetes exec probe
+///   asks this where an HTTP probe on a shared host port could be answered
+///   by another process.
+pub async fn control_loop(server: Arc<Server>, path: PathBuf, offers_handoff: bool) {
     let Some(listener) = bind(&path, "cannot open the control socket") else {
         return;
     };
@@ -645,22 +718,56 @@ pub async fn control_loop(server: Arc<Server>, path: PathBuf) {
             if rd.read_line(&mut line).await.is_err() {
                 return;
             }
-            let reply = match line.trim().split_once(' ') {
-                Some(("HANDOFF", target)) => {
-                    match hand_off(&server, Path::new(target.trim())).await {
-                        Ok(s) => format!("OK handed off {s}\n"),
-                        Err(e) => format!("ERR {e}\n"),
-                    }
-                }
-                Some(("DRAIN", secs)) => {
-                    let secs: u64 = secs.trim().parse().unwrap_or(30);
-                    let left = server.drain(Duration::from_secs(secs)).await;
-                    format!("OK drained ({left} listeners left)\n")
-                }
-                _ => "ERR unknown command (HANDOFF <path> | DRAIN <seconds>)\n".to_string(),
-            };
+            let reply = command(&server, line.trim(), offers_handoff).await;
             let _ = wr.write_all(reply.as_bytes()).await;
             let _ = wr.shutdown().await;
         });
+    }
+}
+
+/// Carries out one control command and gives the reply line.
+async fn command(server: &Arc<Server>, line: &str, offers_handoff: bool) -> String {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "HANDOFF" => handoff_reply(server, Path::new(rest.trim()), Duration::ZERO, 0).await,
+        "HANDOFF-WAIT" => {
+            let mut parts = rest.splitn(3, ' ');
+            let wait = parts.next().and_then(|w| w.parse().ok());
+            let drain = parts.next().and_then(|d| d.parse().ok());
+            match (wait, drain, parts.next()) {
+                (Some(w), Some(d), Some(p)) => {
+                    handoff_reply(server, Path::new(p.trim()), Duration::from_secs(w), d).await
+                }
+                _ => "ERR usage: HANDOFF-WAIT <wait seconds> <drain seconds> <path>\n".to_string(),
+            }
+        }
+        "DRAIN" => {
+            let secs: u64 = rest.trim().parse().unwrap_or(30);
+            let left = server.drain(Duration::from_secs(secs)).await;
+            format!("OK drained ({left} listeners left)\n")
+        }
+        "READY" => {
+            if !server.is_ready() {
+                "ERR not ready (starting, syncing with the master, draining or stopping)\n".into()
+            } else if offers_handoff && server.handoff_offer().is_none() {
+                "ERR not listening for a handoff yet\n".into()
+            } else {
+                "OK ready\n".into()
+            }
+        }
+        _ => "ERR unknown command (HANDOFF <path> | HANDOFF-WAIT <wait> <drain> <path> | DRAIN <seconds> | READY)\n"
+            .to_string(),
+    }
+}
+
+async fn handoff_reply(server: &Arc<Server>, target: &Path, wait: Duration, drain: u64) -> String {
+    match hand_off(server, target, wait).await {
+        Ok(s) => format!("OK handed off {s}\n"),
+        Err(e @ HandoffError::NoSuccessor { .. }) if drain > 0 => {
+            tracing::warn!(error = %e, seconds = drain, "no successor: draining instead");
+            let left = server.drain(Duration::from_secs(drain)).await;
+            format!("OK {e}; drained instead ({left} listeners left)\n")
+        }
+        Err(e) => format!("ERR {e}\n"),
     }
 }

@@ -7,6 +7,7 @@
 //! buffer is an exact replica and re-sync after any break asks for exactly
 //! what is missing.
 
+pub mod catchup;
 pub mod frame;
 pub mod master;
 pub mod slave;

@@ -161,11 +161,13 @@ async fn connected(
                 let f = f.map_err(|_| LinkError::Timeout(MASTER_TIMEOUT.as_secs()))??;
                 match f {
                     Frame::Config(c) => {
+                        server.replica_activity();
                         let n = c.streams.len();
                         server.apply_replica(c);
                         tracing::info!(streams = n, "configuration from the master applied");
                     }
                     Frame::Chunk(key, record) => {
+                        server.replica_activity();
                         if let Some(s) = server.stream(&key) {
                             let chunk = crate::persist::rewind::from_records(vec![record]);
                             for c in chunk {

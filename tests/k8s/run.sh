@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The end-to-end suite on a real Kubernetes cluster (tests/tests/k8s.rs and the
+# operator's tests/e2e.rs). `./test.sh` runs it whenever ../shared/k8s/ is present.
+#
+#   tests/k8s/run.sh                 brings up the one-node kit of ../shared/k8s/ (K8S_KIT=dir to
+#                                    name another), and tears it down at the end
+#   KUBECONFIG=~/.kube/kind tests/k8s/run.sh
+#                                    uses that cluster; the images are loaded with `kind load
+#                                    image-archive` when kind is on PATH, or with
+#                                    `$STREAMMACHINE_E2E_LOAD ARCHIVE IMAGE` (a command of yours)
+#
+# Builds the release binaries and the two images (tests/k8s/images.sh), loads the
+# streamer image as streammachine:e2e-v1 and :e2e-v2 (one image, two tags: a real
+# image change to Kubernetes) and the operator as streammachine-operator:e2e,
+# installs the chart (release `sm` in streammachine-system) and runs the tests.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+kit=${K8S_KIT:-$root/../shared/k8s}
+helm=${HELM:-$root/.tools/helm}
+export HELM="$helm"
+log() { echo "tests/k8s: $*" >&2; }
+
+state=""
+cleanup() {
+  if [ -n "$state" ]; then
+    log "tearing the kit down"
+    "$kit/down.sh" --purge >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+started=$(date +%s)
+if [ -z "${KUBECONFIG:-}" ]; then
+  [ -x "$kit/up.sh" ] || { log "no KUBECONFIG and no kit at $kit"; exit 1; }
+  state=$(mktemp -d "${TMPDIR:-/tmp}/sm-k8s.XXXXXX")
+  export K8S_STATE=$state
+  eval "$("$kit/up.sh")"
+  log "kit up in $(( $(date +%s) - started )) s ($K8S_STATE)"
+fi
+
+cargo build --release --locked -p streamer --bin streammachine -p streammachine-operator --bin streammachine-operator
+images=$root/target/k8s-images
+tests/k8s/images.sh "$images"
+
+load() { # archive image
+  if [ -n "$state" ]; then
+    "$kit/load-image.sh" "$1" "$2" >/dev/null
+  elif [ -n "${STREAMMACHINE_E2E_LOAD:-}" ]; then
+    $STREAMMACHINE_E2E_LOAD "$1" "$2"
+  elif command -v kind >/dev/null 2>&1; then
+    kind load image-archive "$1"
+  else
+    log "cannot load $2 into this cluster: set STREAMMACHINE_E2E_LOAD"; exit 1
+  fi
+}
+export STREAMMACHINE_E2E_TAG_V1=e2e-v1 STREAMMACHINE_E2E_TAG_V2=e2e-v2
+load "$images/streammachine.tar" streammachine:e2e-v1
+load "$images/streammachine.tar" streammachine:e2e-v2
+load "$images/streammachine-operator.tar" streammachine-operator:e2e
+log "images built and loaded after $(( $(date +%s) - started )) s"
+
+# The chart, as a user installs it; the tests upgrade it.
+"$helm" uninstall sm -n streammachine-system --wait >/dev/null 2>&1 || true
+"$helm" install sm helm/streammachine -n streammachine-system --create-namespace \
+  --set image.tag=e2e --set streamerImage.tag=e2e-v1 --wait --timeout 180s >/dev/null
+cargo test --locked -p streammachine-tests --test k8s -- --ignored --test-threads 1 --nocapture
+"$helm" uninstall sm -n streammachine-system --wait >/dev/null 2>&1 || true
+log "done in $(( $(date +%s) - started )) s"
