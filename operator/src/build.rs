@@ -119,6 +119,15 @@ impl Children {
     }
 }
 
+/// The streamer image `mount` asks for: its own, or the operator's default.
+pub fn image(mount: &SourceMount, settings: &Settings) -> String {
+    mount
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| settings.default_image.clone())
+}
+
 /// What every builder needs about the SourceMount.
 struct Ctx<'a> {
     mount: &'a SourceMount,
@@ -143,11 +152,7 @@ impl<'a> Ctx<'a> {
         let owner = mount
             .controller_owner_ref(&())
             .ok_or(BuildError::Metadata("uid"))?;
-        let image = mount
-            .spec
-            .image
-            .clone()
-            .unwrap_or_else(|| settings.default_image.clone());
+        let image = image(mount, settings);
         let slave_image = slave_image.unwrap_or_else(|| image.clone());
         Ok(Ctx {
             mount,
@@ -196,20 +201,10 @@ impl<'a> Ctx<'a> {
 
 /// Builds every child of `mount`. `streams` are its Streams, already validated
 /// (see [`validate::stream_config`]); `existing_link` is the link Secret if it
-/// exists (its values are kept); `generate` makes a new secret value.
+/// exists (its values are kept); `generate` makes a new secret value;
+/// `slave_image` is the image the slaves keep while the master rolls to a new
+/// one ([`crate::rollout::slave_image`]; `None`: the mount's image).
 pub fn children(
-    mount: &SourceMount,
-    streams: &[StreamConfig],
-    existing_link: Option<&Secret>,
-    settings: &Settings,
-    generate: &mut dyn FnMut() -> String,
-) -> Result<Children, BuildError> {
-    children_rolling(mount, streams, existing_link, settings, generate, None)
-}
-
-/// [`children`], with the slaves on `slave_image` instead of the mount's
-/// image while the master rolls to a new one ([`crate::rollout::slave_image`]).
-pub fn children_rolling(
     mount: &SourceMount,
     streams: &[StreamConfig],
     existing_link: Option<&Secret>,
@@ -431,6 +426,7 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
     let mut mounts = common_mounts();
     let mut volumes = common_volumes(ctx, names::SLAVE_CONFIG_KEY);
     let drain_seconds = spec.drain_seconds.to_string();
+    let handoff_wait = names::HANDOFF_WAIT_SECONDS.to_string();
     let (args, pre_stop) = match spec.handoff {
         Handoff::Drain => (
             vec![],
@@ -453,7 +449,7 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
                 "--to",
                 names::HANDOFF_SOCKET,
                 "--wait",
-                names::HANDOFF_WAIT_SECONDS,
+                handoff_wait.as_str(),
                 "--fallback-drain",
                 drain_seconds.as_str(),
             ],
@@ -476,7 +472,7 @@ fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
     };
     let grace = match spec.handoff {
         Handoff::Drain => grace,
-        Handoff::Socket => grace + names::HANDOFF_WAIT_SECONDS.parse::<i64>().unwrap_or(60),
+        Handoff::Socket => grace + names::HANDOFF_WAIT_SECONDS,
     };
     let mut container = Container {
         readiness_probe: Some(readiness),
@@ -838,7 +834,15 @@ mod tests {
     }
 
     fn build(mount: &SourceMount, streams: &[StreamConfig]) -> Children {
-        children(mount, streams, None, &settings(), &mut testdata::counter()).unwrap()
+        children(
+            mount,
+            streams,
+            None,
+            &settings(),
+            &mut testdata::counter(),
+            None,
+        )
+        .unwrap()
     }
 
     fn pod(d: &Deployment) -> &PodSpec {
@@ -880,9 +884,14 @@ mod tests {
     fn the_link_secret_is_kept() {
         let m = testdata::mount("main");
         let first = build(&m, &[]);
-        let again = children(&m, &[], Some(&first.link_secret), &settings(), &mut || {
-            "other".to_string()
-        })
+        let again = children(
+            &m,
+            &[],
+            Some(&first.link_secret),
+            &settings(),
+            &mut || "other".to_string(),
+            None,
+        )
         .unwrap();
         assert_eq!(first.link_secret, again.link_secret);
         let data = first.link_secret.data.unwrap();
@@ -997,7 +1006,7 @@ mod tests {
     fn a_mount_without_uid_is_refused() {
         let mut m = testdata::mount("main");
         m.metadata.uid = None;
-        let e = children(&m, &[], None, &settings(), &mut testdata::counter()).unwrap_err();
+        let e = children(&m, &[], None, &settings(), &mut testdata::counter(), None).unwrap_err();
         assert!(matches!(e, BuildError::Metadata("uid")), "{e}");
     }
 }

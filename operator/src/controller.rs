@@ -30,8 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 use streammachine_crds::v1alpha1::{
-    SourceMount, SourceMountStatus, Stream, StreamStatus, CONDITION_DEGRADED, CONDITION_READY,
-    CONDITION_SOURCE_CONNECTED,
+    Handoff, SourceMount, SourceMountStatus, Stream, StreamStatus, CONDITION_DEGRADED,
+    CONDITION_READY, CONDITION_SOURCE_CONNECTED,
 };
 
 use crate::build::{self, BuildError, Settings, SlaveWorkload, StaleKind};
@@ -313,44 +313,56 @@ async fn reconcile_mount_inner(mount: &SourceMount, ctx: &Context) -> Result<Act
         }
     }
 
-    // The slaves roll to a new image only once the master serves it.
-    let desired_image = mount
-        .spec
-        .image
-        .clone()
-        .unwrap_or_else(|| ctx.settings.default_image.clone());
+    // The slaves roll to a new image only once the master serves it and the
+    // running slaves have linked to it again (`rollout.rs`).
+    let desired_image = build::image(mount, &ctx.settings);
     let master_now = get_opt::<Deployment>(client, &ns, &names::master(&name)).await?;
-    let slave_dep = get_opt::<Deployment>(client, &ns, &names::slave(&name)).await?;
-    let slave_ds = get_opt::<DaemonSet>(client, &ns, &names::slave(&name)).await?;
-    let slaves_now = rollout::slaves_image(slave_dep.as_ref(), slave_ds.as_ref());
-    let slaves_running = slave_dep
-        .as_ref()
-        .and_then(|d| d.status.as_ref()?.ready_replicas)
-        .or_else(|| {
-            slave_ds
-                .as_ref()
-                .and_then(|d| Some(d.status.as_ref()?.number_ready))
-        })
-        .unwrap_or(0);
-    // Have the running slaves linked to the new master (its buffer is back)?
-    let relinked = if rollout::pending(&desired_image, slaves_now)
-        && rollout::master_runs(&desired_image, master_now.as_ref())
-        && slaves_running > 0
-    {
-        match &link {
-            Some(secret) => Some(matches!(
+    let slave_name = names::slave(&name);
+    let (slaves_now, slaves_running) = match mount.spec.slaves.handoff {
+        Handoff::Drain => get_opt::<Deployment>(client, &ns, &slave_name)
+            .await?
+            .map(|d| {
+                let ready = d.status.as_ref().and_then(|s| s.ready_replicas);
+                (
+                    rollout::slaves_image(Some(&d), None).map(String::from),
+                    ready,
+                )
+            }),
+        Handoff::Socket => get_opt::<DaemonSet>(client, &ns, &slave_name)
+            .await?
+            .map(|d| {
+                let ready = d.status.as_ref().map(|s| s.number_ready);
+                (
+                    rollout::slaves_image(None, Some(&d)).map(String::from),
+                    ready,
+                )
+            }),
+    }
+    .unwrap_or_default();
+    let relinked = match &link {
+        Some(secret)
+            if slaves_running.unwrap_or(0) > 0
+                && rollout::asks_relinked(
+                    &desired_image,
+                    master_now.as_ref(),
+                    slaves_now.as_deref(),
+                ) =>
+        {
+            Some(matches!(
                 ctx.master_status
                     .fetch(names::master_url(&name, &ns), admin_token(secret))
                     .await,
                 Ok(r) if r.slaves > 0
-            )),
-            None => None,
+            ))
         }
-    } else {
-        None
+        _ => None,
     };
-    let slave_image =
-        rollout::slave_image(&desired_image, master_now.as_ref(), slaves_now, || relinked);
+    let slave_image = rollout::slave_image(
+        &desired_image,
+        master_now.as_ref(),
+        slaves_now.as_deref(),
+        relinked,
+    );
     let holding_slaves = slave_image != desired_image;
     if holding_slaves {
         tracing::info!(namespace = %ns, name = %name, slaves = %slave_image, master = %desired_image,
@@ -358,7 +370,7 @@ async fn reconcile_mount_inner(mount: &SourceMount, ctx: &Context) -> Result<Act
     }
 
     // Build.
-    let children = build::children_rolling(
+    let children = build::children(
         mount,
         &served,
         link.as_ref(),

@@ -46,7 +46,7 @@ pub const HANDOFF_DIR: &str = "/var/run/streammachine/handoff";
 pub const HANDOFF_SOCKET: &str = "/var/run/streammachine/handoff/handoff.sock";
 /// How long an old Socket-mode slave's preStop hook waits for its successor
 /// to listen on the handoff socket before it drains instead.
-pub const HANDOFF_WAIT_SECONDS: &str = "60";
+pub const HANDOFF_WAIT_SECONDS: i64 = 15;
 /// The streamer's control socket (`STREAMMACHINE_CONTROL_SOCKET`), where the
 /// preStop hook's `streammachine handoff` reaches the server; per pod, on `/tmp`.
 pub const CONTROL_SOCKET: &str = "/tmp/streammachine-control.sock";

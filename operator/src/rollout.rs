@@ -15,38 +15,30 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use crate::names;
 
 /// The image the slaves should run: `desired` once `master` (the master
-/// Deployment as it is now) runs `desired` and is rolled out and ready, or
-/// when the slaves do not exist yet; until then the image they run now.
-///
-/// `relinked` says whether the slaves that run now have linked to that
-/// master again (it takes its buffer back from them when they do); it is
-/// only asked once the master serves, and `None` means "no slave to wait for".
+/// Deployment as it is now) runs `desired`, rolled out and ready, and the
+/// slaves running now have linked to it again (`relinked`: `None` when there
+/// is no running slave to wait for); `desired` also for new slaves. Until
+/// then, the image they run now.
 pub fn slave_image(
     desired: &str,
     master: Option<&Deployment>,
     slaves_now: Option<&str>,
-    relinked: impl FnOnce() -> Option<bool>,
+    relinked: Option<bool>,
 ) -> String {
     match slaves_now {
-        Some(now) if now != desired => {
-            if master_serves(desired, master) && relinked() != Some(false) {
-                desired.to_string()
-            } else {
-                now.to_string()
-            }
+        Some(now)
+            if now != desired && !(master_serves(desired, master) && relinked != Some(false)) =>
+        {
+            now.to_string()
         }
         _ => desired.to_string(),
     }
 }
 
-/// Whether [`slave_image`] would keep the slaves back.
-pub fn pending(desired: &str, slaves_now: Option<&str>) -> bool {
-    slaves_now.is_some_and(|now| now != desired)
-}
-
-/// Whether the master Deployment runs `image`, rolled out and ready.
-pub fn master_runs(image: &str, master: Option<&Deployment>) -> bool {
-    master_serves(image, master)
+/// Whether [`slave_image`] needs to know if the slaves relinked: they run
+/// another image and the master already serves `desired`.
+pub fn asks_relinked(desired: &str, master: Option<&Deployment>, slaves_now: Option<&str>) -> bool {
+    slaves_now.is_some_and(|now| now != desired) && master_serves(desired, master)
 }
 
 /// The master Deployment runs `image`, every replica updated and ready.
@@ -123,7 +115,7 @@ mod tests {
     #[test]
     fn slaves_wait_for_the_master_to_serve_the_new_image() {
         let v2 = "sm:v2";
-        let yes = || Some(true);
+        let yes = Some(true);
         // The master's template is not even updated yet.
         assert_eq!(
             slave_image(v2, Some(&master("sm:v1", 1, 1, 1, 1)), Some("sm:v1"), yes),
@@ -144,9 +136,12 @@ mod tests {
         );
         // Rolled out and ready, but the old slaves have not linked to it yet.
         assert_eq!(
-            slave_image(v2, Some(&master(v2, 2, 2, 1, 1)), Some("sm:v1"), || Some(
-                false
-            )),
+            slave_image(
+                v2,
+                Some(&master(v2, 2, 2, 1, 1)),
+                Some("sm:v1"),
+                Some(false)
+            ),
             "sm:v1"
         );
         // Rolled out, ready, the slaves relinked: they follow.
@@ -155,14 +150,31 @@ mod tests {
             v2
         );
         assert_eq!(
-            slave_image(v2, Some(&master(v2, 2, 2, 1, 1)), Some("sm:v1"), || None),
+            slave_image(v2, Some(&master(v2, 2, 2, 1, 1)), Some("sm:v1"), None),
             v2
         );
     }
 
     #[test]
+    fn the_relink_is_asked_only_once_the_master_serves() {
+        let v2 = "sm:v2";
+        assert!(!asks_relinked(
+            v2,
+            Some(&master(v2, 2, 1, 1, 1)),
+            Some("sm:v1")
+        ));
+        assert!(asks_relinked(
+            v2,
+            Some(&master(v2, 2, 2, 1, 1)),
+            Some("sm:v1")
+        ));
+        assert!(!asks_relinked(v2, Some(&master(v2, 2, 2, 1, 1)), Some(v2)));
+        assert!(!asks_relinked(v2, Some(&master(v2, 2, 2, 1, 1)), None));
+    }
+
+    #[test]
     fn new_slaves_and_unchanged_images_need_no_wait() {
-        let no = || Some(false);
+        let no = Some(false);
         assert_eq!(slave_image("sm:v2", None, None, no), "sm:v2");
         assert_eq!(slave_image("sm:v2", None, Some("sm:v2"), no), "sm:v2");
     }

@@ -563,6 +563,61 @@ async fn switching_to_socket_handoff_replaces_the_slave_deployment() {
 }
 
 /// CPU time of this process, in seconds (utime + stime from /proc).
+fn image_of(api: &FakeApi, path: &str) -> String {
+    api.get(path).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_new_image_rolls_the_master_first_and_the_slaves_once_it_serves_and_they_relinked() {
+    let master_path = "/apis/apps/v1/namespaces/radio/deployments/main-master";
+    let slave_path = "/apis/apps/v1/namespaces/radio/deployments/main-slave";
+    let api = cluster(&[testdata::stream("hits", "main")]);
+    controller::reconcile_mount(mount_of(&api), context(&api, Ok(report())))
+        .await
+        .unwrap();
+    assert_eq!(image_of(&api, slave_path), "streammachine:test");
+
+    // The operator's default image changes (helm upgrade).
+    let relinked = Arc::new(FakeMaster(Mutex::new(Ok(MasterReport {
+        slaves: 0,
+        ..report()
+    }))));
+    let ctx = Arc::new(Context::new(
+        api.client(),
+        Settings {
+            default_image: "streammachine:v2".into(),
+        },
+        relinked.clone(),
+        Arc::new(Metrics::new().unwrap()),
+        Duration::from_secs(30),
+    ));
+    let rolled = json!({"readyReplicas": 1, "replicas": 1, "updatedReplicas": 1});
+    api.ready_on_apply(master_path, rolled);
+    // The master's template changes; the slaves keep theirs, and the
+    // operator looks again soon.
+    let action = controller::reconcile_mount(mount_of(&api), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(image_of(&api, master_path), "streammachine:v2");
+    assert_eq!(image_of(&api, slave_path), "streammachine:test");
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    // The master serves the new image, but no slave has linked to it yet.
+    controller::reconcile_mount(mount_of(&api), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(image_of(&api, slave_path), "streammachine:test");
+    // The old slaves linked again (the master has its buffer back): roll them.
+    *relinked.0.lock().unwrap() = Ok(report());
+    let action = controller::reconcile_mount(mount_of(&api), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(image_of(&api, slave_path), "streammachine:v2");
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+}
+
 fn cpu_seconds() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");

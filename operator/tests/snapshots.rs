@@ -84,8 +84,15 @@ fn check(case: &str, mount: &SourceMount, streams: &[Stream]) {
         .iter()
         .map(|s| validate::stream_config(s, Some(mount)).unwrap())
         .collect();
-    let children =
-        build::children(mount, &configs, None, &settings(), &mut testdata::counter()).unwrap();
+    let children = build::children(
+        mount,
+        &configs,
+        None,
+        &settings(),
+        &mut testdata::counter(),
+        None,
+    )
+    .unwrap();
     let want = files(&children);
     let dir = snapshot_dir(case);
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {

@@ -962,6 +962,9 @@ impl Server {
     /// Slave: the replica holds what the master had when it linked (see
     /// [`crate::link::catchup`]); latched.
     pub fn replica_caught_up(&self) -> bool {
+        if self.catch_up.is_caught_up() {
+            return true;
+        }
         let newest: Vec<Option<i64>> = self
             .streams()
             .iter()

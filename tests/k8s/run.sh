@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The end-to-end suite on a real Kubernetes cluster (tests/tests/k8s.rs and the
-# operator's tests/e2e.rs). `./test.sh` runs it whenever ../shared/k8s/ is present.
+# The end-to-end suite on a real Kubernetes cluster (tests/tests/k8s.rs).
+# `./test.sh` runs it whenever ../shared/k8s/ is present or KUBECONFIG is set.
 #
 #   tests/k8s/run.sh                 brings up the one-node kit of ../shared/k8s/ (K8S_KIT=dir to
 #                                    name another), and tears it down at the end
-#   KUBECONFIG=~/.kube/kind tests/k8s/run.sh
-#                                    uses that cluster; the images are loaded with `kind load
-#                                    image-archive` when kind is on PATH, or with
-#                                    `$STREAMMACHINE_E2E_LOAD ARCHIVE IMAGE` (a command of yours)
+#   KUBECONFIG=… STREAMMACHINE_E2E_LOAD=CMD tests/k8s/run.sh
+#                                    uses that cluster; `CMD ARCHIVE NAME:TAG` must make the OCI
+#                                    archive available to its nodes as NAME:TAG (a script of yours:
+#                                    `skopeo copy oci-archive:ARCHIVE docker://registry/NAME:TAG`
+#                                    with the chart's image values pointing there, or a kind node
+#                                    import)
 #
 # Builds the release binaries and the two images (tests/k8s/images.sh), loads the
 # streamer image as streammachine:e2e-v1 and :e2e-v2 (one image, two tags: a real
@@ -48,8 +50,6 @@ load() { # archive image
     "$kit/load-image.sh" "$1" "$2" >/dev/null
   elif [ -n "${STREAMMACHINE_E2E_LOAD:-}" ]; then
     $STREAMMACHINE_E2E_LOAD "$1" "$2"
-  elif command -v kind >/dev/null 2>&1; then
-    kind load image-archive "$1"
   else
     log "cannot load $2 into this cluster: set STREAMMACHINE_E2E_LOAD"; exit 1
   fi

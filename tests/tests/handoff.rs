@@ -97,21 +97,7 @@ fn slow_pump(addr: std::net::SocketAddr, path: &str) -> JoinHandle<(Vec<u8>, usi
 }
 
 fn handoff_cmd(control: &Path, to: &Path) -> (bool, String) {
-    let out = Command::new(EXE)
-        .arg("--control-socket")
-        .arg(control)
-        .args(["handoff", "--to"])
-        .arg(to)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    control_cmd(control, &["handoff", "--to", to.to_str().unwrap()])
 }
 
 /// A server on fixed ports (a successor binds the same ones, `SO_REUSEPORT`)
@@ -144,6 +130,58 @@ fn start_on(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .unwrap()
+}
+
+/// Runs `streammachine --control-socket <control> ARGS…`: (success, output).
+fn control_cmd(control: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(EXE)
+        .arg("--control-socket")
+        .arg(control)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A pod's preStop hook may run before its successor listens on the shared
+/// handoff socket, while the file there is still this server's own (it was
+/// started with `--handoff-from` the same path): it must wait for a real
+/// successor and never hand its listeners to itself.
+#[test]
+fn a_server_never_hands_off_to_the_socket_it_offers_itself() {
+    let dir = scratch_dir("handoff-self");
+    let ports = standalone_ports();
+    let mut server = start_on(&dir, &ports, config(), "a.sock", true);
+    let control = dir.join("a.sock");
+    // Ready (exit 0) once it listens for its own predecessor.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = control_cmd(&control, &["ready"]);
+        if ok {
+            assert!(out.contains("OK ready"), "{out}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let to = dir.join("h.sock");
+    let (ok, out) = control_cmd(
+        &control,
+        &["handoff", "--to", to.to_str().unwrap(), "--wait", "1"],
+    );
+    assert!(!ok, "handed off to itself: {out}");
+    assert!(out.contains("no successor listens"), "{out}");
+    // Nothing was parked or lost: it still serves and is still ready.
+    assert!(server.is_running());
+    assert_eq!(http_get(server.admin, "/healthz", &[]).status, 200);
+    assert!(control_cmd(&control, &["ready"]).0);
 }
 
 #[test]

@@ -43,6 +43,11 @@ impl CatchUp {
         self.last_activity_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// True once [`CatchUp::check`] said so (latched).
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+
     /// True once caught up: every stream's newest audio (`newest_end`, unix
     /// microseconds, `None` without audio) ends within [`LIVE_EDGE`] of
     /// `now_micros`, or the master has been quiet for [`QUIET`].
@@ -51,7 +56,7 @@ impl CatchUp {
         newest_end: impl IntoIterator<Item = Option<i64>>,
         now_micros: i64,
     ) -> bool {
-        if self.caught_up.load(Ordering::Relaxed) {
+        if self.is_caught_up() {
             return true;
         }
         let edge = now_micros - LIVE_EDGE.as_micros() as i64;
