@@ -767,11 +767,17 @@ impl Server {
         self.handed_off.subscribe()
     }
 
-    /// Stops accepting listeners, reports not ready, and waits until no
+    /// Stops taking listeners, reports not ready, and waits until no
     /// listener is left or `max` passed; returns the listeners left.
+    ///
+    /// The ports stay open: a new audio request gets `503` with
+    /// `Retry-After` (players retry, and the Service, which no longer lists a
+    /// pod that is not ready, sends them elsewhere), HLS requests are answered
+    /// once more and their connections closed, and the admin port answers
+    /// probes (not ready, but alive). A paused accept queue would hold
+    /// clients that a lagging Service still sends here until they time out.
     pub async fn drain(&self, max: std::time::Duration) -> usize {
         self.draining.store(true, Ordering::Relaxed);
-        self.set_accepting(false);
         let end = tokio::time::Instant::now() + max;
         loop {
             let left: usize = self.streams().iter().map(|s| s.listener_count()).sum();
@@ -987,6 +993,11 @@ impl Server {
             .handoff_offer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Draining (`streammachine handoff --drain`): no new listeners.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A receiver that turns true when the server shuts down.
@@ -1217,11 +1228,10 @@ async fn accept_loop<F, Fut>(
     let mut accepting = server.accepting.subscribe();
     let mut last_error_log = None::<tokio::time::Instant>;
     loop {
-        // Paused during a handoff (every port) or a drain (the listener port):
-        // connections wait in the kernel's queue, which the successor inherits.
-        let open = *accepting.borrow_and_update()
-            && !(what == "listener" && server.draining.load(Ordering::Relaxed))
-            && !(what != "admin" && server.is_awaiting_handoff());
+        // Paused during a handoff: connections wait in the kernel's queue,
+        // which the successor inherits.
+        let open =
+            *accepting.borrow_and_update() && !(what != "admin" && server.is_awaiting_handoff());
         if !open {
             tokio::select! {
                 _ = accepting.changed() => continue,

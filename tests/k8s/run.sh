@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The end-to-end suite on a real Kubernetes cluster (tests/tests/k8s.rs).
+# The end-to-end suite on a real Kubernetes cluster (operator/tests/e2e.rs, then
+# tests/tests/k8s.rs against the chart installed with helm).
 # `./test.sh` runs it whenever ../shared/k8s/ is present or KUBECONFIG is set.
 #
 #   tests/k8s/run.sh                 brings up the one-node kit of ../shared/k8s/ (K8S_KIT=dir to
@@ -10,6 +11,9 @@
 #                                    `skopeo copy oci-archive:ARCHIVE docker://registry/NAME:TAG`
 #                                    with the chart's image values pointing there, or a kind node
 #                                    import)
+#
+# Arguments are test-name filters for tests/tests/k8s.rs (e.g. `t3`);
+# STREAMMACHINE_E2E_LISTENERS=1000 sets the listeners of the Socket tests.
 #
 # Builds the release binaries and the two images (tests/k8s/images.sh), loads the
 # streamer image as streammachine:e2e-v1 and :e2e-v2 (one image, two tags: a real
@@ -60,10 +64,23 @@ load "$images/streammachine.tar" streammachine:e2e-v2
 load "$images/streammachine-operator.tar" streammachine-operator:e2e
 log "images built and loaded after $(( $(date +%s) - started )) s"
 
+# The operator's own end-to-end test first (operator/tests/e2e.rs): it runs
+# both controllers in its process, so no installed operator may run beside it.
+# On the kit it runs "on the node" (in-node.sh: cluster DNS), where it reaches the
+# masters' status API as the operator's pod would, and waits for the pods to
+# serve; elsewhere it checks the objects and statuses only.
+e2e=(cargo test --locked -p streammachine-operator --test e2e -- --ignored --test-threads 1)
+"${e2e[@]}" --list >/dev/null
+if [ -n "$state" ]; then
+  STREAMMACHINE_E2E_IMAGE=streammachine:e2e-v1 "$kit/in-node.sh" "${e2e[@]}"
+else
+  "${e2e[@]}"
+fi
+
 # The chart, as a user installs it; the tests upgrade it.
 "$helm" uninstall sm -n streammachine-system --wait >/dev/null 2>&1 || true
 "$helm" install sm helm/streammachine -n streammachine-system --create-namespace \
   --set image.tag=e2e --set streamerImage.tag=e2e-v1 --wait --timeout 180s >/dev/null
-cargo test --locked -p streammachine-tests --test k8s -- --ignored --test-threads 1 --nocapture
+cargo test --locked -p streammachine-tests --test k8s -- --ignored --test-threads 1 --nocapture "$@"
 "$helm" uninstall sm -n streammachine-system --wait >/dev/null 2>&1 || true
 log "done in $(( $(date +%s) - started )) s"

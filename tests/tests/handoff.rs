@@ -184,6 +184,52 @@ fn a_server_never_hands_off_to_the_socket_it_offers_itself() {
     assert!(control_cmd(&control, &["ready"]).0);
 }
 
+/// `handoff --drain` (the Drain preStop hook): connected listeners play on
+/// until they leave or the time is up; a new audio request gets `503` with
+/// `Retry-After` at once (never a connection left hanging in a paused accept
+/// queue, where a lagging Service may still send clients); the server is not
+/// ready but alive.
+#[test]
+fn a_draining_server_keeps_its_listeners_and_turns_new_ones_away_at_once() {
+    let dir = scratch_dir("drain");
+    let ports = standalone_ports();
+    let server = start_on(&dir, &ports, config(), "a.sock", false);
+    let (_, feeder) = realtime_source(server.source, "live", "pw", 12.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let (s, st, _, rest) = request(server.listen, "GET", "/live", &[]);
+    assert_eq!(st, 200);
+    let listener = reader(s, rest);
+    let control = dir.join("a.sock");
+    let drain = std::thread::spawn(move || {
+        control_cmd(&control, &["handoff", "--drain", "--seconds", "4"])
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while http_get(server.admin, "/readyz", &[]).status != 503 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready while draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut s, st, headers, _) = request(server.listen, "GET", "/live", &[]);
+    assert_eq!(st, 503, "a new listener while draining");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v == "1"));
+    let _ = read_to_close(&mut s, Vec::new());
+    assert_eq!(http_get(server.admin, "/healthz", &[]).status, 200);
+    let (ok, out) = drain.join().unwrap();
+    assert!(ok && out.contains("1 listeners left"), "{out}");
+    feeder.join().unwrap();
+    // The connected listener got the audio all along (12 s fed, read to the end).
+    let got = listener.join().unwrap();
+    assert!(
+        got.len() > 8 * 16_000,
+        "the connected listener got {} bytes",
+        got.len()
+    );
+}
+
 #[test]
 fn every_listener_and_the_source_continue_at_the_next_byte() {
     let dir = scratch_dir("handoff");

@@ -164,6 +164,15 @@ fn image_tags() -> (String, String) {
     )
 }
 
+/// Listeners on the Socket slave in t2/t3: 20, or `STREAMMACHINE_E2E_LISTENERS`
+/// (the issue's upgrade figure is taken with 1000).
+fn socket_listeners() -> usize {
+    std::env::var("STREAMMACHINE_E2E_LISTENERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20)
+}
+
 /// The helm release every test shares: installed by `tests/k8s/run.sh`.
 const RELEASE: &str = "sm";
 const RELEASE_NS: &str = "streammachine-system";
@@ -302,12 +311,20 @@ struct Listener {
 
 impl Listener {
     fn connect(at: SocketAddr, path: &str) -> Listener {
+        Self::try_connect(at, path).unwrap_or_else(|st| panic!("listener GET {path}: HTTP {st}"))
+    }
+
+    /// Connects; `Err` with the status when the answer is not 200.
+    fn try_connect(at: SocketAddr, path: &str) -> Result<Listener, u16> {
         let mut s = TcpStream::connect_timeout(&at, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: e2e\r\n\r\n").as_bytes())
             .unwrap();
         let (status, _, rest) = read_head(&mut s);
-        assert_eq!(status, 200, "listener GET {path}");
+        if status != 200 {
+            return Err(status);
+        }
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let got = Arc::new(Mutex::new(rest));
         let reads = Arc::new(Mutex::new(vec![Instant::now()]));
@@ -337,13 +354,13 @@ impl Listener {
                 }
             }
         });
-        Listener {
+        Ok(Listener {
             stop,
             got,
             reads,
             end,
             thread: Some(thread),
-        }
+        })
     }
 
     fn len(&self) -> usize {
@@ -386,6 +403,17 @@ fn runs_in(got: &[u8], sent: &[u8]) -> Vec<(usize, usize)> {
     runs
 }
 
+/// The longest pause between reads that ended before `t`.
+fn longest_gap_before(reads: &[Instant], t: Instant) -> Duration {
+    reads
+        .windows(2)
+        .filter(|w| w[1] <= t)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// The longest pause between reads that overlaps `from..to`.
 fn longest_gap(reads: &[Instant], from: Instant, to: Instant) -> Duration {
     reads
         .windows(2)
@@ -586,9 +614,10 @@ fn t1_examples_serve_audio_titles_and_hls_and_take_edits_live() {
         "ffmpeg HLS: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 4 s of 44.1 kHz stereo 16-bit PCM, less the WAV head.
+    // At least 3 of the 4 s asked (44.1 kHz stereo 16-bit PCM): the live
+    // playlist of a stream that just started may hold less.
     assert!(
-        out.stdout.len() >= 4 * 44_100 * 4 - 1000,
+        out.stdout.len() >= 3 * 44_100 * 4,
         "HLS decoded {} bytes",
         out.stdout.len()
     );
@@ -626,32 +655,39 @@ fn t1_examples_serve_audio_titles_and_hls_and_take_edits_live() {
     let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
 }
 
-const SOCKET_MOUNT: &str = r#"
+/// A SourceMount `live` (one slave, `handoff` as given, 20 s drain) with
+/// its password Secret and one MP3 Stream `live-mp3`.
+fn live_mount(handoff: &str) -> String {
+    format!(
+        r#"
 apiVersion: v1
 kind: Secret
-metadata: {name: live-source}
-stringData: {password: e2e-secret}
+metadata: {{name: live-source}}
+stringData: {{password: e2e-secret}}
 ---
 apiVersion: streammachine.io/v1alpha1
 kind: SourceMount
-metadata: {name: live}
+metadata: {{name: live}}
 spec:
   format: mp3
-  password: {secretKeyRef: {name: live-source, key: password}}
+  password: {{secretKeyRef: {{name: live-source, key: password}}}}
   slaves:
-    handoff: Socket
-    drainSeconds: 30
+    replicas: 1
+    handoff: {handoff}
+    drainSeconds: 20
 ---
 apiVersion: streammachine.io/v1alpha1
 kind: Stream
-metadata: {name: live-mp3}
+metadata: {{name: live-mp3}}
 spec:
   sourceMount: live
   rewindSeconds: 3600
   burstSeconds: 2
-"#;
+"#
+    )
+}
 
-/// Waits until the slave DaemonSet has exactly one pod, a new one (not in
+/// Waits until the slave workload has exactly one pod, a new one (not in
 /// `old`), ready, running `image`.
 fn wait_slave_replaced(ns: &str, old: &[String], image: &str, timeout: Duration) -> String {
     wait_for("the slave pod to be replaced", timeout, || {
@@ -661,16 +697,19 @@ fn wait_slave_replaced(ns: &str, old: &[String], image: &str, timeout: Duration)
     })
 }
 
-/// A Socket-mode SourceMount in `ns`, fed by an encoder, with 20 raw
-/// listeners on the node's host port that have played for a few seconds.
-struct SocketRig {
+/// SourceMount `live` in `ns` ([`live_mount`]), fed by an encoder, with
+/// `n` raw listeners that have played for a few seconds: on the node's host
+/// port (`Socket`) or through the slave Service (`Drain`).
+struct Rig {
     enc: Encoder,
     listeners: Vec<Listener>,
+    /// Where listeners connect.
+    at: SocketAddr,
 }
 
-fn socket_rig(ns: &str) -> SocketRig {
+fn rig(ns: &str, handoff: &str, n: usize) -> Rig {
     fresh_namespace(ns);
-    kubectl_stdin(&["apply", "-n", ns, "-f", "-"], SOCKET_MOUNT);
+    kubectl_stdin(&["apply", "-n", ns, "-f", "-"], &live_mount(handoff));
     wait_for(
         "SourceMount live Ready=True",
         Duration::from_secs(180),
@@ -678,27 +717,24 @@ fn socket_rig(ns: &str) -> SocketRig {
     );
     let master = cluster_ip(ns, "live-master");
     let enc = Encoder::start(addr(&master, 8001), "live", "e2e-secret");
-    let slave = addr(&node_ip(), 8000);
-    wait_for(
-        "audio on the host-network slave",
-        Duration::from_secs(60),
-        || {
-            let mut s = TcpStream::connect_timeout(&slave, Duration::from_secs(2)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            s.write_all(b"GET /live-mp3 HTTP/1.0\r\n\r\n").ok()?;
-            let (status, _, rest) = read_head(&mut s);
-            (status == 200 && read_n(&mut s, rest, 2048, Duration::from_secs(3)).len() >= 2048)
-                .then_some(())
-        },
-    );
-    let listeners: Vec<Listener> = (0..20)
-        .map(|_| Listener::connect(slave, "/live-mp3"))
-        .collect();
+    let at = match handoff {
+        "Socket" => addr(&node_ip(), 8000),
+        _ => addr(&cluster_ip(ns, "live-slave"), 8000),
+    };
+    wait_for("audio on the slave", Duration::from_secs(60), || {
+        let mut s = TcpStream::connect_timeout(&at, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /live-mp3 HTTP/1.0\r\n\r\n").ok()?;
+        let (status, _, rest) = read_head(&mut s);
+        (status == 200 && read_n(&mut s, rest, 2048, Duration::from_secs(3)).len() >= 2048)
+            .then_some(())
+    });
+    let listeners: Vec<Listener> = (0..n).map(|_| Listener::connect(at, "/live-mp3")).collect();
     std::thread::sleep(Duration::from_secs(3));
-    SocketRig { enc, listeners }
+    Rig { enc, listeners, at }
 }
 
-impl SocketRig {
+impl Rig {
     /// Waits until every listener has had another second of audio (8000
     /// bytes at 64 kbit/s).
     fn wait_all_play(&self, what: &str) {
@@ -712,16 +748,25 @@ impl SocketRig {
         });
     }
 
-    /// Stops the listeners and checks each: never disconnected, its bytes at
-    /// most `max_runs` exact runs of what the encoder sent, in order. Gives
-    /// the longest read gap within `window` and before it.
-    fn check(self, max_runs: u32, window: (Instant, Instant)) -> (Duration, Duration) {
+    /// Stops the listeners and checks each: never disconnected (unless
+    /// `closed_ok`), its bytes at most `max_runs` exact runs of what the
+    /// encoder sent, in order. Gives the longest read gap within `window` and
+    /// before it.
+    fn check(
+        self,
+        max_runs: u32,
+        window: (Instant, Instant),
+        closed_ok: bool,
+    ) -> (Duration, Duration) {
         let finished: Vec<_> = self.listeners.into_iter().map(Listener::finish).collect();
         // Taken after the listeners stopped: everything they have was sent before.
         let sent = self.enc.sent();
         let (mut gap, mut calm) = (Duration::ZERO, Duration::ZERO);
         for (i, (got, reads, end)) in finished.into_iter().enumerate() {
-            assert_eq!(end, None, "listener {i} was disconnected");
+            assert!(
+                closed_ok || end.is_none(),
+                "listener {i} was disconnected: {end:?}"
+            );
             let runs = runs_in(&got, &sent);
             assert!(
                 !runs.is_empty() && runs.len() as u32 <= max_runs,
@@ -735,7 +780,7 @@ impl SocketRig {
                 );
             }
             gap = gap.max(longest_gap(&reads, window.0, window.1));
-            calm = calm.max(longest_gap(&reads, reads[0], window.0));
+            calm = calm.max(longest_gap_before(&reads, window.0));
         }
         (gap, calm)
     }
@@ -750,7 +795,7 @@ impl SocketRig {
 fn t2_socket_slave_rollout_keeps_every_listener_byte_exact() {
     let ns = "e2e-socket";
     let (v1, _) = image_tags();
-    let rig = socket_rig(ns);
+    let rig = rig(ns, "Socket", socket_listeners());
     let old: Vec<String> = pods(ns, "slave").into_iter().map(|p| p.0).collect();
     let t_a = Instant::now();
     kubectl_ok(&[
@@ -767,12 +812,13 @@ fn t2_socket_slave_rollout_keeps_every_listener_byte_exact() {
     wait_slave_replaced(ns, &old, &v1, Duration::from_secs(180));
     let a_done = Instant::now();
     rig.wait_all_play("listeners to get audio from the new pod");
-    let (gap, calm) = rig.check(1, (t_a, a_done));
+    let (gap, calm) = rig.check(1, (t_a, a_done), false);
     eprintln!(
-        "figure: Socket slave-only rollout: {:.1} s from the patch to the old pod gone; longest read gap across it {} ms, before it {} ms (20 listeners, 0 disconnected, 0 bytes lost or repeated)",
+        "figure: Socket slave-only rollout: {:.1} s from the patch to the old pod gone; longest read gap across it {} ms, before it {} ms ({} listeners, 0 disconnected, 0 bytes lost or repeated)",
         (a_done - t_a).as_secs_f64(),
         gap.as_millis(),
-        calm.as_millis()
+        calm.as_millis(),
+        socket_listeners()
     );
     let _ = kubectl(&["delete", "namespace", ns, "--wait=true", "--timeout=120s"]);
 }
@@ -788,7 +834,7 @@ fn t2_socket_slave_rollout_keeps_every_listener_byte_exact() {
 fn t3_socket_image_upgrade_keeps_every_listener() {
     let ns = "e2e-socket";
     let (v1, v2) = image_tags();
-    let rig = socket_rig(ns);
+    let rig = rig(ns, "Socket", socket_listeners());
     let old: Vec<String> = pods(ns, "slave").into_iter().map(|p| p.0).collect();
     let t_b = Instant::now();
     let upgrade = |tag: &str| {
@@ -817,14 +863,240 @@ fn t3_socket_image_upgrade_keeps_every_listener() {
     let b_done = Instant::now();
     rig.wait_all_play("listeners to get audio after the upgrade");
     let connections = rig.enc.connections();
-    let (gap, calm) = rig.check(connections, (t_b, b_done));
+    let (gap, calm) = rig.check(connections, (t_b, b_done), false);
     eprintln!(
-        "figure: Socket image upgrade (helm upgrade, master then slave): {:.1} s to the slave replaced; longest read gap across it {} ms, before it {} ms; encoder connections {connections} (20 listeners, 0 disconnected)",
+        "figure: Socket image upgrade (helm upgrade, master then slave): {:.1} s to the slave replaced; longest read gap across it {} ms, before it {} ms; encoder connections {connections} ({} listeners, 0 disconnected)",
         (b_done - t_b).as_secs_f64(),
         gap.as_millis(),
-        calm.as_millis()
+        calm.as_millis(),
+        socket_listeners()
     );
     // The node's host ports freed, the release back on v1.
     let _ = kubectl(&["delete", "namespace", ns, "--wait=true", "--timeout=120s"]);
     upgrade(&v1);
+}
+
+/// The segment numbers of an HLS media playlist (`…/seg/<n>.<ext>` lines).
+fn segments(playlist: &str) -> Vec<u64> {
+    playlist
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("/seg/").nth(1)?.split('.').next()?.parse().ok())
+        .collect()
+}
+
+/// Polls a live HLS playlist (and fetches each new segment) through `at`
+/// every second until stopped, like a player; fails on the first request that
+/// does not succeed or a playlist that skips past segments it never listed.
+struct HlsPlayer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<u64, String>>>,
+}
+
+impl HlsPlayer {
+    fn start(at: SocketAddr, path: &'static str) -> HlsPlayer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut last: Option<u64> = None;
+            let mut fetched = 0u64;
+            while !st.load(Ordering::Relaxed) {
+                let r = http_get(at, path, &[]);
+                if r.status != 200 {
+                    return Err(format!("playlist: HTTP {}", r.status));
+                }
+                let text = r.text();
+                let segs = segments(&text);
+                let (Some(&first), Some(&newest)) = (segs.first(), segs.last()) else {
+                    return Err(format!("a playlist without segments: {text}"));
+                };
+                if let Some(l) = last {
+                    if first > l + 1 {
+                        return Err(format!(
+                            "gap: had up to {l}, the next playlist starts at {first}"
+                        ));
+                    }
+                }
+                for n in segs.iter().filter(|&&n| last.is_none_or(|l| n > l)) {
+                    let uri = text
+                        .lines()
+                        .find(|l| l.contains(&format!("/seg/{n}.")))
+                        .unwrap_or_default();
+                    let seg = http_get(at, &format!("/{}", uri.trim_start_matches('/')), &[]);
+                    if seg.status != 200 || seg.body.is_empty() {
+                        return Err(format!("segment {n}: HTTP {}", seg.status));
+                    }
+                    fetched += 1;
+                }
+                last = Some(newest);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(fetched)
+        });
+        HlsPlayer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; gives the number of segments fetched, or the first failure.
+    fn finish(mut self) -> Result<u64, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// 5: `handoff: Drain`. A slave-only change rolls the slave Deployment: the
+/// new pod becomes Ready, the old one stops taking listeners (the Service
+/// sends new ones to the new pod) and keeps serving its connected listeners,
+/// byte-exact, until `drainSeconds` (20); an HLS player through the Service
+/// moves to the new pod without a failed request or a gap.
+#[test]
+#[ignore = "needs a cluster: tests/k8s/run.sh"]
+fn t4_drain_rollout_serves_the_connected_until_the_deadline_and_moves_hls() {
+    let ns = "e2e-drain";
+    let (v1, _) = image_tags();
+    let rig = rig(ns, "Drain", 3);
+    let hls = HlsPlayer::start(rig.at, "/live-mp3.m3u8?window=6");
+    let old: Vec<String> = pods(ns, "slave").into_iter().map(|p| p.0).collect();
+    let t = Instant::now();
+    kubectl_ok(&[
+        "patch",
+        "sourcemount",
+        "-n",
+        ns,
+        "live",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"slaves":{"resources":{"requests":{"cpu":"101m"}}}}}"#,
+    ]);
+    let draining = wait_for("the old slave draining", Duration::from_secs(120), || {
+        let p = pods(ns, "slave");
+        let old_draining = p.iter().any(|p| old.contains(&p.0) && p.3);
+        let new_ready = p.iter().any(|p| !old.contains(&p.0) && p.2);
+        (old_draining && new_ready).then(Instant::now)
+    });
+    // New listeners go to the new pod: the Service lists only ready pods,
+    // and until it catches up the draining one answers 503 with
+    // Retry-After, which a player follows. The connected ones play on.
+    let fresh =
+        wait_for(
+            "a new listener taken",
+            Duration::from_secs(30),
+            || match Listener::try_connect(rig.at, "/live-mp3") {
+                Ok(l) => Some(l),
+                Err(503) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    None
+                }
+                Err(st) => panic!("a new listener during the drain: HTTP {st}"),
+            },
+        );
+    rig.wait_all_play("the connected listeners served while the old pod drains");
+    wait_for(
+        "the drained listeners closed",
+        Duration::from_secs(60),
+        || {
+            rig.listeners
+                .iter()
+                .all(|l| l.end.lock().unwrap().is_some())
+                .then_some(())
+        },
+    );
+    let closed = draining.elapsed();
+    assert!(
+        closed >= Duration::from_secs(15),
+        "drained listeners closed after {closed:?}, before drainSeconds (20)"
+    );
+    wait_slave_replaced(ns, &old, &v1, Duration::from_secs(120));
+    let replaced = t.elapsed();
+    let before = fresh.len();
+    wait_for(
+        "the new listener to play on the new pod",
+        Duration::from_secs(30),
+        || (fresh.len() > before + 8000).then_some(()),
+    );
+    let (fresh_got, _, fresh_end) = fresh.finish();
+    assert_eq!(
+        fresh_end, None,
+        "the listener on the new pod was disconnected"
+    );
+    let segments = hls
+        .finish()
+        .unwrap_or_else(|e| panic!("HLS through the rollout: {e}"));
+    let sent = rig.enc.sent();
+    assert_eq!(
+        runs_in(&fresh_got, &sent).len(),
+        1,
+        "the new pod's listener: bytes not exact"
+    );
+    drop(sent);
+    rig.check(1, (draining, draining), true);
+    eprintln!(
+        "figure: Drain slave-only rollout: {:.1} s from the patch to the old pod gone; connected listeners closed {:.1} s after the drain began (drainSeconds 20); HLS player: {segments} segments, no failed request",
+        replaced.as_secs_f64(),
+        closed.as_secs_f64()
+    );
+    let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+/// 6: the master pod killed (no grace): the slave keeps serving its buffer,
+/// the new master takes the audio back from it (the HLS numbering goes on,
+/// the oldest segment stays), the encoder reconnects, and the listeners,
+/// never disconnected, hear one exact run per encoder connection.
+#[test]
+#[ignore = "needs a cluster: tests/k8s/run.sh"]
+fn t5_a_killed_master_comes_back_with_its_buffer_and_no_listener_notices() {
+    let ns = "e2e-master";
+    let rig = rig(ns, "Drain", 3);
+    let playlist = || {
+        let r = http_get(rig.at, "/live-mp3.m3u8", &[]);
+        assert_eq!(r.status, 200);
+        segments(&r.text())
+    };
+    let before = playlist();
+    let master = pods(ns, "master").remove(0).0;
+    let t = Instant::now();
+    kubectl_ok(&[
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        &master,
+        "--grace-period=0",
+        "--force",
+    ]);
+    wait_for("a new master Ready", Duration::from_secs(120), || {
+        let p = pods(ns, "master");
+        (p.len() == 1 && p[0].0 != master && p[0].2).then_some(())
+    });
+    wait_for("the encoder to reconnect", Duration::from_secs(60), || {
+        (rig.enc.connections() >= 2).then_some(())
+    });
+    rig.wait_all_play("listeners to hear the new master's audio");
+    let back = t.elapsed();
+    let after = playlist();
+    assert_eq!(
+        after.first(),
+        before.first(),
+        "the slave's buffer was not kept"
+    );
+    assert!(
+        after.last() > before.last(),
+        "no new segment after the master came back: {before:?} then {after:?}"
+    );
+    assert!(
+        after.windows(2).all(|w| w[1] > w[0]),
+        "segment numbers out of order: {after:?}"
+    );
+    let connections = rig.enc.connections();
+    let (gap, calm) = rig.check(connections, (t, t + back), false);
+    eprintln!(
+        "figure: master pod killed: {:.1} s until listeners hear new audio (encoder reconnected); longest read gap {} ms (before: {} ms); 0 listeners disconnected",
+        back.as_secs_f64(),
+        gap.as_millis(),
+        calm.as_millis()
+    );
+    let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
 }

@@ -82,9 +82,21 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
             }
             Ok(Ok(Some(r))) => r,
         };
-        let keep_alive = req.keep_alive();
+        // Draining: answer this request, then let the client go elsewhere.
+        let draining = server.is_draining();
+        let keep_alive = req.keep_alive() && !draining;
         let head_only = req.method == "HEAD";
         match route(&server, &req, &sock) {
+            Answer::Audio(_) if draining => {
+                let r = Response::text(
+                    503,
+                    reason(503),
+                    "this server is draining for a restart: retry",
+                )
+                .header("Retry-After", "1");
+                send_short(&mut sock, &server, r, false, head_only).await;
+                return;
+            }
             Answer::Short(resp) => {
                 if !send_short(&mut sock, &server, resp, keep_alive, head_only).await || !keep_alive
                 {
