@@ -1117,7 +1117,8 @@ fn lease_holder() -> String {
     .unwrap_or_default()
 }
 
-/// 7: two operator replicas; the leader is killed (no grace) right after a
+/// 7: two operator replicas; the leader pod is force-deleted (no grace
+/// period; the process gets SIGTERM and releases its Lease) right after a
 /// SourceMount is applied, in its first reconcile: the standby takes the
 /// Lease and finishes the work, once — one of each child, a link Secret that
 /// is generated once and then kept, the SourceMount Ready.
@@ -1226,7 +1227,7 @@ fn t6_a_killed_leader_leaves_its_work_to_the_standby_done_once() {
     );
     assert_eq!(lease_holder(), new_leader);
     eprintln!(
-        "figure: operator leader killed (kill -9 equivalent) with 2 replicas: Lease taken over after {:.1} s; the new SourceMount Ready {:.1} s after the kill",
+        "figure: operator leader force-deleted (no grace: SIGTERM, it releases the Lease) with 2 replicas: Lease taken over after {:.1} s; the new SourceMount Ready {:.1} s after the kill",
         failover.as_secs_f64(),
         served.as_secs_f64()
     );
