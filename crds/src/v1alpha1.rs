@@ -390,7 +390,8 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 16384))]
     pub max_buffer_bytes: Option<u64>,
-    /// HLS output: `/<name>.m3u8`. Absent: no HLS for this stream.
+    /// HLS settings. Every stream serves HLS at `/<name>.m3u8` from the same
+    /// buffer; absent: 10 s segments and no group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hls: Option<HlsSpec>,
     /// Title while the source sends none.
@@ -488,10 +489,15 @@ pub struct StreamStatus {
     /// Seconds of audio in the master's rewind buffer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffered_seconds: Option<i64>,
-    /// Where listeners connect, inside the cluster: the Icecast URL and, with
-    /// HLS, the playlist URL.
+    /// Where listeners connect, inside the cluster: the Icecast URL and the
+    /// HLS playlist URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listener_urls: Vec<String>,
+    /// The SourceMount whose master carries this Stream (the last one seen):
+    /// when `spec.sourceMount` changes, the operator reconciles this one too,
+    /// so the old master drops the Stream at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mount: Option<String>,
 }
 
 /// A generated CRD file: its name and YAML text.
@@ -514,6 +520,7 @@ pub fn crds() -> Result<Vec<CustomResourceDefinition>, serde_json::Error> {
         .map(|crd| {
             let mut v = serde_json::to_value(&crd)?;
             shorten_quantity_docs(&mut v);
+            kubernetes_int_formats(&mut v);
             serde_json::from_value(v)
         })
         .collect()
@@ -535,6 +542,32 @@ fn shorten_quantity_docs(v: &mut serde_json::Value) {
             o.values_mut().for_each(shorten_quantity_docs);
         }
         serde_json::Value::Array(a) => a.iter_mut().for_each(shorten_quantity_docs),
+        _ => {}
+    }
+}
+
+/// schemars names unsigned integers `uint32`/`uint64`, formats the API server
+/// does not know (it warns on every apply); it knows `int32` and `int64`. An
+/// unsigned field becomes `int32` when its maximum fits, else `int64`, with
+/// `minimum: 0` kept or added.
+fn kubernetes_int_formats(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            let unsigned = o
+                .get("format")
+                .and_then(|f| f.as_str())
+                .is_some_and(|f| f.starts_with("uint"));
+            if unsigned {
+                let fits = o
+                    .get("maximum")
+                    .and_then(serde_json::Value::as_f64)
+                    .is_some_and(|m| m <= f64::from(i32::MAX));
+                o.insert("format".into(), if fits { "int32" } else { "int64" }.into());
+                o.entry("minimum").or_insert(0.0.into());
+            }
+            o.values_mut().for_each(kubernetes_int_formats);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(kubernetes_int_formats),
         _ => {}
     }
 }

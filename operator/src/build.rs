@@ -149,8 +149,14 @@ impl<'a> Ctx<'a> {
         slave_image: Option<String>,
     ) -> Result<Self, BuildError> {
         let namespace = mount.namespace().ok_or(BuildError::Metadata("namespace"))?;
+        // blockOwnerDeletion: a foreground delete of the SourceMount waits
+        // for its children (and `kubectl delete --cascade=foreground` works).
         let owner = mount
             .controller_owner_ref(&())
+            .map(|o| OwnerReference {
+                block_owner_deletion: Some(true),
+                ..o
+            })
             .ok_or(BuildError::Metadata("uid"))?;
         let image = image(mount, settings);
         let slave_image = slave_image.unwrap_or_else(|| image.clone());

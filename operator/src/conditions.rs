@@ -15,7 +15,8 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// `True`, `False` or `Unknown`, as in a Condition.
+    pub fn as_str(self) -> &'static str {
         match self {
             State::True => "True",
             State::False => "False",

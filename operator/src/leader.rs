@@ -1,68 +1,64 @@
-//! Leader election through a `coordination.k8s.io/v1` Lease: one replica runs
-//! the controllers, any other waits as a hot standby and takes over once the
-//! leader stops renewing. Optimistic concurrency (the Lease's resourceVersion)
-//! makes sure only one candidate wins a race.
+//! Leader election through a `coordination.k8s.io/v1` Lease, with kubert's
+//! lease manager (the one linkerd's policy controller uses): one replica runs
+//! the controllers, any other is a hot standby.
+//!
+//! What this module adds to the library is the operator's side of it:
+//!
+//! * **Leading means holding an unexpired claim.** A claim carries its expiry;
+//!   the leader stops reconciling when it passes without a renewal (an API
+//!   outage, a paused process), which is before any standby can take the
+//!   Lease over: no two replicas reconcile at once.
+//! * **An outage is waited out, not fatal.** While the API server does not
+//!   answer, the process keeps running (health and metrics answer), says so
+//!   once, and claims the Lease again when the server is back.
+//! * **A standby looks again every [`STANDBY_POLL`]**, so a Lease vacated by a
+//!   leader that shut down is taken in about that time, not after its expiry.
 
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::Client;
+use kubert::lease::{ClaimParams, LeaseManager};
+use tokio::sync::watch;
 
-/// What a candidate should do with the Lease as it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// No Lease yet: create it, holding it.
-    Create,
-    /// We hold it: renew.
-    Renew,
-    /// Nobody holds it, or the holder stopped renewing: take it.
-    TakeOver,
-    /// Someone else holds it and renews it: wait.
-    Wait,
-}
+use crate::names;
 
-/// Decides from the Lease (if any), who we are and the time.
-pub fn decide(
-    lease: Option<&Lease>,
-    identity: &str,
-    now: DateTime<Utc>,
-    default_duration: Duration,
-) -> Decision {
-    let Some(lease) = lease else {
-        return Decision::Create;
-    };
-    let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec.holder_identity.unwrap_or_default();
-    if holder == identity {
-        return Decision::Renew;
-    }
-    if holder.is_empty() {
-        return Decision::TakeOver;
-    }
-    let duration = spec.lease_duration_seconds.map_or(default_duration, |s| {
-        Duration::from_secs(u64::try_from(s).unwrap_or(0))
-    });
-    let last = spec.renew_time.or(spec.acquire_time).map(|t| t.0);
-    match last {
-        Some(t) if t + duration > now => Decision::Wait,
-        _ => Decision::TakeOver,
-    }
+/// The claims the manager publishes, and its task.
+type Claims = (
+    watch::Receiver<std::sync::Arc<kubert::lease::Claim>>,
+    tokio::task::JoinHandle<Result<(), kubert::lease::Error>>,
+);
+
+/// How often a standby asks whether the Lease is free.
+pub const STANDBY_POLL: Duration = Duration::from_secs(2);
+/// The longest wait between attempts while the API server does not answer.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Why the Lease could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// Creating or reading the Lease failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The lease manager failed.
+    #[error("{0}")]
+    Lease(#[from] kubert::lease::Error),
 }
 
 /// One candidate for a Lease.
 #[derive(Debug, Clone)]
-pub struct LeaseLock {
+pub struct Election {
     api: Api<Lease>,
     name: String,
     identity: String,
-    duration: Duration,
+    params: ClaimParams,
 }
 
-impl LeaseLock {
-    /// A candidate `identity` for the Lease `name` in `namespace`.
+impl Election {
+    /// A candidate `identity` for the Lease `name` in `namespace`; a claim
+    /// lasts `duration` and is renewed a third of it before it ends.
     pub fn new(
         client: Client,
         namespace: &str,
@@ -70,161 +66,122 @@ impl LeaseLock {
         identity: &str,
         duration: Duration,
     ) -> Self {
-        LeaseLock {
+        Election {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
-            duration,
+            params: ClaimParams {
+                lease_duration: duration,
+                renew_grace_period: duration / 3,
+            },
         }
     }
 
-    fn spec(
-        &self,
-        now: DateTime<Utc>,
-        acquire: Option<DateTime<Utc>>,
-        transitions: i32,
-    ) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(
-                i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX),
-            ),
-            acquire_time: Some(MicroTime(acquire.unwrap_or(now))),
-            renew_time: Some(MicroTime(now)),
-            lease_transitions: Some(transitions),
-            ..Default::default()
-        }
+    /// The Lease's name.
+    pub fn lease_name(&self) -> &str {
+        &self.name
     }
 
-    /// Takes or renews the Lease; `Ok(true)` when we hold it now. A lost race
-    /// (409 Conflict) is `Ok(false)`, not an error.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
-        let now = Utc::now();
-        let current = self.api.get_opt(&self.name).await?;
-        let result = match decide(current.as_ref(), &self.identity, now, self.duration) {
-            Decision::Wait => return Ok(false),
-            Decision::Create => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        ..Default::default()
-                    },
-                    spec: Some(self.spec(now, None, 0)),
-                };
-                self.api.create(&PostParams::default(), &lease).await
-            }
-            Decision::Renew | Decision::TakeOver => {
-                let Some(mut lease) = current else {
-                    return Ok(false);
-                };
-                let old = lease.spec.clone().unwrap_or_default();
-                let renew = old.holder_identity.as_deref() == Some(self.identity.as_str());
-                let transitions = old.lease_transitions.unwrap_or(0) + i32::from(!renew);
-                let acquire = if renew {
-                    old.acquire_time.map(|t| t.0)
-                } else {
-                    None
-                };
-                lease.spec = Some(self.spec(now, acquire, transitions));
-                // metadata.resourceVersion is kept: a concurrent change fails with 409.
-                self.api
-                    .replace(&self.name, &PostParams::default(), &lease)
-                    .await
-            }
+    /// Creates the Lease if there is none, so the manager can read it.
+    async fn ensure_lease(&self) -> Result<(), kube::Error> {
+        if self.api.get_opt(&self.name).await?.is_some() {
+            return Ok(());
+        }
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                ..Default::default()
+            },
+            spec: None,
         };
-        match result {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        match self.api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Gives the Lease up (at shutdown), so a standby takes over at once.
-    pub async fn release(&self) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            return Ok(());
-        };
-        let mut spec = lease.spec.clone().unwrap_or_default();
-        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-            return Ok(());
-        }
-        spec.holder_identity = None;
-        lease.spec = Some(spec);
-        self.api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await?;
-        Ok(())
+    async fn claim(&self) -> Result<Claims, LeaderError> {
+        self.ensure_lease().await?;
+        let manager = LeaseManager::init(self.api.clone(), &self.name)
+            .await?
+            .with_field_manager(names::FIELD_MANAGER);
+        Ok(manager.spawn(&self.identity, self.params.clone()).await?)
     }
 
-    /// Waits until we hold the Lease.
-    pub async fn acquire(&self, retry: Duration) {
+    /// Publishes on `leading` whether this replica holds the Lease, until
+    /// `shutdown` turns true (or its sender is dropped); then vacates the
+    /// Lease so a standby takes over at once. Stop reconciling before that.
+    pub async fn run(self, leading: watch::Sender<bool>, mut shutdown: watch::Receiver<bool>) {
+        let mut retry = Duration::from_millis(500);
+        let mut failing = false;
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, lease = %self.name, "leader election"),
-            }
-            tokio::time::sleep(retry).await;
-        }
-    }
-
-    /// Renews every `every` while we hold the Lease; returns when it is lost
-    /// (someone else holds it, or renewing failed for a whole lease duration).
-    pub async fn keep(&self, every: Duration) {
-        let mut last_ok = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(every).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
-                Ok(false) => return,
+            let (mut claims, task) = match self.claim().await {
+                Ok(spawned) => {
+                    if failing {
+                        tracing::info!(lease = %self.name, "the API server answers again");
+                    }
+                    failing = false;
+                    retry = Duration::from_millis(500);
+                    spawned
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, lease = %self.name, "cannot renew the lease");
-                    if last_ok.elapsed() >= self.duration {
+                    leading.send_replace(false);
+                    if !failing {
+                        tracing::warn!(lease = %self.name, error = %e,
+                            "cannot claim the lease; not leading until the API server answers");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        () = stopping(&mut shutdown) => return,
+                    }
+                    retry = (retry * 2).min(MAX_RETRY);
+                    continue;
+                }
+            };
+            loop {
+                let claim = claims.borrow_and_update().clone();
+                let mine = claim.is_current_for(&self.identity);
+                leading.send_if_modified(|l| std::mem::replace(l, mine) != mine);
+                tokio::select! {
+                    biased;
+                    () = stopping(&mut shutdown) => {
+                        leading.send_replace(false);
+                        // Dropping the receiver makes the manager vacate the Lease.
+                        drop(claims);
+                        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), task).await {
+                            tracing::warn!(lease = %self.name, error = %e, "cannot vacate the lease");
+                        }
                         return;
                     }
+                    changed = claims.changed() => if changed.is_err() { break },
+                    // Unrenewed: stop leading at the claim's end.
+                    () = claim.expire(), if mine => {}
+                    // A standby asks again soon, in case the Lease was vacated.
+                    () = tokio::time::sleep(STANDBY_POLL), if !mine => break,
                 }
+            }
+            // The manager stopped (it gave up renewing while the API server
+            // did not answer) or the standby looks again.
+            leading.send_replace(false);
+            drop(claims);
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(lease = %self.name, error = %e,
+                            "cannot renew the lease; not leading until the API server answers");
+                    }
+                    failing = true;
+                }
+                Err(e) => tracing::warn!(lease = %self.name, error = %e, "lease task failed"),
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::chrono::TimeZone;
-
-    fn lease(holder: Option<&str>, renewed: i64) -> Lease {
-        Lease {
-            metadata: ObjectMeta::default(),
-            spec: Some(LeaseSpec {
-                holder_identity: holder.map(String::from),
-                lease_duration_seconds: Some(15),
-                renew_time: Some(MicroTime(Utc.timestamp_opt(renewed, 0).unwrap())),
-                ..Default::default()
-            }),
-        }
-    }
-
-    #[test]
-    fn decisions() {
-        let now = Utc.timestamp_opt(1000, 0).unwrap();
-        let d = Duration::from_secs(15);
-        assert_eq!(decide(None, "a", now, d), Decision::Create);
-        assert_eq!(
-            decide(Some(&lease(Some("a"), 990)), "a", now, d),
-            Decision::Renew
-        );
-        assert_eq!(
-            decide(Some(&lease(Some("b"), 990)), "a", now, d),
-            Decision::Wait
-        );
-        assert_eq!(
-            decide(Some(&lease(Some("b"), 980)), "a", now, d),
-            Decision::TakeOver
-        );
-        assert_eq!(
-            decide(Some(&lease(None, 999)), "a", now, d),
-            Decision::TakeOver
-        );
-    }
+/// Completes once `shutdown` is true or its sender is gone.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
 }

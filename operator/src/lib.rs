@@ -7,6 +7,7 @@
 //! * [`status`]: asking a master for its streams (listeners, buffer, source).
 //! * [`rollout`]: the upgrade order (master first, slaves once it serves).
 //! * [`leader`]: Lease-based leader election (a second replica is a hot standby).
+//! * [`lifecycle`]: start-up (CRDs served?), leading or standing by, shutdown.
 //! * [`conditions`], [`metrics`], [`http`], [`names`]: the pieces they share.
 
 pub mod build;
@@ -14,6 +15,7 @@ pub mod conditions;
 pub mod controller;
 pub mod http;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod rollout;

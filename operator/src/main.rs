@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use streammachine_operator::build::Settings;
-use streammachine_operator::controller::{self, Context};
-use streammachine_operator::leader::LeaseLock;
+use streammachine_operator::http::Health;
+use streammachine_operator::leader::Election;
+use streammachine_operator::lifecycle::{self, Options};
 use streammachine_operator::metrics::Metrics;
 use streammachine_operator::status::HttpMasterStatus;
 
@@ -47,8 +48,8 @@ struct Args {
     /// Namespace of the Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// Name of the Lease.
-    #[arg(long, default_value = "streammachine-operator")]
+    /// Name of the Lease (one per installation: the chart sets it from the release).
+    #[arg(long, env = "LEASE_NAME", default_value = "streammachine-operator")]
     lease_name: String,
     /// This replica's identity in the Lease (default: the pod name or host name).
     #[arg(long, env = "POD_NAME")]
@@ -56,10 +57,13 @@ struct Args {
 }
 
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a log file or collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -85,75 +89,57 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("streammachine-operator-{}", std::process::id()));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        leader_election = args.leader_election,
+        lease = %format!("{}/{}", args.lease_namespace, args.lease_name),
+        %identity,
+        http = %args.http_address,
+        "streammachine-operator starting"
+    );
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let health = Health::default();
     let listener = tokio::net::TcpListener::bind(args.http_address)
         .await
         .map_err(|e| format!("{}: {e}", args.http_address))?;
     tokio::spawn(streammachine_operator::http::serve(
         listener,
         metrics.clone(),
+        health.clone(),
     ));
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("kubernetes client: {e}"))?;
-
-    let lock = if args.leader_election {
-        let identity = args
-            .identity
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| format!("streammachine-operator-{}", std::process::id()));
-        let lock = LeaseLock::new(
+    let election = args.leader_election.then(|| {
+        Election::new(
             client.clone(),
             &args.lease_namespace,
             &args.lease_name,
             &identity,
             Duration::from_secs(15),
-        );
-        tracing::info!(lease = %args.lease_name, %identity, "waiting to lead");
-        tokio::select! {
-            () = lock.acquire(Duration::from_secs(5)) => {},
-            () = shutdown_signal() => return Ok(()),
-        }
-        tracing::info!(lease = %args.lease_name, %identity, "leading");
-        Some(lock)
-    } else {
-        None
-    };
-
-    let ctx = Arc::new(Context::new(
-        client,
-        Settings {
+        )
+    });
+    let options = Options {
+        namespace: args.namespace.clone(),
+        settings: Settings {
             default_image: args.default_image.clone(),
         },
-        Arc::new(HttpMasterStatus::new(Duration::from_secs(5))),
-        metrics,
-        Duration::from_secs(args.poll_interval_seconds.max(5)),
-    ));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(controller::run(ctx, args.namespace.clone(), async move {
-        let _ = stop_rx.await;
-    }));
-    let lost = async {
-        match &lock {
-            Some(l) => l.keep(Duration::from_secs(5)).await,
-            None => std::future::pending().await,
-        }
+        poll_interval: Duration::from_secs(args.poll_interval_seconds.max(5)),
+        election,
+        master_status: Arc::new(HttpMasterStatus::new(Duration::from_secs(5))),
     };
-    let result = tokio::select! {
-        () = shutdown_signal() => Ok(()),
-        () = lost => Err("lost the leader lease; exiting so a standby leads".to_string()),
-    };
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(20), controllers).await;
-    if let Some(l) = &lock {
-        if result.is_ok() {
-            if let Err(e) = l.release().await {
-                tracing::warn!(error = %e, "cannot release the lease");
-            }
-        }
-    }
-    result
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let operator = tokio::spawn(lifecycle::run(client, options, metrics, health, stop_rx));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    operator.await.map_err(|e| format!("operator task: {e}"))
 }
 
 fn main() -> ExitCode {

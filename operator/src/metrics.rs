@@ -1,9 +1,10 @@
-//! The operator's Prometheus metrics: reconciles, errors, durations.
+//! The operator's Prometheus metrics: reconciles, errors, durations, and
+//! whether this replica leads (runs the controllers).
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Reconcile metrics, labelled by controller (`sourcemount`, `stream`).
@@ -13,6 +14,7 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     failures: IntCounterVec,
     duration: HistogramVec,
+    leading: IntGauge,
 }
 
 impl Metrics {
@@ -43,12 +45,18 @@ impl Metrics {
         )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(failures.clone()))?;
+        let leading = IntGauge::new(
+            "streammachine_operator_leading",
+            "1 while this replica runs the controllers (holds the Lease), else 0.",
+        )?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(leading.clone()))?;
         Ok(Metrics {
             registry,
             reconciles,
             failures,
             duration,
+            leading,
         })
     }
 
@@ -61,6 +69,11 @@ impl Metrics {
         self.duration
             .with_label_values(&[controller])
             .observe(took.as_secs_f64());
+    }
+
+    /// Whether this replica runs the controllers.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.set(i64::from(leading));
     }
 
     /// The Prometheus text exposition.

@@ -16,6 +16,8 @@ use crate::names;
 pub const REASON_SOURCE_MOUNT_NOT_FOUND: &str = "SourceMountNotFound";
 /// Reason: the spec asks for something the streamer cannot do.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Reason: the Stream's SourceMount exists but cannot be served.
+pub const REASON_SOURCE_MOUNT_INVALID: &str = "SourceMountInvalid";
 /// Reason: the object's name cannot be a mount or stream key.
 pub const REASON_INVALID_NAME: &str = "InvalidName";
 
@@ -29,7 +31,8 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    /// An invalid spec with its reason and message.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Invalid {
             reason,
             message: message.into(),
@@ -43,16 +46,58 @@ impl fmt::Display for Invalid {
     }
 }
 
-/// Keys become URL paths and metric labels; the streamer allows 1-64 of
-/// `A-Z a-z 0-9 - _ .`. Kubernetes names are already lowercase DNS names, so
-/// only the length and the reserved words are left to check.
-fn check_key(kind: &str, name: &str) -> Result<(), Invalid> {
-    if name.is_empty() || name.len() > 64 || name.starts_with('.') {
+/// The longest suffix a child's name adds to a SourceMount's (`-master`,
+/// `-source`, `-config`).
+const LONGEST_CHILD_SUFFIX: usize = 7;
+/// The longest DNS label (a Service name, a label value).
+const DNS_LABEL_MAX: usize = 63;
+
+/// Whether `name` is a DNS label of lowercase letters, digits and `-`, ending
+/// with a letter or digit and starting with a letter (DNS-1035, what a
+/// Service name must be) or, when `digit_first`, also a digit (DNS-1123).
+fn is_dns_label(name: &str, digit_first: bool) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_lowercase() || (digit_first && b[0].is_ascii_digit()))
+        && b.last()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// A SourceMount's name becomes its children's names (`<name>-master`, a
+/// Service) and the streamer's mount key: a DNS-1035 label of at most 56
+/// characters. The CRD cannot say so (the API server does not let a schema
+/// constrain `metadata.name`), so it is checked here before anything is built.
+pub fn check_mount_name(name: &str) -> Result<(), Invalid> {
+    let max = DNS_LABEL_MAX - LONGEST_CHILD_SUFFIX;
+    if !is_dns_label(name, false) || name.len() > max {
         return Err(Invalid::new(
             REASON_INVALID_NAME,
             format!(
-                "{kind} name {name:?} cannot be used as a key: at most 64 characters, not starting with ."
+                "SourceMount name {name:?} cannot name its Services: use at most {max} lowercase letters, digits and '-', starting with a letter (no '.')"
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// A Stream's name is its URL path (`/<name>`, `/<name>.m3u8`) and metric
+/// label: a DNS-1123 label (no `.`, which would read as a file extension) of
+/// at most 63 characters, and not a route of the streamer.
+pub fn check_stream_name(name: &str) -> Result<(), Invalid> {
+    if !is_dns_label(name, true) || name.len() > DNS_LABEL_MAX {
+        return Err(Invalid::new(
+            REASON_INVALID_NAME,
+            format!(
+                "Stream name {name:?} cannot be a stream path: use at most {DNS_LABEL_MAX} lowercase letters, digits and '-' (no '.')"
+            ),
+        ));
+    }
+    if RESERVED_STREAM_KEYS.contains(&name) {
+        return Err(Invalid::new(
+            REASON_INVALID_NAME,
+            format!("Stream name {name:?} is reserved for a built-in route of the streamer"),
         ));
     }
     Ok(())
@@ -61,7 +106,7 @@ fn check_key(kind: &str, name: &str) -> Result<(), Invalid> {
 /// The SourceMount as the streamer's mount config.
 pub fn source_mount_config(mount: &SourceMount) -> Result<SourceMountConfig, Invalid> {
     let name = mount.name_any();
-    check_key("SourceMount", &name)?;
+    check_mount_name(&name)?;
     Ok(SourceMountConfig {
         key: name,
         format: mount.spec.format.into(),
@@ -85,6 +130,8 @@ pub fn stream_config(
     mount: Option<&SourceMount>,
 ) -> Result<StreamConfig, Invalid> {
     let spec = &stream.spec;
+    let name = stream.name_any();
+    check_stream_name(&name)?;
     let Some(mount) = mount else {
         return Err(Invalid::new(
             REASON_SOURCE_MOUNT_NOT_FOUND,
@@ -95,14 +142,6 @@ pub fn stream_config(
             ),
         ));
     };
-    let name = stream.name_any();
-    check_key("Stream", &name)?;
-    if RESERVED_STREAM_KEYS.contains(&name.as_str()) {
-        return Err(Invalid::new(
-            REASON_INVALID_NAME,
-            format!("Stream name {name:?} is reserved for a built-in route of the streamer"),
-        ));
-    }
     let source_format = mount.spec.format;
     let transcode = match (spec.format, spec.bitrate) {
         (_, Some(bitrate)) => Some(TranscodeConfig {
@@ -233,6 +272,25 @@ mod tests {
         let e = stream_config(&testdata::stream(&long, "main"), Some(&m)).unwrap_err();
         assert_eq!(e.reason, REASON_INVALID_NAME);
         let e = source_mount_config(&testdata::mount(&long)).unwrap_err();
+        assert_eq!(e.reason, REASON_INVALID_NAME);
+    }
+
+    #[test]
+    fn names_must_fit_services_and_paths() {
+        for bad in ["my.mount", "Main", "1main", "main-", "", &"a".repeat(57)] {
+            let e = check_mount_name(bad).unwrap_err();
+            assert_eq!(e.reason, REASON_INVALID_NAME, "{bad:?}");
+        }
+        check_mount_name(&"a".repeat(56)).unwrap();
+        check_mount_name("main-2").unwrap();
+        for bad in ["my.stream", "Hits", "hits_1", &"a".repeat(64)] {
+            let e = check_stream_name(bad).unwrap_err();
+            assert_eq!(e.reason, REASON_INVALID_NAME, "{bad:?}");
+        }
+        check_stream_name(&"a".repeat(63)).unwrap();
+        check_stream_name("1live").unwrap();
+        // The name is checked before the mount is looked for.
+        let e = stream_config(&testdata::stream("my.stream", "nope"), None).unwrap_err();
         assert_eq!(e.reason, REASON_INVALID_NAME);
     }
 }

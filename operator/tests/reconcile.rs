@@ -293,6 +293,8 @@ async fn create_applies_every_child_then_reports_status() {
             "PATCH /apis/policy/v1/namespaces/radio/poddisruptionbudgets/main-slave",
             "DELETE /apis/apps/v1/namespaces/radio/daemonsets/main-slave",
             "DELETE /api/v1/namespaces/radio/services/main-source",
+            // Ready became True: one Normal Event.
+            "POST /apis/events.k8s.io/v1/namespaces/radio/events",
             "PATCH /apis/streammachine.io/v1alpha1/namespaces/radio/sourcemounts/main/status",
         ]
     );
@@ -341,10 +343,15 @@ async fn create_applies_every_child_then_reports_status() {
     assert_eq!(condition(&status, "SourceConnected")["status"], "True");
     assert_eq!(status["listeners"], 7);
     assert_eq!(status["bufferedSeconds"], 123);
+    // Every stream serves HLS: its playlist is listed though `hls` is unset.
     assert_eq!(
         status["listenerUrls"],
-        json!(["http://main-slave.radio.svc:8000/hits"])
+        json!([
+            "http://main-slave.radio.svc:8000/hits",
+            "http://main-slave.radio.svc:8000/hits.m3u8"
+        ])
     );
+    assert_eq!(status["sourceMount"], "main");
     api.take_log();
 
     // Nothing changed: the link Secret keeps its values, and no status is
@@ -381,10 +388,19 @@ async fn a_stream_naming_a_missing_mount_is_not_ready_and_not_retried() {
         .unwrap();
     assert_eq!(action, Action::await_change());
     let log = api.take_log();
+    // A Warning Event for the transition, then the status.
     assert_eq!(
         writes(&log),
-        ["PATCH /apis/streammachine.io/v1alpha1/namespaces/radio/streams/lost/status"]
+        [
+            "POST /apis/events.k8s.io/v1/namespaces/radio/events",
+            "PATCH /apis/streammachine.io/v1alpha1/namespaces/radio/streams/lost/status"
+        ]
     );
+    let event = log.iter().find(|c| c.path.ends_with("/events")).unwrap();
+    let event = event.body.as_ref().unwrap();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "SourceMountNotFound");
+    assert_eq!(event["regarding"]["name"], "lost");
     let status = api.get(&stream_path("lost")).unwrap()["status"].clone();
     let ready = condition(&status, "Ready");
     assert_eq!(ready["status"], "False");
@@ -444,11 +460,15 @@ async fn a_missing_password_secret_builds_nothing() {
     let action = controller::reconcile_mount(mount_of(&api), ctx)
         .await
         .unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    // Secrets are watched: creating it brings the SourceMount back, no poll.
+    assert_eq!(action, Action::await_change());
     let log = api.take_log();
     assert_eq!(
         writes(&log),
-        ["PATCH /apis/streammachine.io/v1alpha1/namespaces/radio/sourcemounts/main/status"]
+        [
+            "POST /apis/events.k8s.io/v1/namespaces/radio/events",
+            "PATCH /apis/streammachine.io/v1alpha1/namespaces/radio/sourcemounts/main/status"
+        ]
     );
     let status = api.get(&mount_path("main")).unwrap()["status"].clone();
     assert_eq!(

@@ -342,10 +342,13 @@ impl Listener {
                         g.lock().unwrap().extend_from_slice(&buf[..n]);
                         r.lock().unwrap().push(Instant::now());
                     }
+                    // EINTR: a signal (a debugger attaching) is no disconnect.
                     Err(err)
                         if matches!(
                             err.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
                         ) => {}
                     Err(err) => {
                         *e.lock().unwrap() = Some(format!("read error: {err}"));
@@ -365,6 +368,12 @@ impl Listener {
 
     fn len(&self) -> usize {
         self.got.lock().unwrap().len()
+    }
+
+    /// Asks the reader to stop, without waiting (stopping many at once
+    /// takes one read timeout, not one each).
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     /// Stops reading; gives the bytes and the read times.
@@ -758,6 +767,7 @@ impl Rig {
         window: (Instant, Instant),
         closed_ok: bool,
     ) -> (Duration, Duration) {
+        self.listeners.iter().for_each(Listener::stop);
         let finished: Vec<_> = self.listeners.into_iter().map(Listener::finish).collect();
         // Taken after the listeners stopped: everything they have was sent before.
         let sent = self.enc.sent();
@@ -1103,6 +1113,9 @@ fn t5_a_killed_master_comes_back_with_its_buffer_and_no_listener_notices() {
     let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
 }
 
+/// The operator's Lease and service account: the release's full name.
+const RELEASE_FULLNAME: &str = "sm-streammachine";
+
 /// The holder of the operator's Lease (`""` when none).
 fn lease_holder() -> String {
     kubectl(&[
@@ -1110,7 +1123,7 @@ fn lease_holder() -> String {
         "lease",
         "-n",
         RELEASE_NS,
-        "streammachine-operator",
+        RELEASE_FULLNAME,
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ])
@@ -1233,4 +1246,60 @@ fn t6_a_killed_leader_leaves_its_work_to_the_standby_done_once() {
     );
     let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
     replicas("1");
+}
+
+/// 8: what the chart installs is narrow: the Lease is named after the
+/// release (two releases in one namespace never block each other) and held
+/// by the operator; its service account may not update or delete any Secret,
+/// nor write anything it does not manage; its log is plain text from the
+/// first line.
+#[test]
+#[ignore = "needs a cluster: tests/k8s/run.sh"]
+fn t7_the_install_is_narrow() {
+    let holder = wait_for("the release's Lease held", Duration::from_secs(60), || {
+        let h = lease_holder();
+        (!h.is_empty()).then_some(h)
+    });
+    assert!(holder.starts_with(RELEASE_FULLNAME), "held by {holder}");
+    let sa = format!("system:serviceaccount:{RELEASE_NS}:{RELEASE_FULLNAME}");
+    let can = |verb: &str, what: &str, ns: &str| -> bool {
+        // `auth can-i` answers "no" with exit status 1.
+        match kubectl(&["auth", "can-i", verb, what, "-n", ns, "--as", &sa]) {
+            Ok(out) => out.trim() == "yes",
+            Err(e) => {
+                assert!(e.contains("no"), "kubectl auth can-i {verb} {what}: {e}");
+                false
+            }
+        }
+    };
+    for (verb, what, want) in [
+        ("get", "secrets", true),
+        ("create", "secrets", true),
+        ("patch", "secrets", true),
+        ("update", "secrets", false),
+        ("delete", "secrets", false),
+        ("deletecollection", "secrets", false),
+        ("update", "deployments.apps", false),
+        ("create", "pods", false),
+        ("delete", "sourcemounts.streammachine.io", false),
+        ("patch", "sourcemounts.streammachine.io/status", true),
+        ("update", "sourcemounts.streammachine.io/finalizers", true),
+        ("patch", "leases.coordination.k8s.io", false),
+    ] {
+        let ns = "kube-system";
+        assert_eq!(can(verb, what, ns), want, "{verb} {what} in {ns}");
+    }
+    assert!(
+        can("patch", "leases.coordination.k8s.io", RELEASE_NS),
+        "its own Lease"
+    );
+    // The operator's log: plain text (no colour codes), a start-up line first.
+    let pod = holder;
+    let log = kubectl_ok(&["logs", "-n", RELEASE_NS, &pod]);
+    assert!(!log.contains('\x1b'), "ANSI codes in the log:\n{log}");
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("streammachine-operator starting"),
+        "first line: {first}"
+    );
 }
