@@ -46,7 +46,13 @@ fi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 for name in streammachine streammachine-operator; do
-  [ -x "target/release/$name" ] || { echo "images.sh: target/release/$name missing: cargo build --release first" >&2; exit 1; }
+  # The Dockerfiles take target/release/* from the context: bring a binary
+  # built elsewhere (CARGO_TARGET_DIR) there.
+  built=${CARGO_TARGET_DIR:-target}/release/$name
+  [ -x "$built" ] || { echo "images.sh: $built missing: cargo build --release first" >&2; exit 1; }
+  if [ "$(realpath "$built")" != "$(realpath -m "target/release/$name")" ]; then
+    mkdir -p target/release && cp -f "$built" "target/release/$name"
+  fi
   file=docker/$name.Dockerfile
   [ "$name" = streammachine-operator ] && file=docker/operator.Dockerfile
   bh bud -q --timestamp 0 --isolation chroot --pull=never \
