@@ -120,7 +120,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let m = Arc::new(Metrics::new().unwrap());
-        m.observe("stream", Duration::from_millis(1), true);
+        m.observe("stream", Duration::from_millis(1), None);
+        m.observe("stream", Duration::from_millis(1), Some("transient"));
         let health = Health::default();
         let task = tokio::spawn(serve(l, m, health.clone()));
         let r = get(addr, "/readyz").await;
@@ -131,6 +132,10 @@ mod tests {
         let r = get(addr, "/metrics").await;
         assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
         assert!(r.contains("streammachine_operator_reconciles_total"), "{r}");
+        assert!(
+            r.contains(r#"streammachine_operator_reconcile_errors_total{controller="stream",error="transient"} 1"#),
+            "{r}"
+        );
         assert!(get(addr, "/healthz").await.ends_with("ok\n"));
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
         task.abort();

@@ -31,9 +31,9 @@ impl Metrics {
         let failures = IntCounterVec::new(
             Opts::new(
                 "streammachine_operator_reconcile_errors_total",
-                "Reconciles that failed (and were retried), by controller.",
+                "Reconciles that failed (and were retried), by controller and error category (transient, rejected, internal).",
             ),
-            &["controller"],
+            &["controller", "error"],
         )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -60,11 +60,12 @@ impl Metrics {
         })
     }
 
-    /// Counts one reconcile of `controller`.
-    pub fn observe(&self, controller: &str, took: Duration, ok: bool) {
+    /// Counts one reconcile of `controller`, failed with `error` (its
+    /// category) or not.
+    pub fn observe(&self, controller: &str, took: Duration, error: Option<&str>) {
         self.reconciles.with_label_values(&[controller]).inc();
-        if !ok {
-            self.failures.with_label_values(&[controller]).inc();
+        if let Some(error) = error {
+            self.failures.with_label_values(&[controller, error]).inc();
         }
         self.duration
             .with_label_values(&[controller])
@@ -96,15 +97,17 @@ mod tests {
     #[test]
     fn counts_and_renders() {
         let m = Metrics::new().unwrap();
-        m.observe("stream", Duration::from_millis(20), true);
-        m.observe("stream", Duration::from_millis(20), false);
+        m.observe("stream", Duration::from_millis(20), None);
+        m.observe("stream", Duration::from_millis(20), Some("rejected"));
         let text = m.render();
         assert!(
             text.contains("streammachine_operator_reconciles_total{controller=\"stream\"} 2"),
             "{text}"
         );
         assert!(
-            text.contains("streammachine_operator_reconcile_errors_total{controller=\"stream\"} 1"),
+            text.contains(
+                "streammachine_operator_reconcile_errors_total{controller=\"stream\",error=\"rejected\"} 1"
+            ),
             "{text}"
         );
         assert!(

@@ -60,6 +60,72 @@ pub enum Error {
     NoNamespace,
 }
 
+/// What kind of failure an [`Error`] is: it sets how soon the reconcile is
+/// tried again and labels the error metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// The API server is away, overloaded, or a write raced another:
+    /// worth trying again soon (1 s, doubling, jittered, at most 5 min).
+    Transient,
+    /// The API server refused what we sent (forbidden, invalid): nothing
+    /// changes by itself soon; retried from 1 min, at most every 15 min.
+    Rejected,
+    /// Our own failure (an object we cannot build from): as `Rejected`.
+    Internal,
+}
+
+impl Category {
+    /// The `error` label of `streammachine_operator_reconcile_errors_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Transient => "transient",
+            Category::Rejected => "rejected",
+            Category::Internal => "internal",
+        }
+    }
+
+    /// The delay before retry number `attempt` (0-based), jittered.
+    pub fn retry_delay(self, attempt: u32) -> Duration {
+        use backon::BackoffBuilder;
+        let (min, max) = match self {
+            Category::Transient => (Duration::from_secs(1), Duration::from_secs(300)),
+            Category::Rejected | Category::Internal => {
+                (Duration::from_secs(60), Duration::from_secs(900))
+            }
+        };
+        backon::ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(usize::try_from(attempt).unwrap_or(usize::MAX))
+            .unwrap_or(max)
+    }
+}
+
+impl Error {
+    /// The failure's [`Category`].
+    pub fn category(&self) -> Category {
+        match self {
+            Error::Kube(kube::Error::Api(e)) => match e.code {
+                409 | 429 => Category::Transient,
+                code if code >= 500 => Category::Transient,
+                _ => Category::Rejected,
+            },
+            // Connection, TLS, timeouts, bodies cut short: the server is away.
+            Error::Kube(_) => Category::Transient,
+            Error::Build(_) | Error::NoNamespace => Category::Internal,
+        }
+    }
+
+    /// The metric label of the failure.
+    pub fn metric_label(&self) -> &'static str {
+        self.category().as_str()
+    }
+}
+
 /// What the reconcilers share.
 pub struct Context {
     /// The API client.
@@ -74,6 +140,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// How often status is refreshed from the masters.
     pub poll_interval: Duration,
+    /// Failed reconciles in a row, by object (for the retry delay).
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Debug for Context {
@@ -108,7 +176,38 @@ impl Context {
             metrics,
             recorder,
             poll_interval,
+            failures: Default::default(),
         }
+    }
+
+    /// Counts a failed reconcile of `key`; gives how many failed before it.
+    fn failed(&self, key: &str) -> u32 {
+        let Ok(mut f) = self.failures.lock() else {
+            return 0;
+        };
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n - 1
+    }
+
+    /// Ends `obj`'s run of failures, and records the reconcile's outcome.
+    fn observe<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        controller: &str,
+        took: Duration,
+        result: &Result<Action, Error>,
+    ) {
+        if result.is_ok() {
+            if let Ok(mut f) = self.failures.lock() {
+                f.remove(&failure_key(obj));
+            }
+        }
+        self.metrics.observe(
+            controller,
+            took,
+            result.as_ref().err().map(Error::metric_label),
+        );
     }
 }
 
@@ -171,10 +270,27 @@ fn mounts_using_secret(
         .collect()
 }
 
-/// Retry after an API error, without a storm.
-pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed; retrying in 15s");
-    Action::requeue(Duration::from_secs(15))
+/// Retry after a failure, by its category, with a per-object exponential
+/// and jittered delay (reset by the object's next successful reconcile).
+pub fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    let category = error.category();
+    let attempt = ctx.failed(&failure_key(obj.as_ref()));
+    let delay = category.retry_delay(attempt);
+    tracing::warn!(%error, category = category.as_str(), attempt, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The key of an object in the failure counts.
+fn failure_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Watches of the children: only objects the operator manages.
@@ -266,4 +382,47 @@ pub async fn run(
         let _ = stop.send(true);
     };
     tokio::join!(mounts, streams, trigger);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(kube::core::ErrorResponse {
+            status: "Failure".into(),
+            message: "m".into(),
+            reason: "r".into(),
+            code,
+        }))
+    }
+
+    #[test]
+    fn categories_drive_the_retry_delay() {
+        assert_eq!(api_error(503).category(), Category::Transient);
+        assert_eq!(api_error(409).category(), Category::Transient);
+        assert_eq!(api_error(429).category(), Category::Transient);
+        assert_eq!(api_error(403).category(), Category::Rejected);
+        assert_eq!(api_error(422).category(), Category::Rejected);
+        assert_eq!(Error::NoNamespace.category(), Category::Internal);
+        assert_eq!(api_error(422).metric_label(), "rejected");
+        // Exponential, jittered (the delay is d..2d), capped.
+        let first = Category::Transient.retry_delay(0);
+        assert!(
+            first >= Duration::from_secs(1) && first <= Duration::from_secs(2),
+            "{first:?}"
+        );
+        let fifth = Category::Transient.retry_delay(4);
+        assert!(
+            fifth >= Duration::from_secs(16) && fifth <= Duration::from_secs(32),
+            "{fifth:?}"
+        );
+        assert!(Category::Transient.retry_delay(40) <= Duration::from_secs(600));
+        assert!(Category::Rejected.retry_delay(0) >= Duration::from_secs(60));
+        // Jittered: two objects failing together do not retry in step.
+        let delays: std::collections::BTreeSet<_> = (0..20)
+            .map(|_| Category::Transient.retry_delay(3))
+            .collect();
+        assert!(delays.len() > 1, "no jitter: {delays:?}");
+    }
 }

@@ -35,8 +35,7 @@ use crate::validate::{self, Invalid};
 pub async fn reconcile_mount(mount: Arc<SourceMount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile(&mount, &ctx).await;
-    ctx.metrics
-        .observe("sourcemount", started.elapsed(), result.is_ok());
+    ctx.observe(mount.as_ref(), "sourcemount", started.elapsed(), &result);
     result
 }
 

@@ -31,8 +31,7 @@ use crate::validate;
 pub async fn reconcile_stream(stream: Arc<Stream>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile(&stream, &ctx).await;
-    ctx.metrics
-        .observe("stream", started.elapsed(), result.is_ok());
+    ctx.observe(stream.as_ref(), "stream", started.elapsed(), &result);
     result
 }
 
