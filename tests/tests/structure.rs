@@ -8,6 +8,8 @@
 //! grow, and a listed one that is fixed must leave the list (the test says
 //! so). Nothing new may join them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
