@@ -1,0 +1,330 @@
+//! The successor's side: receive the predecessor's sockets and buffers,
+//! prepare everything, then take over in one step.
+
+use super::*;
+
+/// What a successor received, before adopting it.
+pub(super) struct Received {
+    hello: Hello,
+    buffers: Vec<(String, Vec<u8>)>,
+    listening: Vec<(String, OwnedFd)>,
+    sources: Vec<(SourceMsg, OwnedFd)>,
+    listeners: Vec<(ListenerMsg, OwnedFd)>,
+}
+
+pub(super) fn receive(sock: &mut UnixStream) -> Result<Received, HandoffError> {
+    let (kind, _, payload) = fd::recv(sock, MAX_HELLO)?;
+    if kind != b'H' {
+        return Err(HandoffError::Protocol("no hello".into()));
+    }
+    let hello: Hello = serde_json::from_slice(&payload)?;
+    tracing::info!(pid = hello.pid, mode = %hello.mode, "a predecessor is handing off");
+    let mut r = Received {
+        hello,
+        buffers: Vec::new(),
+        listening: Vec::new(),
+        sources: Vec::new(),
+        listeners: Vec::new(),
+    };
+    loop {
+        let (kind, mut fds, payload) = fd::recv(sock, MAX_MESSAGE)?;
+        match kind {
+            b'B' => {
+                if payload.len() < 2 {
+                    return Err(HandoffError::Protocol("short buffer message".into()));
+                }
+                let klen = u16::from_le_bytes([payload[0], payload[1]]) as usize;
+                let key = payload
+                    .get(2..2 + klen)
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .ok_or_else(|| HandoffError::Protocol("bad stream name".into()))?
+                    .to_string();
+                r.buffers.push((key, payload[2 + klen..].to_vec()));
+            }
+            b'L' => {
+                let msg: ListeningMsg = serde_json::from_slice(&payload)?;
+                if msg.kinds.len() != fds.len() {
+                    return Err(HandoffError::Protocol(
+                        "listening sockets without descriptors".into(),
+                    ));
+                }
+                r.listening.extend(msg.kinds.into_iter().zip(fds));
+            }
+            b'S' | b'C' => {
+                let fd = fds.pop().ok_or_else(|| {
+                    HandoffError::Protocol("a connection without its descriptor".into())
+                })?;
+                if kind == b'S' {
+                    r.sources.push((serde_json::from_slice(&payload)?, fd));
+                } else {
+                    r.listeners.push((serde_json::from_slice(&payload)?, fd));
+                }
+            }
+            b'E' => return Ok(r),
+            k => return Err(HandoffError::Protocol(format!("unknown message {k}"))),
+        }
+    }
+}
+
+pub(super) fn tcp(fd: OwnedFd) -> std::io::Result<tokio::net::TcpStream> {
+    let s = std::net::TcpStream::from(fd);
+    s.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(s)
+}
+
+pub(super) fn output_name(s: &str) -> &'static str {
+    match s {
+        "icy" => "icy",
+        "pump" => "pump",
+        _ => "raw",
+    }
+}
+
+/// What a successor has made ready to run, not yet running: nothing drives a
+/// socket until the predecessor confirms it has let go ([`commit`]).
+pub(super) struct Prepared {
+    listening: Vec<(String, tokio::net::TcpListener)>,
+    sources: Vec<crate::source::icecast::ParkedSource>,
+    listeners: Vec<crate::output::listener::ParkedListener>,
+    summary: Summary,
+}
+
+/// Prepares what a predecessor sent: config, buffers, listening sockets,
+/// sources and listeners, without starting anything.
+pub(super) fn prepare(server: &Arc<Server>, r: Received) -> Result<Prepared, HandoffError> {
+    let mut summary = Summary::default();
+    let mut ready = Prepared {
+        listening: Vec::new(),
+        sources: Vec::new(),
+        listeners: Vec::new(),
+        summary: Summary::default(),
+    };
+    let ours = server.config().mode.to_string();
+    if r.hello.mode != ours {
+        return Err(HandoffError::Refused(format!(
+            "the predecessor is a {} server, this one is {ours}",
+            r.hello.mode
+        )));
+    }
+    if let Some(running) = r.hello.running {
+        // Before anything is adopted, so a failure leaves the predecessor serving.
+        let applied = server
+            .apply(running.source_mounts, running.streams)
+            .map_err(|e| HandoffError::Refused(format!("its configuration: {e}")))?;
+        tracing::info!(created = ?applied.created, updated = ?applied.updated, removed = ?applied.removed, "handoff: serving the predecessor's streams and mounts");
+    }
+    for (key, dump) in r.buffers {
+        let Some(stream) = server.stream(&key) else {
+            tracing::warn!(stream = %key, "handoff: no such stream here; its buffer is skipped");
+            continue;
+        };
+        let limits = crate::persist::Limits {
+            max_total_bytes: Some(dump.len() as u64),
+            ..Default::default()
+        };
+        let (header, records) = crate::persist::read_dump(&dump[..], &limits)
+            .map_err(|e| HandoffError::Buffer(e.to_string()))?;
+        stream.clear_buffer();
+        crate::persist::rewind::restore_into(&stream, header, records, true)
+            .map_err(|e| HandoffError::Buffer(e.to_string()))?;
+        summary.buffers += 1;
+    }
+    // The predecessor's buffers are the truth: nothing to wait for.
+    server.release_resync_hold("buffers handed over by the predecessor");
+    for (kind, fd) in r.listening {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        ready
+            .listening
+            .push((kind, tokio::net::TcpListener::from_std(l)?));
+    }
+    for (msg, fd) in r.sources {
+        let Some(mount) = server.mount(&msg.mount) else {
+            tracing::warn!(mount = %msg.mount, "handoff: no such mount here; the source is closed");
+            continue;
+        };
+        let sock = tcp(fd)?;
+        let guard = mount.add_source(msg.info);
+        guard
+            .entry()
+            .bytes
+            .store(msg.bytes, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut k) = guard.entry().format_key.lock() {
+            k.clone_from(&msg.format_key);
+        }
+        if msg.active {
+            mount.continue_with(guard.id());
+        }
+        let codec = match mount.format() {
+            streammachine_crds::config::AudioFormat::Mp3 => crate::format::Codec::Mp3,
+            streammachine_crds::config::AudioFormat::Aac => crate::format::Codec::Aac,
+        };
+        let run = Box::new(crate::source::icecast::SourceRun {
+            framer: crate::format::Framer::resume(codec, msg.framer),
+            chunker: crate::buffer::Chunker::resume(msg.chunker),
+            format_key: msg.format_key,
+        });
+        ready.sources.push(crate::source::icecast::ParkedSource {
+            sock,
+            peer: msg.peer,
+            guard,
+            run,
+        });
+        summary.sources += 1;
+    }
+    for (msg, fd) in r.listeners {
+        let Some(stream) = server.stream(&msg.stream) else {
+            tracing::warn!(stream = %msg.stream, "handoff: no such stream here; the listener is closed");
+            continue;
+        };
+        let sock = tcp(fd)?;
+        let output = output_name(&msg.output);
+        let sent = server
+            .metrics()
+            .listener_sent_bytes
+            .with_label_values(&[stream.key(), output]);
+        let icy = msg.icy.map(crate::output::icy::IcyWriter::from_state);
+        let mut sender = crate::output::live::Sender::new(
+            stream,
+            Position {
+                seq: msg.seq,
+                offset: msg.offset,
+            },
+            msg.end.map(|(seq, offset)| Position { seq, offset }),
+            icy,
+            msg.lag_allowance,
+            sent,
+        );
+        sender.bytes = msg.bytes;
+        sender.audio_micros = msg.audio_micros;
+        let session = msg
+            .session
+            .and_then(|st| server.analytics().resume(&msg.stream, output, st));
+        ready.listeners.push(crate::output::listener::adopted(
+            sock, msg.peer, output, sender, session,
+        ));
+        summary.listeners += 1;
+    }
+    ready.summary = summary;
+    Ok(ready)
+}
+
+/// Starts everything prepared: from here on this process drives the sockets.
+pub(super) fn commit(server: &Arc<Server>, ready: Prepared) -> Summary {
+    for (kind, l) in ready.listening {
+        server.adopt_listening(&kind, l);
+    }
+    for src in ready.sources {
+        src.resume(server);
+    }
+    for l in ready.listeners {
+        crate::output::listener::resume(server, l);
+    }
+    ready.summary
+}
+
+/// Listens on the Unix socket `path`, replacing a stale one a previous process
+/// left behind; logs `what` once and gives `None` when it cannot.
+/// Only this server's user may connect (mode 0600): whoever connects can
+/// take over or hand over every listener.
+pub(super) fn bind(path: &Path, what: &str) -> Option<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .and_then(|l| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            Ok(l)
+        })
+        .map_err(|e| tracing::error!(path = %path.display(), error = %e, "{what}"))
+        .ok()?;
+    Some(listener)
+}
+
+/// The successor side: waits on `path` for predecessors, while serving.
+pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
+    // Offer to take over only once this server can serve (a slave: once it
+    // has its master's streams); whoever hands off waits for the socket.
+    let mut shutdown = server.shutdown_signal();
+    while !server.is_ready() {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+    let Some(listener) = bind(&path, "cannot listen for a handoff") else {
+        return;
+    };
+    {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        server.set_handoff_offer(id);
+    }
+    tracing::info!(path = %path.display(), "waiting for a predecessor's handoff");
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((conn, _)) = conn else { continue };
+        let Ok(mut std_sock) = conn.into_std() else {
+            continue;
+        };
+        if std_sock.set_nonblocking(false).is_err() {
+            continue;
+        }
+        let started = Instant::now();
+        let got = tokio::task::spawn_blocking(move || {
+            let _ = std_sock.set_read_timeout(Some(Duration::from_secs(60)));
+            let r = receive(&mut std_sock);
+            (r, std_sock)
+        })
+        .await;
+        let Ok((received, mut std_sock)) = got else {
+            continue;
+        };
+        let outcome = received.and_then(|r| prepare(&server, r));
+        match outcome {
+            Ok(ready) => {
+                // Acknowledge, then start only once the predecessor confirms
+                // it let go (or is gone): never both driving one socket.
+                let decision = tokio::task::spawn_blocking(move || {
+                    fd::send(&mut std_sock, b'A', &[], b"ok")?;
+                    match fd::recv(&mut std_sock, 4096) {
+                        Ok((b'C', _, _)) => Ok(true),
+                        Ok((b'X', _, _)) => Ok(false),
+                        Ok((k, _, _)) => Err(HandoffError::Protocol(format!(
+                            "expected a commit, got message {k}"
+                        ))),
+                        // Gone after our acknowledgement: it had let go.
+                        Err(_) => Ok(true),
+                    }
+                })
+                .await
+                .map_err(|e| HandoffError::Protocol(e.to_string()))
+                .and_then(|r| r);
+                match decision {
+                    Ok(true) => {
+                        let summary = commit(&server, ready);
+                        server.handoff_settled();
+                        tracing::info!(%summary, took_ms = started.elapsed().as_millis() as u64, "took over from the predecessor");
+                    }
+                    Ok(false) | Err(_) => {
+                        // Our copies of the descriptors close without a FIN.
+                        drop(ready);
+                        tracing::error!(
+                            "the predecessor did not take the acknowledgement; it keeps serving"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "handoff from the predecessor failed; it keeps serving");
+                let msg = e.to_string();
+                let _ = tokio::task::spawn_blocking(move || {
+                    fd::send(&mut std_sock, b'X', &[], msg.as_bytes())
+                })
+                .await;
+            }
+        }
+    }
+}
