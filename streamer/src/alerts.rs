@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use streammachine_crds::config::{AlertsConfig, Mode};
+use streammachine_config::{AlertsConfig, Mode};
 use tokio::sync::mpsc;
 
 use crate::output::start::format_time;

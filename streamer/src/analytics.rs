@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use streammachine_crds::config::AnalyticsConfig;
+use streammachine_config::AnalyticsConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 

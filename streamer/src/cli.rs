@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use streammachine_crds::config::{AudioFormat, Config, Mode, Secret, StreamConfig};
+use streammachine_config::{AudioFormat, Config, Mode, Secret, StreamConfig};
 
 use crate::server::Server;
 
@@ -139,7 +139,7 @@ pub enum CliError {
         /// The file.
         file: String,
         /// What is wrong.
-        error: streammachine_crds::ConfigError,
+        error: streammachine_config::ConfigError,
     },
     /// The server could not start.
     #[error(transparent)]
@@ -203,7 +203,7 @@ pub fn load_config(args: &Args) -> Result<Config, CliError> {
     }
     if let Ok(url) = std::env::var("STREAMMACHINE_MASTER_URL") {
         if !url.is_empty() {
-            config.master = Some(streammachine_crds::config::MasterConfig { url });
+            config.master = Some(streammachine_config::MasterConfig { url });
         }
     }
     if let Some(m) = args.mode {

@@ -139,10 +139,8 @@ fn the_transcoder_survives_mutated_audio() {
             drafts.extend(chunker.push(&f));
         }
         drafts.extend(chunker.flush());
-        let config = streammachine_crds::config::TranscodeConfig::new(
-            streammachine_crds::config::AudioFormat::Aac,
-            64,
-        );
+        let config =
+            streammachine_config::TranscodeConfig::new(streammachine_config::AudioFormat::Aac, 64);
         let mut p = crate::transcode::Pipeline::new(config);
         for d in &drafts {
             let _ = p.feed(1, d, None, 0);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use streammachine_crds::config::{Config, Mode, Secret, SourceMountConfig, StreamConfig};
+use streammachine_config::{Config, Mode, Secret, SourceMountConfig, StreamConfig};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
@@ -67,7 +67,7 @@ pub enum ServerError {
     },
     /// The streams and mounts do not form a valid configuration.
     #[error(transparent)]
-    Config(streammachine_crds::ConfigError),
+    Config(streammachine_config::ConfigError),
 }
 
 /// The running server's shared state.
@@ -304,8 +304,8 @@ impl Server {
 
     fn resync_grace(&self) -> Duration {
         self.config.link.as_ref().map_or_else(
-            || streammachine_crds::config::LinkConfig::default().resync_grace(),
-            streammachine_crds::config::LinkConfig::resync_grace,
+            || streammachine_config::LinkConfig::default().resync_grace(),
+            streammachine_config::LinkConfig::resync_grace,
         )
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use streammachine_crds::config::AudioFormat;
+use streammachine_config::AudioFormat;
 use time::OffsetDateTime;
 
 use crate::http::{Request, Response};

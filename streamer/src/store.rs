@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use streammachine_crds::config::{SourceMountConfig, StreamConfig};
+use streammachine_config::{SourceMountConfig, StreamConfig};
 use tokio::sync::watch;
 
 /// Errors talking to Redis.

@@ -6,7 +6,7 @@ use std::task::Waker;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{Gauge, IntGauge};
-use streammachine_crds::config::{AudioFormat, StreamConfig};
+use streammachine_config::{AudioFormat, StreamConfig};
 
 use crate::buffer::{ChunkDraft, RewindBuffer, Title};
 use crate::metrics::Metrics;

@@ -17,10 +17,7 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 600;
 
 /// Files over [`MAX_LINES`] today, with the most they may have until split.
-const OVERSIZE: &[(&str, usize)] = &[
-    ("streamer/src/server.rs", 1015),
-    ("crds/src/config.rs", 765),
-];
+const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server.rs", 1015)];
 
 /// Cycles among the streamer's top-level modules today (each a strongly
 /// connected set); they may only lose members.
@@ -93,12 +90,23 @@ fn code_lines(text: &str) -> usize {
 fn no_source_file_is_too_long_to_read_in_one_sitting() {
     let root = root();
     let mut files = Vec::new();
-    for dir in ["streamer/src", "operator/src", "crds/src", "tests/src"] {
+    for dir in [
+        "streamer/src",
+        "operator/src",
+        "config/src",
+        "crds/src",
+        "tests/src",
+    ] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 50, "found {} files", files.len());
     let listed: BTreeMap<&str, usize> = OVERSIZE.iter().copied().collect();
     let mut problems = Vec::new();
+    for (listed, _) in OVERSIZE {
+        if !root.join(listed).exists() {
+            problems.push(format!("{listed} is gone: remove it from OVERSIZE"));
+        }
+    }
     for f in files {
         let rel = f
             .strip_prefix(&root)

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use streammachine_crds::config::{SourceMountConfig, StreamConfig};
-use streammachine_crds::ConfigError;
+use streammachine_config::ConfigError;
+use streammachine_config::{SourceMountConfig, StreamConfig};
 
 use crate::http::Response;
 use crate::server::{Change, Server, ServerError};

@@ -2,7 +2,7 @@
 //! and the configuration types' JSON schemas.
 
 use serde_json::{json, Map, Value};
-use streammachine_crds::config::{SourceMountConfig, StreamConfig};
+use streammachine_config::{SourceMountConfig, StreamConfig};
 
 use super::{Metadata, ROUTES};
 
@@ -201,7 +201,7 @@ pub fn document() -> Value {
     schemas.insert("SourceMountConfig".into(), m);
     let t = component(meta, &mut schemas);
     schemas.insert("Metadata".into(), t);
-    let config = openapi_schema::<streammachine_crds::config::Config>();
+    let config = openapi_schema::<streammachine_config::Config>();
     let c = component(config, &mut schemas);
     schemas.insert("Config".into(), c);
     reply_schemas(&mut schemas);

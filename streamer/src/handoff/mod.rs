@@ -101,8 +101,8 @@ struct Hello {
 /// over a local socket between two processes of the same server, never to a log).
 #[derive(Debug, Serialize, Deserialize)]
 struct Running {
-    source_mounts: Vec<streammachine_crds::config::SourceMountConfig>,
-    streams: Vec<streammachine_crds::config::StreamConfig>,
+    source_mounts: Vec<streammachine_config::SourceMountConfig>,
+    streams: Vec<streammachine_config::StreamConfig>,
 }
 
 /// Largest hello (it carries the running configuration).
@@ -207,7 +207,7 @@ pub async fn hand_off(
         .iter()
         .map(|(k, l)| (*k, fd::raw(l.as_ref())))
         .collect();
-    let transfer_buffers = server.config().mode != streammachine_crds::config::Mode::Slave;
+    let transfer_buffers = server.config().mode != streammachine_config::Mode::Slave;
     let streams = server.streams();
     let mode = server.config().mode.to_string();
     let running = transfer_buffers.then(|| {

@@ -156,8 +156,8 @@ pub(super) fn prepare(server: &Arc<Server>, r: Received) -> Result<Prepared, Han
             mount.continue_with(guard.id());
         }
         let codec = match mount.format() {
-            streammachine_crds::config::AudioFormat::Mp3 => crate::format::Codec::Mp3,
-            streammachine_crds::config::AudioFormat::Aac => crate::format::Codec::Aac,
+            streammachine_config::AudioFormat::Mp3 => crate::format::Codec::Mp3,
+            streammachine_config::AudioFormat::Aac => crate::format::Codec::Aac,
         };
         let run = Box::new(crate::source::icecast::SourceRun {
             framer: crate::format::Framer::resume(codec, msg.framer),

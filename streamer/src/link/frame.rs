@@ -5,7 +5,7 @@
 
 use bytes::{Buf, BytesMut};
 use serde::{Deserialize, Serialize};
-use streammachine_crds::config::StreamConfig;
+use streammachine_config::StreamConfig;
 
 use crate::persist::{decode_record, DumpChunk, Limits};
 
@@ -98,7 +98,7 @@ pub struct LinkConfig {
     /// The streams (passwords left out).
     pub streams: Vec<StreamConfig>,
     /// Each stream's audio format (`mp3` | `aac`): its mount's.
-    pub formats: std::collections::BTreeMap<String, streammachine_crds::config::AudioFormat>,
+    pub formats: std::collections::BTreeMap<String, streammachine_config::AudioFormat>,
 }
 
 /// A slave must drop what it holds of a stream and continue at `next_seq`

@@ -85,7 +85,7 @@ fn accept(server: &Server, req: &Request) -> Result<(), (u16, String)> {
     let Some(secret) = server.link_secret() else {
         return Err((401, "the slave link is disabled: no link secret (link.secretFile or STREAMMACHINE_LINK_SECRET)".into()));
     };
-    if server.config().mode != streammachine_crds::config::Mode::Master {
+    if server.config().mode != streammachine_config::Mode::Master {
         return Err((
             409,
             format!("this server is {}, not a master", server.config().mode),

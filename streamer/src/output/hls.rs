@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use streammachine_crds::config::{AacProfile, AudioFormat};
+use streammachine_config::{AacProfile, AudioFormat};
 
 use super::start::StartRequest;
 use crate::buffer::{Chunk, RewindBuffer};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use streammachine_crds::config::AudioFormat;
+use streammachine_config::AudioFormat;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -589,9 +589,8 @@ mod tests {
     /// the total per listener).
     #[tokio::test]
     async fn a_listening_task_stays_small() {
-        let cfg =
-            streammachine_crds::config::Config::from_yaml_str("streams: [{key: a, password: p}]")
-                .unwrap();
+        let cfg = streammachine_config::Config::from_yaml_str("streams: [{key: a, password: p}]")
+            .unwrap();
         let server = Server::new(cfg).unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = l.local_addr().unwrap();

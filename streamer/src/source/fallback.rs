@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streammachine_crds::config::AudioFormat;
+use streammachine_config::AudioFormat;
 use tokio::time::Instant;
 
 use super::mount::{Mount, SourceInfo};

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use prometheus::IntGauge;
-use streammachine_crds::config::{AudioFormat, FallbackConfig, Secret};
+use streammachine_config::{AudioFormat, FallbackConfig, Secret};
 
 use crate::buffer::{ChunkDraft, Title};
 use crate::metrics::Metrics;
@@ -433,7 +433,7 @@ impl Drop for SourceGuard {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use streammachine_crds::config::StreamConfig;
+    use streammachine_config::StreamConfig;
 
     fn draft(byte: u8) -> ChunkDraft {
         ChunkDraft {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use streammachine_crds::config::AudioFormat;
+use streammachine_config::AudioFormat;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::mount::{Mount, SourceInfo};

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 
 use fdk_aac::enc as fdk;
 use mp3lame_encoder as lame;
-use streammachine_crds::config::{AacProfile, AudioFormat};
+use streammachine_config::{AacProfile, AudioFormat};
 
 use super::TranscodeError;
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
-use streammachine_crds::config::TranscodeConfig;
+use streammachine_config::TranscodeConfig;
 
 use crate::buffer::{ChunkDraft, Title};
 use crate::metrics::Metrics;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use streammachine_crds::config::{AacProfile, AudioFormat, TranscodeConfig};
+use streammachine_config::{AacProfile, AudioFormat, TranscodeConfig};
 
 use super::decode::{frame_header, Decoder};
 use super::encode::{Encoder, EncoderSpec};

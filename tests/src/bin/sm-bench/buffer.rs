@@ -145,12 +145,12 @@ pub(crate) fn audio_with_titles(
 
 pub(crate) fn bench_hls_and_dumps() -> Vec<(String, String)> {
     use streamer::stream::Stream;
-    use streammachine_crds::config::{AudioFormat, StreamConfig};
+    use streammachine_config::{AudioFormat, StreamConfig};
     let mut rows = Vec::new();
     let metrics = streamer::metrics::Metrics::new().unwrap();
     let mut cfg = StreamConfig::new("bench");
     cfg.rewind_seconds = 8 * 3600 + 60;
-    cfg.password = Some(streammachine_crds::config::Secret("bench".into()));
+    cfg.password = Some(streammachine_config::Secret("bench".into()));
     let stream = Stream::new(cfg.clone(), AudioFormat::Mp3, &metrics);
     stream.restore(eight_hours(), Some("mp3-44100-128-s"));
     let raw = stream.read_buffer().bytes() as f64;

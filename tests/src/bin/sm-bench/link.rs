@@ -5,7 +5,7 @@ use crate::*;
 
 pub(crate) fn bench_link() -> Vec<(String, String)> {
     use streamer::stream::Stream;
-    use streammachine_crds::config::{AudioFormat, StreamConfig};
+    use streammachine_config::{AudioFormat, StreamConfig};
     let mut rows = Vec::new();
     let exe = std::env::current_exe()
         .unwrap()

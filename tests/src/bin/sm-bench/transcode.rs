@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use streamer::buffer::{ChunkDraft, Chunker};
 use streamer::transcode::Pipeline;
-use streammachine_crds::config::{AacProfile, AudioFormat, TranscodeConfig};
+use streammachine_config::{AacProfile, AudioFormat, TranscodeConfig};
 use streammachine_tests::ServerProcess;
 
 use crate::{cpu_seconds, music_frames, source};
