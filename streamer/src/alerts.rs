@@ -22,8 +22,8 @@ use serde_json::json;
 use streammachine_config::{AlertsConfig, Mode};
 use tokio::sync::mpsc;
 
-use crate::output::start::format_time;
 use crate::server::Server;
+use crate::stream::format_time;
 use crate::stream::now_micros;
 use crate::transcode::TranscoderState;
 

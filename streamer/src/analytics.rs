@@ -30,7 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::output::start::format_time;
+use crate::stream::format_time;
 use crate::stream::now_micros;
 
 /// Events queued for the writer; beyond this they are dropped (and counted),

@@ -19,6 +19,16 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// Formats µs since the epoch as RFC 3339 (the times of the API, analytics
+/// and alerts).
+pub fn format_time(micros: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// The HLS segment length of a stream.
 pub fn segment_seconds(config: &StreamConfig) -> u32 {
     config

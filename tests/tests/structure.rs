@@ -26,7 +26,6 @@ const CYCLES: &[&[&str]] = &[
     &[
         "admin",
         "alerts",
-        "analytics",
         "api",
         "link",
         "output",

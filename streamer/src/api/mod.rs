@@ -365,7 +365,7 @@ fn list_slaves(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiE
             json!({
                 "id": s.id,
                 "address": s.peer.to_string(),
-                "connectedAt": s.connected_at.duration_since(std::time::UNIX_EPOCH).map(|d| crate::output::start::format_time(i64::try_from(d.as_micros()).unwrap_or(0))).unwrap_or_default(),
+                "connectedAt": s.connected_at.duration_since(std::time::UNIX_EPOCH).map(|d| crate::stream::format_time(i64::try_from(d.as_micros()).unwrap_or(0))).unwrap_or_default(),
                 "lastSeenSecondsAgo": s.last_seen.elapsed().as_secs_f64(),
                 "listeners": s.stats.listeners,
                 "nextSeq": s.stats.next_seq,

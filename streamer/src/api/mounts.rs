@@ -36,9 +36,7 @@ pub(super) fn sources_json(mount: &crate::source::Mount) -> Value {
                 let connected = s
                     .connected_at
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| {
-                        crate::output::start::format_time(i64::try_from(d.as_micros()).unwrap_or(0))
-                    })
+                    .map(|d| crate::stream::format_time(i64::try_from(d.as_micros()).unwrap_or(0)))
                     .unwrap_or_default();
                 json!({
                     "id": s.id,

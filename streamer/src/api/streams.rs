@@ -29,13 +29,12 @@ pub(super) fn stream_json(server: &Server, s: &Stream) -> Value {
             b.len(),
             b.first_seq(),
             b.next_seq(),
-            b.first()
-                .map(|c| crate::output::start::format_time(c.ts_micros)),
+            b.first().map(|c| crate::stream::format_time(c.ts_micros)),
             // The newest audio's end on its own timeline (a bursting
             // source's last chunk may end past its arrival); the same after
             // a restore from a dump.
             b.last().map(|c| {
-                crate::output::start::format_time(
+                crate::stream::format_time(
                     c.ts_micros + i64::try_from(c.duration_micros()).unwrap_or(0),
                 )
             }),

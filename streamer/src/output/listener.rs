@@ -302,7 +302,7 @@ fn audio_head(server: &Server, a: &AudioRequest, s: &start::Start) -> String {
     }
     if a.start.is_positioned() {
         if let Some(t) = s.time {
-            let _ = write!(h, "X-Start-Time: {}\r\n", start::format_time(t));
+            let _ = write!(h, "X-Start-Time: {}\r\n", crate::stream::format_time(t));
         }
     }
     if let Some(n) = s.content_length {

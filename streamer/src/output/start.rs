@@ -66,14 +66,6 @@ pub fn parse_time(v: &str) -> Result<i64, StartError> {
     i64::try_from(t.unix_timestamp_nanos() / 1000).map_err(|_| StartError::BadTime(v.to_string()))
 }
 
-/// Formats µs since the epoch as RFC 3339.
-pub fn format_time(micros: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 impl StartRequest {
     /// Reads the parameters of a listener request.
     pub fn from_request(req: &Request) -> Result<Self, StartError> {
@@ -177,7 +169,10 @@ mod tests {
             Err(StartError::BadTime(_))
         ));
         assert!(matches!(parse_time("-5"), Err(StartError::BadTime(_))));
-        assert_eq!(format_time(1_795_251_600_000_000), "2026-11-21T09:00:00Z");
+        assert_eq!(
+            crate::stream::format_time(1_795_251_600_000_000),
+            "2026-11-21T09:00:00Z"
+        );
     }
 
     fn req(q: &str) -> Request {
