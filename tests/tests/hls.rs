@@ -230,7 +230,7 @@ fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
     assert!(dates.len() >= 3 && dates.len() == lengths.len(), "{full}");
     // Half a second into it (PROGRAM-DATE-TIME is printed to the millisecond).
     let mid = streamer::output::start::parse_time(dates[2]).unwrap() + 500_000;
-    let at = streamer::output::start::format_time(mid).replace('+', "%2B");
+    let at = streamer::stream::format_time(mid).replace('+', "%2B");
     let shifted = http_get(server.listen, &format!("/music.m3u8?at={at}"), &[]).text();
     let offset: f64 = shifted
         .lines()

@@ -17,21 +17,14 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 600;
 
 /// Files over [`MAX_LINES`] today, with the most they may have until split.
-const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server.rs", 1015)];
+const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server/mod.rs", 1011)];
 
 /// Cycles among the streamer's top-level modules today (each a strongly
 /// connected set); they may only lose members.
 const CYCLES: &[&[&str]] = &[
     &["stream", "transcode"],
     &[
-        "admin",
-        "alerts",
-        "api",
-        "link",
-        "output",
-        "server",
-        "source",
-        "status",
+        "admin", "alerts", "api", "link", "output", "server", "status",
     ],
     &["cli", "supervisor"],
 ];
@@ -39,7 +32,7 @@ const CYCLES: &[&[&str]] = &[
 /// Top-level modules that use `crate::server` today besides the wiring
 /// (`cli`); may only shrink.
 const SERVER_USERS: &[&str] = &[
-    "admin", "alerts", "api", "handoff", "link", "output", "source", "status",
+    "admin", "alerts", "api", "handoff", "link", "output", "status",
 ];
 
 fn root() -> PathBuf {

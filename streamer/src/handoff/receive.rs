@@ -215,7 +215,7 @@ pub(super) fn commit(server: &Arc<Server>, ready: Prepared) -> Summary {
         server.adopt_listening(&kind, l);
     }
     for src in ready.sources {
-        src.resume(server);
+        src.resume(&(Arc::clone(server) as Arc<dyn crate::source::SourceHost>));
     }
     for l in ready.listeners {
         crate::output::listener::resume(server, l);

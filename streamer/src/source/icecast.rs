@@ -17,7 +17,7 @@ use super::{metadata, Rejection};
 use crate::buffer::Chunker;
 use crate::format::{Codec, Framer, FramerError};
 use crate::http::{self, Request, RequestError};
-use crate::server::Server;
+use crate::source::SourceHost;
 
 /// Why a source that was accepted stopped.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ pub struct ParkedSource {
 
 impl ParkedSource {
     /// Drives it again (after a failed handoff, or adopted by a successor).
-    pub fn resume(self, server: &Arc<Server>) {
+    pub fn resume(self, server: &Arc<dyn SourceHost>) {
         tokio::spawn(drive(
             Arc::clone(server),
             self.sock,
@@ -108,8 +108,8 @@ impl ParkedSource {
 }
 
 /// Serves one connection on the source port, start to end.
-pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
-    let cfg = &server.config().sources;
+pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream, peer: SocketAddr) {
+    let cfg = &server.sources_config();
     let deadline = Instant::now() + Duration::from_secs_f64(cfg.header_timeout_seconds);
     let mut buf = BytesMut::with_capacity(2048);
     let req = match timeout_at(
@@ -200,7 +200,7 @@ pub fn basic_password(req: &Request) -> Option<String> {
 /// Finds the mount and checks the password: the common part of a source
 /// connection and a metadata update.
 pub fn authorize(
-    server: &Server,
+    server: &dyn SourceHost,
     req: &Request,
     mount_path: &str,
 ) -> Result<Arc<Mount>, Rejection> {
@@ -256,7 +256,7 @@ fn declared_format(content_type: &str) -> Option<Result<AudioFormat, String>> {
 
 /// Checks and answers a source request; returns its place in the mount.
 async fn accept_source(
-    server: &Arc<Server>,
+    server: &Arc<dyn SourceHost>,
     sock: &mut TcpStream,
     peer: SocketAddr,
     req: Request,
@@ -323,7 +323,7 @@ async fn accept_source(
 /// Runs an accepted source until it ends (or is parked for a handoff, when
 /// its connection and state go to the server's handoff).
 pub async fn drive(
-    server: Arc<Server>,
+    server: Arc<dyn SourceHost>,
     mut sock: TcpStream,
     peer: SocketAddr,
     guard: super::mount::SourceGuard,
@@ -359,7 +359,7 @@ pub async fn drive(
 
 /// Reads audio until the source ends, feeding the mount.
 async fn run(
-    server: &Arc<Server>,
+    server: &Arc<dyn SourceHost>,
     sock: &mut TcpStream,
     mount: &Arc<Mount>,
     id: u64,
@@ -367,7 +367,7 @@ async fn run(
     leftover: BytesMut,
     state: Box<SourceRun>,
 ) -> SourceEnd {
-    let cfg = &server.config().sources;
+    let cfg = &server.sources_config();
     let codec = codec_of(mount.format());
     let SourceRun {
         mut framer,

@@ -2,8 +2,8 @@
 //! ezstream) send it: `GET /admin/metadata?mount=/x&mode=updinfo&song=…`,
 //! authenticated with the mount's source credentials.
 
+use super::SourceHost;
 use crate::http::{Request, Response};
-use crate::server::Server;
 
 use super::icecast::authorize;
 use super::Rejection;
@@ -67,7 +67,7 @@ fn decode_text(bytes: &[u8], charset: Option<&str>) -> String {
 }
 
 /// Handles a metadata update; the title goes with the mount's audio from now on.
-pub fn update(server: &Server, req: &Request) -> Result<Response, Rejection> {
+pub fn update(server: &dyn SourceHost, req: &Request) -> Result<Response, Rejection> {
     let pairs = raw_pairs(&req.query);
     let get = |name: &str| {
         pairs

@@ -14,7 +14,53 @@ use tokio::net::TcpStream;
 
 pub use mount::{Mount, MountError, SourceGuard, SourceInfo};
 
-use crate::server::Server;
+use std::sync::Arc;
+
+use streammachine_config::SourcesConfig;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// What the source port needs from the server that runs it, and no more:
+/// its settings, the metrics, the mounts, the shutdown and parking signals,
+/// and where a parked source goes. The server implements it; nothing here
+/// names the server, so the dependency points one way (sources on the core).
+pub trait SourceHost: Send + Sync + 'static {
+    /// The source port's settings.
+    fn sources_config(&self) -> &SourcesConfig;
+    /// The server's metrics.
+    fn metrics(&self) -> &Metrics;
+    /// The mount in service under `key`.
+    fn mount(&self, key: &str) -> Option<Arc<Mount>>;
+    /// Turns true when the server shuts down.
+    fn shutdown_signal(&self) -> watch::Receiver<bool>;
+    /// Turns true when the server parks its connections for a handoff.
+    fn parking_signal(&self) -> watch::Receiver<bool>;
+    /// Keeps a source parked for the handoff.
+    fn park_source(&self, p: icecast::ParkedSource);
+}
+
+/// A shared host is a host (so `&Arc<dyn SourceHost>` passes as `&dyn SourceHost`).
+impl<T: SourceHost + ?Sized> SourceHost for Arc<T> {
+    fn sources_config(&self) -> &SourcesConfig {
+        (**self).sources_config()
+    }
+    fn metrics(&self) -> &Metrics {
+        (**self).metrics()
+    }
+    fn mount(&self, key: &str) -> Option<Arc<Mount>> {
+        (**self).mount(key)
+    }
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        (**self).shutdown_signal()
+    }
+    fn parking_signal(&self) -> watch::Receiver<bool> {
+        (**self).parking_signal()
+    }
+    fn park_source(&self, p: icecast::ParkedSource) {
+        (**self).park_source(p)
+    }
+}
 
 /// A refused request on the source port: a status, a reason label for the
 /// metric, and a message for the encoder's log and ours.
@@ -54,7 +100,7 @@ impl Rejection {
     }
 
     /// Logs it once, counts it, and writes it to the client before closing.
-    pub async fn send(self, server: &Server, sock: &mut TcpStream, peer: SocketAddr) {
+    pub async fn send(self, server: &dyn SourceHost, sock: &mut TcpStream, peer: SocketAddr) {
         tracing::warn!(%peer, status = self.status, reason = self.reason, "source port: {}", self.message);
         server
             .metrics()

@@ -1,5 +1,7 @@
 //! The server: its streams and mounts, its three ports, and their accept loops.
 
+mod hosts;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -680,7 +682,7 @@ impl Server {
             crate::output::listener::resume(self, l);
         }
         for s in parked.sources {
-            s.resume(self);
+            s.resume(&(Arc::clone(self) as Arc<dyn crate::source::SourceHost>));
         }
     }
 
@@ -731,12 +733,7 @@ impl Server {
             }
             "source" => {
                 self.remember_listening("source", Arc::clone(&l));
-                tokio::spawn(accept_loop(
-                    server,
-                    l,
-                    "source",
-                    crate::source::icecast::handle_connection,
-                ));
+                tokio::spawn(accept_loop(server, l, "source", hosts::source_connection));
             }
             _ => {
                 self.remember_listening("admin", Arc::clone(&l));
@@ -1070,7 +1067,7 @@ impl Server {
                 Arc::clone(&self),
                 l,
                 "source",
-                crate::source::icecast::handle_connection,
+                hosts::source_connection,
             ))
         });
         if self.config.mode == Mode::Slave {
