@@ -20,7 +20,6 @@ use tokio::net::TcpStream;
 use super::frame::{self, Frame, LinkConfig, Reset};
 use super::LinkError;
 use crate::http::Request;
-use crate::server::Server;
 use crate::stream::Stream;
 
 /// Chunks sent per stream before looking at the other streams.
@@ -45,8 +44,79 @@ pub struct SlaveInfo {
     pub last_seen: Instant,
 }
 
+/// What the master's side of the link needs from the server, and no more:
+/// the streams and their configuration, the link secret, the registry of
+/// connected slaves, and the resync hold. The server implements it; nothing
+/// here names the server.
+pub trait MasterHost: Send + Sync + 'static {
+    /// The configuration in force (static and live changes together).
+    fn effective_config(&self) -> streammachine_config::Config;
+    /// Standalone, master or slave.
+    fn mode(&self) -> streammachine_config::Mode;
+    /// The secret slaves must present.
+    fn link_secret(&self) -> Option<&streammachine_config::Secret>;
+    /// The stream in service under `key`.
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>>;
+    /// Every stream in service.
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>>;
+    /// Counts configuration changes.
+    fn config_epoch(&self) -> u64;
+    /// Notified on each configuration change.
+    fn config_changed(&self) -> &tokio::sync::Notify;
+    /// The server's metrics.
+    fn metrics(&self) -> &crate::metrics::Metrics;
+    /// A slave linked: its slot.
+    fn slave_connected(&self, info: SlaveInfo) -> u64;
+    /// What a linked slave reported.
+    fn slave_stats(&self, slot: u64, stats: Option<super::frame::Stats>);
+    /// A slave left.
+    fn slave_disconnected(&self, slot: u64);
+    /// Ends a restarted master's hold on new audio.
+    fn release_resync_hold(&self, why: &str);
+}
+
+/// A shared host is a host (so `&Arc<S>` passes as `&dyn MasterHost`).
+impl<T: MasterHost + ?Sized> MasterHost for Arc<T> {
+    fn effective_config(&self) -> streammachine_config::Config {
+        (**self).effective_config()
+    }
+    fn mode(&self) -> streammachine_config::Mode {
+        (**self).mode()
+    }
+    fn link_secret(&self) -> Option<&streammachine_config::Secret> {
+        (**self).link_secret()
+    }
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
+        (**self).stream(key)
+    }
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+        (**self).streams()
+    }
+    fn config_epoch(&self) -> u64 {
+        (**self).config_epoch()
+    }
+    fn config_changed(&self) -> &tokio::sync::Notify {
+        (**self).config_changed()
+    }
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        (**self).metrics()
+    }
+    fn slave_connected(&self, info: SlaveInfo) -> u64 {
+        (**self).slave_connected(info)
+    }
+    fn slave_stats(&self, slot: u64, stats: Option<super::frame::Stats>) {
+        (**self).slave_stats(slot, stats)
+    }
+    fn slave_disconnected(&self, slot: u64) {
+        (**self).slave_disconnected(slot)
+    }
+    fn release_resync_hold(&self, why: &str) {
+        (**self).release_resync_hold(why)
+    }
+}
+
 /// The configuration slaves get: the streams, passwords left out, and formats.
-pub fn link_config(server: &Server) -> LinkConfig {
+pub fn link_config(server: &dyn MasterHost) -> LinkConfig {
     let c = server.effective_config();
     let formats = server
         .streams()
@@ -69,7 +139,7 @@ pub fn link_config(server: &Server) -> LinkConfig {
 /// response to send.
 /// How many chunks a slave is behind the master's buffer, per stream it
 /// reported (from its last stats).
-pub fn chunks_behind(server: &Server, slave: &SlaveInfo) -> BTreeMap<String, u64> {
+pub fn chunks_behind(server: &dyn MasterHost, slave: &SlaveInfo) -> BTreeMap<String, u64> {
     slave
         .stats
         .next_seq
@@ -81,14 +151,14 @@ pub fn chunks_behind(server: &Server, slave: &SlaveInfo) -> BTreeMap<String, u64
         .collect()
 }
 
-fn accept(server: &Server, req: &Request) -> Result<(), (u16, String)> {
+fn accept(server: &dyn MasterHost, req: &Request) -> Result<(), (u16, String)> {
     let Some(secret) = server.link_secret() else {
         return Err((401, "the slave link is disabled: no link secret (link.secretFile or STREAMMACHINE_LINK_SECRET)".into()));
     };
-    if server.config().mode != streammachine_config::Mode::Master {
+    if server.mode() != streammachine_config::Mode::Master {
         return Err((
             409,
-            format!("this server is {}, not a master", server.config().mode),
+            format!("this server is {}, not a master", server.mode()),
         ));
     }
     let given = req
@@ -107,7 +177,7 @@ fn accept(server: &Server, req: &Request) -> Result<(), (u16, String)> {
 
 /// Serves one slave, from the upgrade request to the end.
 pub async fn serve(
-    server: Arc<Server>,
+    server: Arc<dyn MasterHost>,
     mut sock: TcpStream,
     peer: SocketAddr,
     req: Request,
@@ -202,7 +272,7 @@ pub async fn serve(
 
 /// Sends the configuration and then chunks, forever.
 async fn feed(
-    server: &Arc<Server>,
+    server: &Arc<dyn MasterHost>,
     wr: &mut OwnedWriteHalf,
     mut cursors: BTreeMap<String, u64>,
     their_last: &BTreeMap<String, frame::ChunkId>,
@@ -335,7 +405,7 @@ async fn feed(
         tokio::select! {
             () = wait => {}
             () = tokio::time::sleep(HEARTBEAT) => wr.write_all(&frame::heartbeat()).await?,
-            () = server.config_changed_signal() => {}
+            () = server.config_changed().notified() => {}
         }
     }
 }

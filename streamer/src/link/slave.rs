@@ -13,7 +13,6 @@ use tokio::net::TcpStream;
 
 use super::frame::{self, Frame, Hello};
 use super::LinkError;
-use crate::server::Server;
 
 /// No frame from the master for this long: the link is dead.
 const MASTER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,8 +35,54 @@ pub fn authority(url: &str) -> Result<String, LinkError> {
     })
 }
 
+/// What a slave's side of the link needs from the server, and no more: the
+/// streams, the replica (the master's config and its catch-up), the link
+/// secret, the shutdown signal. The server implements it; nothing here names
+/// the server.
+pub trait SlaveHost: Send + Sync + 'static {
+    /// The secret the master expects.
+    fn link_secret(&self) -> Option<&streammachine_config::Secret>;
+    /// The stream in service under `key`.
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>>;
+    /// Every stream in service.
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>>;
+    /// Makes the master's streams the ones served here.
+    fn apply_replica(&self, config: super::frame::LinkConfig);
+    /// Something arrived from the master (for the catch-up).
+    fn replica_activity(&self);
+    /// Turns true when the server shuts down.
+    fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool>;
+    /// The server's metrics.
+    fn metrics(&self) -> &crate::metrics::Metrics;
+}
+
+/// A shared host is a host (so `&Arc<S>` passes as `&dyn SlaveHost`).
+impl<T: SlaveHost + ?Sized> SlaveHost for Arc<T> {
+    fn link_secret(&self) -> Option<&streammachine_config::Secret> {
+        (**self).link_secret()
+    }
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
+        (**self).stream(key)
+    }
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+        (**self).streams()
+    }
+    fn apply_replica(&self, config: super::frame::LinkConfig) {
+        (**self).apply_replica(config)
+    }
+    fn replica_activity(&self) {
+        (**self).replica_activity()
+    }
+    fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        (**self).shutdown_signal()
+    }
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        (**self).metrics()
+    }
+}
+
 /// Keeps the link to the master up until shutdown.
-pub async fn run(server: Arc<Server>, url: String, id: String) {
+pub async fn run(server: Arc<dyn SlaveHost>, url: String, id: String) {
     let mut shutdown = server.shutdown_signal();
     let mut backoff = Duration::from_millis(500);
     let mut failing = false;
@@ -63,7 +108,7 @@ pub async fn run(server: Arc<Server>, url: String, id: String) {
     }
 }
 
-async fn connect(server: &Server, url: &str) -> Result<(TcpStream, BytesMut), LinkError> {
+async fn connect(server: &dyn SlaveHost, url: &str) -> Result<(TcpStream, BytesMut), LinkError> {
     let addr = authority(url)?;
     let secret = server
         .link_secret()
@@ -108,7 +153,7 @@ async fn connect(server: &Server, url: &str) -> Result<(TcpStream, BytesMut), Li
 }
 
 /// One connection: returns whether it got connected, and why it ended.
-async fn session(server: &Arc<Server>, url: &str, id: &str) -> (bool, LinkError) {
+async fn session(server: &Arc<dyn SlaveHost>, url: &str, id: &str) -> (bool, LinkError) {
     let (sock, buf) = match connect(server, url).await {
         Ok(c) => c,
         Err(e) => return (false, e),
@@ -120,7 +165,7 @@ async fn session(server: &Arc<Server>, url: &str, id: &str) -> (bool, LinkError)
 }
 
 async fn connected(
-    server: &Arc<Server>,
+    server: &Arc<dyn SlaveHost>,
     url: &str,
     id: &str,
     sock: TcpStream,
@@ -201,7 +246,7 @@ async fn connected(
 
 /// Sends the master the chunks it asks for (it restarted with less than we hold).
 async fn send_back(
-    server: &Server,
+    server: &dyn SlaveHost,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     w: &frame::Want,
 ) -> Result<(), LinkError> {

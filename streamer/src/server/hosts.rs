@@ -38,3 +38,66 @@ impl crate::source::SourceHost for Server {
         Server::park_source(self, p)
     }
 }
+
+impl crate::link::master::MasterHost for Server {
+    fn effective_config(&self) -> streammachine_config::Config {
+        Server::effective_config(self)
+    }
+    fn mode(&self) -> streammachine_config::Mode {
+        self.config.mode
+    }
+    fn link_secret(&self) -> Option<&streammachine_config::Secret> {
+        Server::link_secret(self)
+    }
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
+        Server::stream(self, key)
+    }
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+        Server::streams(self)
+    }
+    fn config_epoch(&self) -> u64 {
+        Server::config_epoch(self)
+    }
+    fn config_changed(&self) -> &tokio::sync::Notify {
+        &self.config_notify
+    }
+    fn metrics(&self) -> &Metrics {
+        Server::metrics(self)
+    }
+    fn slave_connected(&self, info: crate::link::master::SlaveInfo) -> u64 {
+        Server::slave_connected(self, info)
+    }
+    fn slave_stats(&self, slot: u64, stats: Option<crate::link::frame::Stats>) {
+        Server::slave_stats(self, slot, stats)
+    }
+    fn slave_disconnected(&self, slot: u64) {
+        Server::slave_disconnected(self, slot)
+    }
+    fn release_resync_hold(&self, why: &str) {
+        Server::release_resync_hold(self, why)
+    }
+}
+
+impl crate::link::slave::SlaveHost for Server {
+    fn link_secret(&self) -> Option<&streammachine_config::Secret> {
+        Server::link_secret(self)
+    }
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
+        Server::stream(self, key)
+    }
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+        Server::streams(self)
+    }
+    fn apply_replica(&self, config: crate::link::frame::LinkConfig) {
+        Server::apply_replica(self, config)
+    }
+    fn replica_activity(&self) {
+        Server::replica_activity(self)
+    }
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        Server::shutdown_signal(self)
+    }
+    fn metrics(&self) -> &Metrics {
+        Server::metrics(self)
+    }
+}

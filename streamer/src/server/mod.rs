@@ -1,6 +1,10 @@
 //! The server: its streams and mounts, its three ports, and their accept loops.
 
 mod hosts;
+mod ports;
+
+pub use ports::Bound;
+use ports::{accept_loop, bind};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -170,28 +174,6 @@ pub struct Applied {
     pub updated: Vec<String>,
     /// Streams removed (their listeners disconnected).
     pub removed: Vec<String>,
-}
-
-/// The three bound ports.
-#[derive(Debug)]
-pub struct Bound {
-    /// Listener port (not on a master).
-    pub listeners: Option<TcpListener>,
-    /// Source port (not on a slave).
-    pub sources: Option<TcpListener>,
-    /// Admin port.
-    pub admin: TcpListener,
-}
-
-impl Bound {
-    /// The actual addresses (ports chosen by the OS when 0 was asked for).
-    pub fn addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>) {
-        (
-            self.listeners.as_ref().and_then(|l| l.local_addr().ok()),
-            self.sources.as_ref().and_then(|l| l.local_addr().ok()),
-            self.admin.local_addr().ok(),
-        )
-    }
 }
 
 fn read_password(path: &str, file: &Path) -> Result<Secret, ServerError> {
@@ -564,11 +546,6 @@ impl Server {
     /// Changes whenever the streams or mounts change (slaves are sent the new set).
     pub fn config_epoch(&self) -> u64 {
         self.config_epoch.load(Ordering::Acquire)
-    }
-
-    /// Resolves at the next configuration change.
-    pub async fn config_changed_signal(&self) {
-        self.config_notify.notified().await;
     }
 
     /// Slave: makes the master's streams the ones served here (no mounts: a
@@ -1082,7 +1059,11 @@ impl Server {
             let id = std::env::var("STREAMMACHINE_SLAVE_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| format!("slave-{}", std::process::id()));
-            tokio::spawn(crate::link::slave::run(Arc::clone(&self), url, id));
+            tokio::spawn(crate::link::slave::run(
+                Arc::clone(&self) as Arc<dyn crate::link::slave::SlaveHost>,
+                url,
+                id,
+            ));
         }
         let admin = Arc::new(bound.admin);
         self.remember_listening("admin", Arc::clone(&admin));
@@ -1154,107 +1135,4 @@ fn unwanted<'a, V>(
         .filter(|k| !wanted.contains(k.as_str()))
         .cloned()
         .collect()
-}
-
-/// Binds a listening socket. Accepted connections inherit its `SO_SNDBUF`.
-fn bind(
-    what: &'static str,
-    address: &str,
-    port: u16,
-    backlog: u32,
-    send_buffer: u32,
-    reuse_port: bool,
-) -> Result<TcpListener, ServerError> {
-    let text = if address.contains(':') && !address.starts_with('[') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    };
-    let err = |error| ServerError::Bind {
-        what,
-        addr: text.clone(),
-        error,
-    };
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not an IP address and port",
-        ))
-    })?;
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    if reuse_port {
-        socket.set_reuseport(true).map_err(err)?;
-    }
-    if send_buffer > 0 {
-        socket.set_send_buffer_size(send_buffer).map_err(err)?;
-    }
-    socket.bind(addr).map_err(err)?;
-    if let Some(cap) = kernel_backlog_cap().filter(|&cap| cap < backlog) {
-        // The kernel silently cuts the backlog: a reconnect storm would then
-        // meet a short queue without anyone knowing why.
-        tracing::warn!(port = what, backlog, somaxconn = cap, "the kernel caps the listen backlog at net.core.somaxconn; raise it (sysctl -w net.core.somaxconn={backlog}) for reconnect storms");
-    }
-    socket.listen(backlog).map_err(err)
-}
-
-/// `net.core.somaxconn`, the kernel's cap on a listen backlog (Linux).
-fn kernel_backlog_cap() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-async fn accept_loop<F, Fut>(
-    server: Arc<Server>,
-    listener: Arc<TcpListener>,
-    what: &'static str,
-    handler: F,
-) where
-    F: Fn(Arc<Server>, TcpStream, SocketAddr) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut shutdown = server.shutdown_signal();
-    let mut accepting = server.accepting.subscribe();
-    let mut last_error_log = None::<tokio::time::Instant>;
-    loop {
-        // Paused during a handoff: connections wait in the kernel's queue,
-        // which the successor inherits.
-        let open =
-            *accepting.borrow_and_update() && !(what != "admin" && server.is_awaiting_handoff());
-        if !open {
-            tokio::select! {
-                _ = accepting.changed() => continue,
-                _ = shutdown.changed() => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
-            }
-        }
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-            _ = accepting.changed() => continue,
-        };
-        match accepted {
-            Ok((sock, peer)) => {
-                let _ = sock.set_nodelay(true);
-                tokio::spawn(handler(Arc::clone(&server), sock, peer));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: log once a second, back off.
-                let now = tokio::time::Instant::now();
-                if last_error_log.is_none_or(|t| now - t > Duration::from_secs(1)) {
-                    tracing::error!(port = what, error = %e, "accept failed");
-                    last_error_log = Some(now);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
 }
