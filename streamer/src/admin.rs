@@ -92,7 +92,7 @@ fn route(server: &Arc<Server>, req: &Request, body: &[u8]) -> Response {
             format!("{} is not allowed here", req.method),
         );
     }
-    crate::status::common_route(server, req, &req.path).unwrap_or_else(|| {
+    crate::status::common_route(server.as_ref(), req, &req.path).unwrap_or_else(|| {
         Response::new(404, reason(404))
             .header("Content-Type", "application/json")
             .body(

@@ -22,7 +22,6 @@ use serde_json::json;
 use streammachine_config::{AlertsConfig, Mode};
 use tokio::sync::mpsc;
 
-use crate::server::Server;
 use crate::stream::format_time;
 use crate::stream::now_micros;
 use crate::transcode::TranscoderState;
@@ -124,13 +123,33 @@ impl Hysteresis {
     }
 }
 
+/// What the alert checks need from the server, and no more: the mounts,
+/// streams and slaves to look at, the mode, the metrics, the shutdown signal.
+/// The server implements it; nothing here names the server.
+pub trait AlertsHost: Send + Sync + 'static {
+    /// Standalone, master or slave.
+    fn mode(&self) -> Mode;
+    /// Every mount in service.
+    fn mounts(&self) -> Vec<Arc<crate::source::Mount>>;
+    /// The mount in service under `key`.
+    fn mount(&self, key: &str) -> Option<Arc<crate::source::Mount>>;
+    /// Every stream in service.
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>>;
+    /// The linked slaves (a master).
+    fn slaves(&self) -> Vec<crate::link::master::SlaveInfo>;
+    /// The server's metrics.
+    fn metrics(&self) -> &crate::metrics::Metrics;
+    /// Turns true when the server shuts down.
+    fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool>;
+}
+
 /// What holds now on this server.
 /// A slave that left is reported for this long, then forgotten (in a cluster
 /// a replaced slave comes back under a new name).
 const FORGET_SLAVE: Duration = Duration::from_secs(600);
 
 fn conditions(
-    server: &Server,
+    server: &dyn AlertsHost,
     last_seqs: &mut BTreeMap<String, (u64, Instant)>,
     seen_slaves: &mut BTreeMap<String, Option<Instant>>,
     stall: Duration,
@@ -145,7 +164,7 @@ fn conditions(
             );
         }
     }
-    if server.config().mode != Mode::Slave {
+    if server.mode() != Mode::Slave {
         for s in server.streams() {
             if let Some(t) = s.transcoder_status() {
                 if t.state == TranscoderState::Failing {
@@ -179,7 +198,7 @@ fn conditions(
             }
         }
     }
-    if server.config().mode == Mode::Master {
+    if server.mode() == Mode::Master {
         let masters: BTreeMap<String, u64> = server
             .streams()
             .iter()
@@ -234,7 +253,7 @@ fn conditions(
             }
         }
     }
-    if server.config().mode == Mode::Slave && server.metrics().link_connected.get() == 0 {
+    if server.mode() == Mode::Slave && server.metrics().link_connected.get() == 0 {
         holding.insert(
             ("link_down", "master".to_string()),
             "no link to the master".to_string(),
@@ -244,17 +263,13 @@ fn conditions(
 }
 
 /// Watches the conditions until shutdown.
-pub async fn run(server: Arc<Server>, config: AlertsConfig) {
+pub async fn run(server: Arc<dyn AlertsHost>, config: AlertsConfig) {
     let mut h = Hysteresis::new(
         Duration::from_secs_f64(config.raise_seconds),
         Duration::from_secs_f64(config.clear_seconds),
     );
     let (tx, rx) = mpsc::channel::<Event>(1024);
-    tokio::spawn(deliver(
-        rx,
-        config.clone(),
-        server.config().mode.to_string(),
-    ));
+    tokio::spawn(deliver(rx, config.clone(), server.mode().to_string()));
     let mut last_seqs = BTreeMap::new();
     let mut seen_slaves = BTreeMap::new();
     let mut shutdown = server.shutdown_signal();
@@ -265,7 +280,7 @@ pub async fn run(server: Arc<Server>, config: AlertsConfig) {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.changed() => return,
         }
-        let holding = conditions(&server, &mut last_seqs, &mut seen_slaves, stall);
+        let holding = conditions(server.as_ref(), &mut last_seqs, &mut seen_slaves, stall);
         for e in h.update(Instant::now(), &holding) {
             gauge
                 .with_label_values(&[e.alert, &e.subject])

@@ -9,11 +9,38 @@ use streammachine_config::AudioFormat;
 use time::OffsetDateTime;
 
 use crate::http::{Request, Response};
-use crate::server::Server;
 use crate::stream::now_micros;
 
+/// What the status pages and metrics need from the server, and no more.
+/// The server implements it; nothing here names the server.
+pub trait StatusHost: Send + Sync {
+    /// Ready to serve (the readiness probe).
+    fn is_ready(&self) -> bool;
+    /// Every stream in service.
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>>;
+    /// The mount in service under `key`.
+    fn mount(&self, key: &str) -> Option<Arc<crate::source::Mount>>;
+    /// The title on air for a stream.
+    fn current_title(&self, stream: &crate::stream::Stream) -> String;
+    /// The linked slaves (a master).
+    fn slaves(&self) -> Vec<crate::link::master::SlaveInfo>;
+    /// How many chunks a slave is behind, by stream.
+    fn chunks_behind(
+        &self,
+        slave: &crate::link::master::SlaveInfo,
+    ) -> std::collections::BTreeMap<String, u64>;
+    /// When the server started.
+    fn started_at(&self) -> std::time::SystemTime;
+    /// The listener port (for URLs).
+    fn listener_port(&self) -> u16;
+    /// The server's metrics.
+    fn metrics(&self) -> &crate::metrics::Metrics;
+    /// Listener analytics (HLS sessions).
+    fn analytics(&self) -> &crate::analytics::Analytics;
+}
+
 /// Answers the routes every port has, or `None` for other paths.
-pub fn common_route(server: &Arc<Server>, req: &Request, path: &str) -> Option<Response> {
+pub fn common_route(server: &dyn StatusHost, req: &Request, path: &str) -> Option<Response> {
     Some(match path {
         "/healthz" => Response::text(200, "OK", "ok"),
         "/readyz" => {
@@ -32,7 +59,7 @@ pub fn common_route(server: &Arc<Server>, req: &Request, path: &str) -> Option<R
 }
 
 /// Refreshes the scrape-time gauges and renders the exposition.
-pub fn metrics_text(server: &Server) -> String {
+pub fn metrics_text(server: &dyn StatusHost) -> String {
     let now = now_micros();
     for stream in server.streams() {
         // HLS has no connection to count: its sessions active just now.
@@ -55,7 +82,7 @@ pub fn metrics_text(server: &Server) -> String {
     m.slave_listeners.reset();
     m.slave_last_seen_seconds.reset();
     for slave in server.slaves() {
-        for (stream, behind) in crate::link::master::chunks_behind(server, &slave) {
+        for (stream, behind) in server.chunks_behind(&slave) {
             m.slave_chunks_behind
                 .with_label_values(&[&slave.id, &stream])
                 .set(i64::try_from(behind).unwrap_or(i64::MAX));
@@ -96,7 +123,7 @@ fn http_date(t: SystemTime) -> (String, String) {
 /// players read it unchanged. Like Icecast, a mount without a source is not
 /// listed, `source` is an object when there is one and an array when there
 /// are several, and each entry ends with `"dummy": null`.
-pub fn icestats(server: &Server, host: Option<&str>) -> Value {
+pub fn icestats(server: &dyn StatusHost, host: Option<&str>) -> Value {
     let host_name = host
         .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_string())
         .unwrap_or_else(|| "localhost".into());
@@ -200,7 +227,7 @@ pub fn icestats(server: &Server, host: Option<&str>) -> Value {
 }
 
 /// A plain-text index of the streams, for people who open the server in a browser.
-pub fn index(server: &Server) -> Response {
+pub fn index(server: &dyn StatusHost) -> Response {
     let mut body = String::from("StreamMachine\n\n");
     for stream in server.streams() {
         let mount = server.mount(stream.config().mount_key());

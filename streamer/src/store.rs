@@ -14,6 +14,33 @@ use serde::{Deserialize, Serialize};
 use streammachine_config::{SourceMountConfig, StreamConfig};
 use tokio::sync::watch;
 
+/// A change made through the admin API, recorded in the config store.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A stream created or changed (its whole configuration).
+    UpsertStream(StreamConfig),
+    /// A stream removed.
+    DeleteStream(String),
+    /// A mount created or changed.
+    UpsertMount(SourceMountConfig),
+    /// A mount removed.
+    DeleteMount(String),
+}
+
+/// A change for the log: what and which key, never a password.
+pub(crate) struct ChangeSummary<'a>(pub(crate) &'a Change);
+
+impl std::fmt::Debug for ChangeSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Change::UpsertStream(s) => write!(f, "stream {} set", s.key),
+            Change::DeleteStream(k) => write!(f, "stream {k} removed"),
+            Change::UpsertMount(m) => write!(f, "mount {} set", m.key),
+            Change::DeleteMount(k) => write!(f, "mount {k} removed"),
+        }
+    }
+}
+
 /// Errors talking to Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

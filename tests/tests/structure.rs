@@ -17,19 +17,19 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 600;
 
 /// Files over [`MAX_LINES`] today, with the most they may have until split.
-const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server/mod.rs", 907)];
+const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server/mod.rs", 892)];
 
 /// Cycles among the streamer's top-level modules today (each a strongly
 /// connected set); they may only lose members.
 const CYCLES: &[&[&str]] = &[
     &["stream", "transcode"],
-    &["admin", "alerts", "api", "output", "server", "status"],
+    &["admin", "api", "output", "server"],
     &["cli", "supervisor"],
 ];
 
 /// Top-level modules that use `crate::server` today besides the wiring
 /// (`cli`); may only shrink.
-const SERVER_USERS: &[&str] = &["admin", "alerts", "api", "handoff", "output", "status"];
+const SERVER_USERS: &[&str] = &["admin", "api", "handoff", "output"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -183,12 +183,12 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
         );
     }
     let path = req.path.as_str();
-    if let Some(resp) = crate::status::common_route(server, req, path) {
+    if let Some(resp) = crate::status::common_route(server.as_ref(), req, path) {
         return Answer::Short(resp);
     }
     let name = path.strip_prefix('/').unwrap_or(path);
     if name.is_empty() {
-        return Answer::Short(crate::status::index(server));
+        return Answer::Short(crate::status::index(server.as_ref()));
     }
     if let Some(stream) = server.stream(name) {
         let start = match StartRequest::from_request(req) {

@@ -101,3 +101,63 @@ impl crate::link::slave::SlaveHost for Server {
         Server::metrics(self)
     }
 }
+
+impl crate::alerts::AlertsHost for Server {
+    fn mode(&self) -> streammachine_config::Mode {
+        self.config.mode
+    }
+    fn mounts(&self) -> Vec<Arc<Mount>> {
+        Server::mounts(self)
+    }
+    fn mount(&self, key: &str) -> Option<Arc<Mount>> {
+        Server::mount(self, key)
+    }
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+        Server::streams(self)
+    }
+    fn slaves(&self) -> Vec<crate::link::master::SlaveInfo> {
+        Server::slaves(self)
+    }
+    fn metrics(&self) -> &Metrics {
+        Server::metrics(self)
+    }
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        Server::shutdown_signal(self)
+    }
+}
+
+impl crate::status::StatusHost for Server {
+    fn is_ready(&self) -> bool {
+        Server::is_ready(self)
+    }
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+        Server::streams(self)
+    }
+    fn mount(&self, key: &str) -> Option<Arc<Mount>> {
+        Server::mount(self, key)
+    }
+    fn current_title(&self, stream: &crate::stream::Stream) -> String {
+        Server::current_title(self, stream)
+    }
+    fn slaves(&self) -> Vec<crate::link::master::SlaveInfo> {
+        Server::slaves(self)
+    }
+    fn chunks_behind(
+        &self,
+        slave: &crate::link::master::SlaveInfo,
+    ) -> std::collections::BTreeMap<String, u64> {
+        crate::link::master::chunks_behind(self, slave)
+    }
+    fn started_at(&self) -> std::time::SystemTime {
+        Server::started_at(self)
+    }
+    fn listener_port(&self) -> u16 {
+        Server::listener_port(self)
+    }
+    fn metrics(&self) -> &Metrics {
+        Server::metrics(self)
+    }
+    fn analytics(&self) -> &crate::analytics::Analytics {
+        Server::analytics(self)
+    }
+}

@@ -1,6 +1,9 @@
 //! The server: its streams and mounts, its three ports, and their accept loops.
 
 mod hosts;
+
+pub use crate::store::Change;
+use crate::store::ChangeSummary;
 mod ports;
 
 pub use ports::Bound;
@@ -129,19 +132,6 @@ pub struct Parked {
     pub sources: Vec<crate::source::icecast::ParkedSource>,
 }
 
-/// A change made through the admin API, recorded in the config store.
-#[derive(Debug, Clone)]
-pub enum Change {
-    /// A stream created or changed (its whole configuration).
-    UpsertStream(StreamConfig),
-    /// A stream removed.
-    DeleteStream(String),
-    /// A mount created or changed.
-    UpsertMount(SourceMountConfig),
-    /// A mount removed.
-    DeleteMount(String),
-}
-
 /// The streams and mounts in service, and the configuration they came from.
 #[derive(Debug, Default)]
 struct Registry {
@@ -149,20 +139,6 @@ struct Registry {
     mounts: BTreeMap<String, Arc<Mount>>,
     stream_configs: Vec<StreamConfig>,
     mount_configs: Vec<SourceMountConfig>,
-}
-
-/// A change for the log: what and which key, never a password.
-struct ChangeSummary<'a>(&'a Change);
-
-impl std::fmt::Debug for ChangeSummary<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Change::UpsertStream(s) => write!(f, "stream {} set", s.key),
-            Change::DeleteStream(k) => write!(f, "stream {k} removed"),
-            Change::UpsertMount(m) => write!(f, "mount {} set", m.key),
-            Change::DeleteMount(k) => write!(f, "mount {k} removed"),
-        }
-    }
 }
 
 /// What [`Server::apply`] changed.
@@ -1113,8 +1089,9 @@ impl Server {
                 }
             });
         }
+        let alerts: Arc<dyn crate::alerts::AlertsHost> = Arc::clone(&self) as _;
         tokio::spawn(crate::alerts::run(
-            Arc::clone(&self),
+            alerts,
             self.config.alerts.clone().unwrap_or_default(),
         ));
         self.ready.store(true, Ordering::Relaxed);
