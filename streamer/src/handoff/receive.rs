@@ -215,10 +215,10 @@ pub(super) fn commit(server: &Arc<Server>, ready: Prepared) -> Summary {
         server.adopt_listening(&kind, l);
     }
     for src in ready.sources {
-        src.resume(&(Arc::clone(server) as Arc<dyn crate::source::SourceHost>));
+        src.resume(&server.as_source());
     }
     for l in ready.listeners {
-        crate::output::listener::resume(server, l);
+        crate::output::listener::resume(&server.as_output(), l);
     }
     ready.summary
 }

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use streammachine_config::{AacProfile, AudioFormat};
 
 use super::start::StartRequest;
+use super::OutputHost;
 use crate::buffer::{Chunk, RewindBuffer};
 use crate::hls::{self, Codec, HlsError, MediaOptions, StartAt, Variant};
 use crate::http::{reason, Request, Response};
-use crate::server::Server;
 use crate::stream::Stream;
 
 /// A segment ready to send: the response head and the parts of its body
@@ -163,7 +163,7 @@ fn find_segment(b: &RewindBuffer, number: u64) -> Result<Vec<Arc<Chunk>>, HlsErr
 
 /// A segment of a stream, or a response saying why not.
 pub fn segment(
-    server: &Server,
+    server: &dyn OutputHost,
     stream: &Arc<Stream>,
     name: &str,
     req: &Request,
@@ -195,7 +195,7 @@ pub fn segment(
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nCache-Control: public, max-age=86400, immutable\r\nAccess-Control-Allow-Origin: {}\r\nAccept-Ranges: none\r\n",
         codec(stream).content_type(),
-        server.config().listeners.cors_origin,
+        server.listeners_config().cors_origin,
     );
     let audio_micros: u64 = run.iter().map(|c| c.duration_micros()).sum();
     let behind = stream.audio_end().saturating_sub(first.audio_start_micros) as f64 / 1e6;
@@ -256,7 +256,7 @@ fn adts_profile(stream: &Stream) -> u8 {
 
 /// The multivariant playlist of a stream group.
 pub fn multivariant(
-    server: &Server,
+    server: &dyn OutputHost,
     group: &str,
     req: &Request,
     peer: Option<std::net::SocketAddr>,

@@ -16,8 +16,8 @@ use super::icy::IcyWriter;
 use super::live::{Ended, Sender};
 use super::playlist;
 use super::start::{self, StartRequest};
+use super::OutputHost;
 use crate::http::{self, reason, Request, RequestError, Response};
-use crate::server::Server;
 use crate::stream::Stream;
 
 /// How long a client may take to send a request head.
@@ -42,7 +42,7 @@ struct AudioRequest {
 }
 
 /// Serves one listener connection.
-pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
+pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::new();
     loop {
         let req = match tokio::time::timeout(
@@ -55,7 +55,7 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                 if !buf.is_empty() {
                     send_short(
                         &mut sock,
-                        &server,
+                        &*server,
                         Response::text(408, reason(408), "request head timed out"),
                         false,
                         false,
@@ -71,13 +71,13 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                     reason(431),
                     format!("request head larger than {n} bytes"),
                 );
-                send_short(&mut sock, &server, r, false, false).await;
+                send_short(&mut sock, &*server, r, false, false).await;
                 return;
             }
             Ok(Err(RequestError::Malformed(e))) => {
                 tracing::debug!(%peer, error = %e, "listener port: malformed request");
                 let r = Response::text(400, reason(400), format!("malformed request: {e}"));
-                send_short(&mut sock, &server, r, false, false).await;
+                send_short(&mut sock, &*server, r, false, false).await;
                 return;
             }
             Ok(Ok(Some(r))) => r,
@@ -94,11 +94,12 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
                     "this server is draining for a restart: retry",
                 )
                 .header("Retry-After", "1");
-                send_short(&mut sock, &server, r, false, head_only).await;
+                send_short(&mut sock, &*server, r, false, head_only).await;
                 return;
             }
             Answer::Short(resp) => {
-                if !send_short(&mut sock, &server, resp, keep_alive, head_only).await || !keep_alive
+                if !send_short(&mut sock, &*server, resp, keep_alive, head_only).await
+                    || !keep_alive
                 {
                     return;
                 }
@@ -146,20 +147,20 @@ async fn send_segment(
 
 async fn send_short(
     sock: &mut TcpStream,
-    server: &Server,
+    server: &dyn OutputHost,
     resp: Response,
     keep_alive: bool,
     head_only: bool,
 ) -> bool {
     let resp = resp.header(
         "Access-Control-Allow-Origin",
-        server.config().listeners.cors_origin.clone(),
+        server.listeners_config().cors_origin.clone(),
     );
     let bytes = resp.to_bytes(keep_alive, head_only);
     sock.write_all(&bytes).await.is_ok()
 }
 
-fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
+fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answer {
     let method = req.method.as_str();
     if method == "OPTIONS" {
         return Answer::Short(
@@ -207,7 +208,7 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
     }
     for (ext, kind) in [(".pls", playlist::Kind::Pls), (".m3u", playlist::Kind::M3u)] {
         if let Some(stream) = name.strip_suffix(ext).and_then(|k| server.stream(k)) {
-            let base = playlist::base_url(server, req, sock);
+            let base = playlist::base_url(&**server, req, sock);
             return Answer::Short(playlist::render(kind, &stream, &base));
         }
     }
@@ -216,7 +217,7 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
         .and_then(|g| g.strip_suffix(".m3u8"))
     {
         return Answer::Short(super::hls::multivariant(
-            server,
+            &**server,
             group,
             req,
             sock.peer_addr().ok(),
@@ -231,7 +232,7 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
     }
     if let Some((key, seg)) = name.split_once("/seg/") {
         if let Some(stream) = server.stream(key) {
-            return match super::hls::segment(server, &stream, seg, req, sock.peer_addr().ok()) {
+            return match super::hls::segment(&**server, &stream, seg, req, sock.peer_addr().ok()) {
                 Ok(reply) => Answer::Segment(reply),
                 Err(resp) => Answer::Short(resp),
             };
@@ -245,7 +246,7 @@ fn route(server: &Arc<Server>, req: &Request, sock: &TcpStream) -> Answer {
 }
 
 /// The `icy-br` value: from the format key (mp3) or the source's `ice-audio-info`.
-fn bitrate(server: &Server, stream: &Stream) -> Option<String> {
+fn bitrate(server: &dyn OutputHost, stream: &Stream) -> Option<String> {
     if let Some(key) = stream.format_key() {
         let mut parts = key.split('-');
         if parts.next() == Some("mp3") {
@@ -262,7 +263,7 @@ fn bitrate(server: &Server, stream: &Stream) -> Option<String> {
     })
 }
 
-fn audio_head(server: &Server, a: &AudioRequest, s: &start::Start) -> String {
+fn audio_head(server: &dyn OutputHost, a: &AudioRequest, s: &start::Start) -> String {
     use std::fmt::Write as _;
     let stream = &a.stream;
     let cfg = stream.config();
@@ -278,7 +279,7 @@ fn audio_head(server: &Server, a: &AudioRequest, s: &start::Start) -> String {
     let _ = write!(
         h,
         "Access-Control-Allow-Origin: {}\r\nAccess-Control-Expose-Headers: {EXPOSE}\r\n",
-        server.config().listeners.cors_origin
+        server.listeners_config().cors_origin
     );
     let clean = |v: &str| v.replace(['\r', '\n'], " ");
     let fields = [
@@ -314,21 +315,26 @@ fn audio_head(server: &Server, a: &AudioRequest, s: &start::Start) -> String {
 
 /// Starts an audio response on its own task, so the request-reading task
 /// (and its buffers) is gone while the listener streams for hours.
-fn spawn_audio(server: &Arc<Server>, sock: TcpStream, peer: SocketAddr, a: AudioRequest) {
+fn spawn_audio(server: &Arc<dyn OutputHost>, sock: TcpStream, peer: SocketAddr, a: AudioRequest) {
     tokio::spawn(serve_audio(Arc::clone(server), sock, peer, a));
 }
 
-async fn serve_audio(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr, a: AudioRequest) {
+async fn serve_audio(
+    server: Arc<dyn OutputHost>,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    a: AudioRequest,
+) {
     let s = match start::resolve(&a.stream, &a.start) {
         Ok(s) => s,
         Err(e) => {
             let r = Response::text(503, reason(503), e.to_string()).header("Retry-After", "5");
-            send_short(&mut sock, &server, r, false, a.head_only).await;
+            send_short(&mut sock, &*server, r, false, a.head_only).await;
             return;
         }
     };
     {
-        let head = audio_head(&server, &a, &s);
+        let head = audio_head(&*server, &a, &s);
         if sock.write_all(head.as_bytes()).await.is_err() || a.head_only {
             return;
         }
@@ -379,7 +385,7 @@ async fn serve_audio(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr,
 /// struct future so its size is exactly its fields (an `async fn` would keep
 /// its arguments twice).
 pub struct Listening {
-    server: Arc<Server>,
+    server: Arc<dyn OutputHost>,
     peer: SocketAddr,
     output: &'static str,
     gauge: prometheus::IntGauge,
@@ -411,7 +417,7 @@ impl Conn {
 
     /// Adds the time since the last count to the listening-seconds counter
     /// (always, with or without analytics events); `force` at the end.
-    fn count_listening(&mut self, server: &Server, output: &str, force: bool) {
+    fn count_listening(&mut self, server: &dyn OutputHost, output: &str, force: bool) {
         let elapsed = self.counted_to.elapsed();
         if !force && elapsed < COUNT_EVERY {
             return;
@@ -456,7 +462,7 @@ impl std::future::Future for Listening {
         if this.server.is_parking() {
             // A handoff is collecting every listener: stop at this exact byte.
             if let Some(mut conn) = this.conn.take() {
-                conn.count_listening(&this.server, this.output, true);
+                conn.count_listening(&*this.server, this.output, true);
                 this.gauge.dec();
                 this.server.park_listener(ParkedListener {
                     peer: this.peer,
@@ -472,7 +478,7 @@ impl std::future::Future for Listening {
                 // Woken at least once a chunk while audio flows: time enough
                 // for the periodic count and listen event, without a timer
                 // per listener.
-                conn.count_listening(&this.server, this.output, false);
+                conn.count_listening(&*this.server, this.output, false);
                 if let Some(s) = conn.session.as_mut() {
                     let (bytes, audio) = (conn.sender.bytes, conn.sender.audio_micros);
                     this.server
@@ -488,7 +494,7 @@ impl std::future::Future for Listening {
             return std::task::Poll::Pending;
         }
         this.gauge.dec();
-        conn.count_listening(&this.server, this.output, true);
+        conn.count_listening(&*this.server, this.output, true);
         if let Some(s) = conn.session.take() {
             let (bytes, audio) = (conn.sender.bytes, conn.sender.audio_micros);
             this.server
@@ -517,7 +523,7 @@ impl std::future::Future for Listening {
 }
 
 fn listen(
-    server: Arc<Server>,
+    server: Arc<dyn OutputHost>,
     sock: TcpStream,
     peer: SocketAddr,
     sender: Sender,
@@ -542,7 +548,7 @@ fn listen(
 
 /// Starts (again) a listener from a parked one: after a failed handoff in the
 /// old process, or adopted in the successor. Counts it in.
-pub fn resume(server: &Arc<Server>, parked: ParkedListener) {
+pub fn resume(server: &Arc<dyn OutputHost>, parked: ParkedListener) {
     let stream = parked.conn.sender.stream();
     let gauge = server
         .metrics()
@@ -583,6 +589,7 @@ pub fn adopted(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Server;
 
     /// A streaming listener's whole task state is the `Listening` struct: keep
     /// it small, it is most of the memory a listener costs (sm-bench measures
@@ -602,7 +609,7 @@ mod tests {
         let sender = Sender::new(Arc::clone(&stream), Default::default(), None, icy, 0, sent);
         let gauge = m.listeners.with_label_values(&["a", "raw"]);
         let task = listen(
-            Arc::clone(&server),
+            Arc::clone(&server) as Arc<dyn OutputHost>,
             c,
             a,
             sender,

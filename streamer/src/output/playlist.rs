@@ -2,8 +2,8 @@
 
 use tokio::net::TcpStream;
 
+use super::OutputHost;
 use crate::http::{Request, Response};
-use crate::server::Server;
 use crate::stream::Stream;
 
 /// Playlist flavour.
@@ -28,8 +28,8 @@ fn clean_host(host: &str) -> Option<&str> {
 
 /// The base URL listeners reach this server at: `listeners.publicUrl`, else
 /// the request's Host, else the address the connection came in on.
-pub fn base_url(server: &Server, req: &Request, sock: &TcpStream) -> String {
-    if let Some(u) = &server.config().listeners.public_url {
+pub fn base_url(server: &dyn OutputHost, req: &Request, sock: &TcpStream) -> String {
+    if let Some(u) = &server.listeners_config().public_url {
         return u.trim_end_matches('/').to_string();
     }
     if let Some(h) = req.header("host").and_then(clean_host) {

@@ -18,6 +18,45 @@ pub(super) async fn source_connection(server: Arc<Server>, sock: TcpStream, peer
     crate::source::icecast::handle_connection(server, sock, peer).await;
 }
 
+impl Server {
+    /// This server as the listener side sees it.
+    pub fn as_output(self: &Arc<Self>) -> Arc<dyn crate::output::OutputHost> {
+        Arc::clone(self) as _
+    }
+
+    /// This server as the source side sees it.
+    pub fn as_source(self: &Arc<Self>) -> Arc<dyn crate::source::SourceHost> {
+        Arc::clone(self) as _
+    }
+}
+
+/// A connection on the listener port, handed to the listener side with only
+/// the part of the server it needs.
+pub(super) async fn listener_connection(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
+    crate::output::listener::handle_connection(server, sock, peer).await;
+}
+
+impl crate::output::OutputHost for Server {
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
+        Server::stream(self, key)
+    }
+    fn source_info(&self, stream: &crate::stream::Stream) -> Option<crate::source::SourceInfo> {
+        Server::source_info(self, stream)
+    }
+    fn listeners_config(&self) -> &streammachine_config::ListenersConfig {
+        &self.config.listeners
+    }
+    fn is_draining(&self) -> bool {
+        Server::is_draining(self)
+    }
+    fn is_parking(&self) -> bool {
+        Server::is_parking(self)
+    }
+    fn park_listener(&self, p: crate::output::listener::ParkedListener) {
+        Server::park_listener(self, p)
+    }
+}
+
 impl crate::source::SourceHost for Server {
     fn sources_config(&self) -> &streammachine_config::SourcesConfig {
         &self.config.sources

@@ -632,10 +632,10 @@ impl Server {
     pub fn resume_parked(self: &Arc<Self>, parked: Parked) {
         self.end_parking();
         for l in parked.listeners {
-            crate::output::listener::resume(self, l);
+            crate::output::listener::resume(&self.as_output(), l);
         }
         for s in parked.sources {
-            s.resume(&(Arc::clone(self) as Arc<dyn crate::source::SourceHost>));
+            s.resume(&self.as_source());
         }
     }
 
@@ -681,7 +681,7 @@ impl Server {
                     server,
                     l,
                     "listener",
-                    crate::output::listener::handle_connection,
+                    hosts::listener_connection,
                 ));
             }
             "source" => {
@@ -1010,7 +1010,7 @@ impl Server {
                 Arc::clone(&self),
                 l,
                 "listener",
-                crate::output::listener::handle_connection,
+                hosts::listener_connection,
             ))
         });
         let s = bound.sources.map(|l| {
@@ -1035,11 +1035,7 @@ impl Server {
             let id = std::env::var("STREAMMACHINE_SLAVE_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| format!("slave-{}", std::process::id()));
-            tokio::spawn(crate::link::slave::run(
-                Arc::clone(&self) as Arc<dyn crate::link::slave::SlaveHost>,
-                url,
-                id,
-            ));
+            tokio::spawn(crate::link::slave::run(Arc::clone(&self) as _, url, id));
         }
         let admin = Arc::new(bound.admin);
         self.remember_listening("admin", Arc::clone(&admin));
