@@ -11,7 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::http::{self, reason, Request, RequestError, Response};
-use crate::server::Server;
 
 /// How long a client may take to send a request (head and body; a dump
 /// import can be a gigabyte).
@@ -20,8 +19,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// How much more buffer one read of a request body may reserve.
 const READ_STEP: usize = 256 * 1024;
 
+/// What the admin port needs from the server: the API, the status pages and
+/// the master's side of the link, which it serves. Any host of all three is
+/// one; nothing here names the server.
+pub trait AdminHost: crate::api::ApiHost + crate::link::master::MasterHost {}
+
+impl<T: crate::api::ApiHost + crate::link::master::MasterHost> AdminHost for T {}
+
 /// Serves one admin connection (keep-alive allowed).
-pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: SocketAddr) {
+pub async fn handle_connection(server: Arc<dyn AdminHost>, mut sock: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::new();
     loop {
         let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
@@ -30,7 +36,7 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
             if crate::api::is_api(&req.path) {
                 let auth = req.header("authorization");
                 if let Some(refusal) =
-                    crate::api::refuse_before_body(&server, &req.method, &req.path, auth)
+                    crate::api::refuse_before_body(server.as_ref(), &req.method, &req.path, auth)
                 {
                     return Err(BodyError::Refused(refusal));
                 }
@@ -75,10 +81,10 @@ pub async fn handle_connection(server: Arc<Server>, mut sock: TcpStream, peer: S
     }
 }
 
-fn route(server: &Arc<Server>, req: &Request, body: &[u8]) -> Response {
+fn route(server: &Arc<dyn AdminHost>, req: &Request, body: &[u8]) -> Response {
     if crate::api::is_api(&req.path) {
         return crate::api::handle(
-            server,
+            server.as_ref(),
             &req.method,
             &req.path,
             req.header("authorization"),

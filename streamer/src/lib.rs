@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod api;
 pub mod buffer;
 pub mod cli;
+pub mod error;
 pub mod format;
 pub mod handoff;
 pub mod hls;

@@ -41,6 +41,17 @@ impl std::fmt::Debug for ChangeSummary<'_> {
     }
 }
 
+/// What the server's apply changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Streams created.
+    pub created: Vec<String>,
+    /// Streams whose settings changed in place.
+    pub updated: Vec<String>,
+    /// Streams removed (their listeners disconnected).
+    pub removed: Vec<String>,
+}
+
 /// Errors talking to Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

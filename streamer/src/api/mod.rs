@@ -17,9 +17,11 @@ use serde_json::{json, Value};
 use streammachine_config::ConfigError;
 use streammachine_config::{SourceMountConfig, StreamConfig};
 
+use crate::error::ServerError;
 use crate::http::Response;
-use crate::server::{Change, Server, ServerError};
 use crate::source::MountError;
+use crate::status::StatusHost;
+use crate::store::{Applied, Change};
 use crate::stream::Stream;
 
 use mounts::*;
@@ -47,7 +49,7 @@ pub fn body_limit(method: &str, path: &str) -> usize {
 /// gives a request without the right token, so nobody unauthenticated can make
 /// the server read (and hold) a body.
 pub fn refuse_before_body(
-    server: &Server,
+    server: &dyn ApiHost,
     method: &str,
     path: &str,
     authorization: Option<&str>,
@@ -133,7 +135,7 @@ impl Reply {
     }
 }
 
-type Handler = fn(&Arc<Server>, &[&str], &[u8]) -> Result<Reply, ApiError>;
+type Handler = fn(&dyn ApiHost, &[&str], &[u8]) -> Result<Reply, ApiError>;
 
 /// One API route.
 pub struct Route {
@@ -207,9 +209,34 @@ pub fn is_api(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
 }
 
+/// What the admin API needs from the server, and no more: the streams and
+/// mounts, applying and recording a change, the configuration in force, the
+/// admin token; and (as [`StatusHost`]) the status it reports. The server
+/// implements it; nothing here names the server.
+pub trait ApiHost: StatusHost {
+    /// The stream in service under `key`.
+    fn stream(&self, key: &str) -> Option<Arc<Stream>>;
+    /// Every mount in service.
+    fn mounts(&self) -> Vec<Arc<crate::source::Mount>>;
+    /// Makes `mounts` and `streams` the ones in service (live).
+    fn apply(
+        &self,
+        mounts: Vec<SourceMountConfig>,
+        streams: Vec<StreamConfig>,
+    ) -> Result<Applied, ServerError>;
+    /// Records a change made through the API in the config store.
+    fn record(&self, change: Change);
+    /// The configuration in force (static and live changes together).
+    fn effective_config(&self) -> streammachine_config::Config;
+    /// The bearer token the API requires.
+    fn admin_token(&self) -> Option<&streammachine_config::Secret>;
+    /// Standalone, master or slave.
+    fn mode(&self) -> streammachine_config::Mode;
+}
+
 /// Handles one API request. `token` is the configured bearer token.
 pub fn handle(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     method: &str,
     path: &str,
     authorization: Option<&str>,
@@ -243,7 +270,7 @@ pub fn handle(
     }
 }
 
-fn check_token(server: &Server, authorization: Option<&str>) -> Result<(), ApiError> {
+fn check_token(server: &dyn ApiHost, authorization: Option<&str>) -> Result<(), ApiError> {
     let Some(expected) = server.admin_token() else {
         return Err(ApiError::new(401, "the admin API is disabled: set admin.token, admin.tokenFile or STREAMMACHINE_ADMIN_TOKEN"));
     };
@@ -316,11 +343,11 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn get_openapi(_: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+fn get_openapi(_: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     Ok(Reply::Json(200, openapi::document()))
 }
 
-fn get_status(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+fn get_status(server: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let streams: Vec<Value> = server
         .streams()
         .iter()
@@ -340,7 +367,7 @@ fn get_status(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiEr
         200,
         json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "mode": server.config().mode.to_string(),
+            "mode": server.mode().to_string(),
             "uptimeSeconds": uptime,
             "streams": streams,
             "sourceMounts": mounts,
@@ -348,7 +375,7 @@ fn get_status(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiEr
     ))
 }
 
-fn get_config(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+fn get_config(server: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let mut c = server.effective_config();
     c.streams = c.streams.into_iter().map(redact_stream).collect();
     c.source_mounts = c.source_mounts.into_iter().map(redact_mount).collect();
@@ -356,12 +383,12 @@ fn get_config(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiEr
     Ok(Reply::Json(200, to_json(&c)))
 }
 
-fn list_slaves(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+fn list_slaves(server: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let slaves: Vec<Value> = server
         .slaves()
         .into_iter()
         .map(|s| {
-            let behind = crate::link::master::chunks_behind(server, &s);
+            let behind = server.chunks_behind(&s);
             json!({
                 "id": s.id,
                 "address": s.peer.to_string(),

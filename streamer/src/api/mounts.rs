@@ -7,7 +7,7 @@ pub(super) fn redact_mount(mut c: SourceMountConfig) -> SourceMountConfig {
     c
 }
 
-pub(super) fn mount_json(server: &Server, key: &str) -> Option<Value> {
+pub(super) fn mount_json(server: &dyn ApiHost, key: &str) -> Option<Value> {
     let mount = server.mount(key)?;
     let config = server
         .effective_config()
@@ -58,7 +58,7 @@ pub(super) fn sources_json(mount: &crate::source::Mount) -> Value {
     )
 }
 
-pub(super) fn list_mounts(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn list_mounts(server: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     Ok(Reply::Json(
         200,
         Value::Array(
@@ -71,14 +71,14 @@ pub(super) fn list_mounts(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<
     ))
 }
 
-pub(super) fn get_mount(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn get_mount(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     mount_json(server, p[0])
         .map(|v| Reply::Json(200, v))
         .ok_or_else(|| ApiError::not_found("source mount", p[0]))
 }
 
 pub(super) fn create_mount(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     _: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {
@@ -105,7 +105,7 @@ pub(super) fn create_mount(
 }
 
 pub(super) fn update_mount(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     p: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {
@@ -144,7 +144,7 @@ pub(super) fn update_mount(
     get_mount(server, p, &[])
 }
 
-pub(super) fn delete_mount(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn delete_mount(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let c = server.effective_config();
     if !c.source_mounts.iter().any(|m| m.key == p[0]) {
         return Err(if server.mount(p[0]).is_some() {
@@ -181,14 +181,14 @@ pub(super) fn delete_mount(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result
 }
 
 pub(super) fn mount_metadata(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     p: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {
     set_title(server, p[0], body)
 }
 
-pub(super) fn list_sources(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn list_sources(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let m = server
         .mount(p[0])
         .ok_or_else(|| ApiError::not_found("source mount", p[0]))?;
@@ -196,7 +196,7 @@ pub(super) fn list_sources(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result
 }
 
 pub(super) fn source_op(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     p: &[&str],
     op: fn(&crate::source::Mount, u64) -> Result<(), MountError>,
 ) -> Result<(), ApiError> {
@@ -213,7 +213,7 @@ pub(super) fn source_op(
 }
 
 pub(super) fn promote_source(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     p: &[&str],
     _: &[u8],
 ) -> Result<Reply, ApiError> {
@@ -224,7 +224,7 @@ pub(super) fn promote_source(
     Ok(Reply::Json(200, sources_json(&m)))
 }
 
-pub(super) fn drop_source(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn drop_source(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     source_op(server, p, crate::source::Mount::drop_source)?;
     Ok(Reply::Empty)
 }

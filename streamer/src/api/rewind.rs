@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn clear_rewind(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn clear_rewind(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let s = server
         .stream(p[0])
         .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
@@ -11,7 +11,7 @@ pub(super) fn clear_rewind(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result
     Ok(Reply::Empty)
 }
 
-pub(super) fn export_rewind(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn export_rewind(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let s = server
         .stream(p[0])
         .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
@@ -21,7 +21,7 @@ pub(super) fn export_rewind(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Resul
 }
 
 pub(super) fn import_rewind(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     p: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {

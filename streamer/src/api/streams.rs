@@ -8,7 +8,7 @@ pub(super) fn redact_stream(mut c: StreamConfig) -> StreamConfig {
     c
 }
 
-pub(super) fn stream_json(server: &Server, s: &Stream) -> Value {
+pub(super) fn stream_json(server: &dyn ApiHost, s: &Stream) -> Value {
     let cfg = s.config();
     let m = server.metrics();
     let mut by_output: serde_json::Map<String, Value> = ["raw", "icy", "pump"]
@@ -65,7 +65,7 @@ pub(super) fn stream_json(server: &Server, s: &Stream) -> Value {
     })
 }
 
-pub(super) fn list_streams(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn list_streams(server: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     Ok(Reply::Json(
         200,
         Value::Array(
@@ -78,7 +78,7 @@ pub(super) fn list_streams(server: &Arc<Server>, _: &[&str], _: &[u8]) -> Result
     ))
 }
 
-pub(super) fn get_stream(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn get_stream(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let s = server
         .stream(p[0])
         .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
@@ -86,7 +86,7 @@ pub(super) fn get_stream(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<R
 }
 
 pub(super) fn create_stream(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     _: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {
@@ -115,7 +115,7 @@ pub(super) fn create_stream(
 }
 
 pub(super) fn update_stream(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     p: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {
@@ -140,7 +140,7 @@ pub(super) fn update_stream(
     get_stream(server, p, &[])
 }
 
-pub(super) fn delete_stream(server: &Arc<Server>, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn delete_stream(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
     let c = server.effective_config();
     if !c.streams.iter().any(|s| s.key == p[0]) {
         return Err(ApiError::not_found("stream", p[0]));
@@ -160,7 +160,11 @@ pub(crate) struct Metadata {
     title: String,
 }
 
-pub(super) fn set_title(server: &Server, mount_key: &str, body: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn set_title(
+    server: &dyn ApiHost,
+    mount_key: &str,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
     let m: Metadata = parse(body)?;
     let mount = server
         .mount(mount_key)
@@ -179,7 +183,7 @@ pub(super) fn set_title(server: &Server, mount_key: &str, body: &[u8]) -> Result
 }
 
 pub(super) fn stream_metadata(
-    server: &Arc<Server>,
+    server: &dyn ApiHost,
     p: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {

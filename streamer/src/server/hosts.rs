@@ -30,6 +30,12 @@ impl Server {
     }
 }
 
+/// A connection on the admin port, handed to the admin side with only the
+/// part of the server it needs.
+pub(super) async fn admin_connection(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
+    crate::admin::handle_connection(server, sock, peer).await;
+}
+
 /// A connection on the listener port, handed to the listener side with only
 /// the part of the server it needs.
 pub(super) async fn listener_connection(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
@@ -198,5 +204,33 @@ impl crate::status::StatusHost for Server {
     }
     fn analytics(&self) -> &crate::analytics::Analytics {
         Server::analytics(self)
+    }
+}
+
+impl crate::api::ApiHost for Server {
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
+        Server::stream(self, key)
+    }
+    fn mounts(&self) -> Vec<Arc<Mount>> {
+        Server::mounts(self)
+    }
+    fn apply(
+        &self,
+        mounts: Vec<streammachine_config::SourceMountConfig>,
+        streams: Vec<streammachine_config::StreamConfig>,
+    ) -> Result<crate::store::Applied, crate::error::ServerError> {
+        Server::apply(self, mounts, streams)
+    }
+    fn record(&self, change: crate::store::Change) {
+        Server::record(self, change)
+    }
+    fn effective_config(&self) -> streammachine_config::Config {
+        Server::effective_config(self)
+    }
+    fn admin_token(&self) -> Option<&streammachine_config::Secret> {
+        Server::admin_token(self)
+    }
+    fn mode(&self) -> streammachine_config::Mode {
+        self.config.mode
     }
 }

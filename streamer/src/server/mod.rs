@@ -2,8 +2,9 @@
 
 mod hosts;
 
-pub use crate::store::Change;
+pub use crate::error::ServerError;
 use crate::store::ChangeSummary;
+pub use crate::store::{Applied, Change};
 mod ports;
 
 pub use ports::Bound;
@@ -21,63 +22,10 @@ use streammachine_config::{Config, Mode, Secret, SourceMountConfig, StreamConfig
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
-use crate::metrics::{Metrics, MetricsError};
+use crate::metrics::Metrics;
 use crate::source::{Mount, SourceInfo};
 use crate::stream::Stream;
 use crate::transcode::Transcoder;
-
-/// Errors starting a server.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The configuration asks for something this build cannot do.
-    #[error("{path}: {message}")]
-    Unsupported {
-        /// Config path.
-        path: String,
-        /// What is missing.
-        message: String,
-    },
-    /// A password file could not be read.
-    #[error("{path}: cannot read password file {file}: {error}")]
-    PasswordFile {
-        /// Config path.
-        path: String,
-        /// The file.
-        file: String,
-        /// The I/O error.
-        error: std::io::Error,
-    },
-    /// A mount has no password.
-    #[error("{path}: a source password is required (password or passwordFile)")]
-    NoPassword {
-        /// Config path.
-        path: String,
-    },
-    /// A port could not be bound.
-    #[error("cannot listen on {what} {addr}: {error}")]
-    Bind {
-        /// Which port.
-        what: &'static str,
-        /// The address.
-        addr: String,
-        /// The I/O error.
-        error: std::io::Error,
-    },
-    /// Metrics registry.
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
-    /// The dump directory cannot be created.
-    #[error("dumps.dir: cannot create {dir}: {error}")]
-    DumpDir {
-        /// The directory.
-        dir: String,
-        /// The I/O error.
-        error: std::io::Error,
-    },
-    /// The streams and mounts do not form a valid configuration.
-    #[error(transparent)]
-    Config(streammachine_config::ConfigError),
-}
 
 /// The running server's shared state.
 #[derive(Debug)]
@@ -139,17 +87,6 @@ struct Registry {
     mounts: BTreeMap<String, Arc<Mount>>,
     stream_configs: Vec<StreamConfig>,
     mount_configs: Vec<SourceMountConfig>,
-}
-
-/// What [`Server::apply`] changed.
-#[derive(Debug, Default, PartialEq)]
-pub struct Applied {
-    /// Streams created.
-    pub created: Vec<String>,
-    /// Streams whose settings changed in place.
-    pub updated: Vec<String>,
-    /// Streams removed (their listeners disconnected).
-    pub removed: Vec<String>,
 }
 
 fn read_password(path: &str, file: &Path) -> Result<Secret, ServerError> {
@@ -690,12 +627,7 @@ impl Server {
             }
             _ => {
                 self.remember_listening("admin", Arc::clone(&l));
-                tokio::spawn(accept_loop(
-                    server,
-                    l,
-                    "admin",
-                    crate::admin::handle_connection,
-                ));
+                tokio::spawn(accept_loop(server, l, "admin", hosts::admin_connection));
             }
         }
     }
@@ -1043,7 +975,7 @@ impl Server {
             Arc::clone(&self),
             admin,
             "admin",
-            crate::admin::handle_connection,
+            hosts::admin_connection,
         ));
         let writer = self
             .analytics_writer
