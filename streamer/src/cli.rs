@@ -468,14 +468,14 @@ async fn serve(
     }
     if let Some(path) = control {
         tokio::spawn(crate::handoff::control_loop(
-            std::sync::Arc::clone(&server),
+            std::sync::Arc::clone(&server) as _,
             path,
             handoff_from.is_some(),
         ));
     }
     if let Some(path) = handoff_from {
         tokio::spawn(crate::handoff::receive_loop(
-            std::sync::Arc::clone(&server),
+            std::sync::Arc::clone(&server) as _,
             path,
         ));
     }

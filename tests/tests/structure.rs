@@ -17,15 +17,15 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 600;
 
 /// Files over [`MAX_LINES`] today, with the most they may have until split.
-const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server/mod.rs", 845)];
+const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server/mod.rs", 841)];
 
 /// Cycles among the streamer's top-level modules today (each a strongly
 /// connected set); they may only lose members.
 const CYCLES: &[&[&str]] = &[&["stream", "transcode"], &["cli", "supervisor"]];
 
-/// Top-level modules that use `crate::server` today besides the wiring
-/// (`cli`); may only shrink.
-const SERVER_USERS: &[&str] = &["handoff"];
+/// Top-level modules that use `crate::server` besides the wiring (`cli`):
+/// none any more; each part takes the host trait it defines.
+const SERVER_USERS: &[&str] = &[];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -15,7 +15,7 @@ use super::*;
 ///   (`offers_handoff`), listening for its handoff. A Kubernetes exec probe
 ///   asks this where an HTTP probe on a shared host port could be answered
 ///   by another process.
-pub async fn control_loop(server: Arc<Server>, path: PathBuf, offers_handoff: bool) {
+pub async fn control_loop(server: Arc<dyn HandoffHost>, path: PathBuf, offers_handoff: bool) {
     let Some(listener) = bind(&path, "cannot open the control socket") else {
         return;
     };
@@ -42,7 +42,11 @@ pub async fn control_loop(server: Arc<Server>, path: PathBuf, offers_handoff: bo
 }
 
 /// Carries out one control command and gives the reply line.
-pub(super) async fn command(server: &Arc<Server>, line: &str, offers_handoff: bool) -> String {
+pub(super) async fn command(
+    server: &Arc<dyn HandoffHost>,
+    line: &str,
+    offers_handoff: bool,
+) -> String {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     match verb {
         "HANDOFF" => handoff_reply(server, Path::new(rest.trim()), Duration::ZERO, 0).await,
@@ -77,7 +81,7 @@ pub(super) async fn command(server: &Arc<Server>, line: &str, offers_handoff: bo
 }
 
 pub(super) async fn handoff_reply(
-    server: &Arc<Server>,
+    server: &Arc<dyn HandoffHost>,
     target: &Path,
     wait: Duration,
     drain: u64,

@@ -42,11 +42,88 @@ use crate::buffer::chunker::ChunkerState;
 use crate::buffer::Position;
 use crate::format::FramerState;
 use crate::output::icy::IcyState;
-use crate::server::Server;
 use crate::source::SourceInfo;
 
 /// Largest single message (a stream's buffer: 8 h at 320 kbit/s is 1.2 GB).
 const MAX_MESSAGE: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Connections paused for a handoff.
+#[derive(Debug, Default)]
+pub struct Parked {
+    /// Listeners, at an exact byte.
+    pub listeners: Vec<crate::output::listener::ParkedListener>,
+    /// Sources, with their parsing state.
+    pub sources: Vec<crate::source::icecast::ParkedSource>,
+}
+
+/// What a handoff needs from the server, on either side: its streams and
+/// mounts, parking and resuming connections, its listening sockets, the
+/// drain, the offer of a handoff socket. The server implements it; nothing
+/// here names the server. (A handoff moves the whole process's state, so
+/// this is the widest of the host traits.)
+pub trait HandoffHost: Send + Sync + 'static {
+    /// Standalone, master or slave.
+    fn mode(&self) -> streammachine_config::Mode;
+    /// The configuration in force.
+    fn effective_config(&self) -> streammachine_config::Config;
+    /// Makes `mounts` and `streams` the ones in service.
+    fn apply(
+        &self,
+        mounts: Vec<streammachine_config::SourceMountConfig>,
+        streams: Vec<streammachine_config::StreamConfig>,
+    ) -> Result<crate::store::Applied, crate::error::ServerError>;
+    /// The stream in service under `key`.
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>>;
+    /// Every stream in service.
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>>;
+    /// The mount in service under `key`.
+    fn mount(&self, key: &str) -> Option<Arc<crate::source::Mount>>;
+    /// The server's metrics.
+    fn metrics(&self) -> &crate::metrics::Metrics;
+    /// Listener analytics (sessions carried over).
+    fn analytics(&self) -> &crate::analytics::Analytics;
+    /// Ready to serve.
+    fn is_ready(&self) -> bool;
+    /// Turns true when the server shuts down.
+    fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool>;
+    /// Ends a restarted master's hold on new audio.
+    fn release_resync_hold(&self, why: &str);
+    /// Opens or closes the accept loops.
+    fn set_accepting(&self, on: bool);
+    /// Asks every connection to park.
+    fn begin_parking(&self);
+    /// Connections resume where they parked.
+    fn end_parking(&self);
+    /// How many listeners and sources should park.
+    fn expected_parked(&self) -> (usize, usize);
+    /// How many have parked.
+    fn parked_counts(&self) -> (usize, usize);
+    /// The parked connections, taken.
+    fn take_parked(&self) -> Parked;
+    /// Resumes parked connections here (the handoff failed).
+    fn resume_parked(self: Arc<Self>, parked: Parked);
+    /// The sockets the server listens on.
+    fn listening_sockets(&self) -> Vec<(&'static str, Arc<tokio::net::TcpListener>)>;
+    /// Serves a listening socket inherited from the predecessor.
+    fn adopt_listening(self: Arc<Self>, kind: &str, l: tokio::net::TcpListener);
+    /// The successor took over: this process stops.
+    fn mark_handed_off(&self);
+    /// The takeover is complete: accept loops open.
+    fn handoff_settled(&self);
+    /// Drains: new listeners turned away, the connected ones served up to `max`.
+    fn drain(
+        &self,
+        max: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = usize> + Send + '_>>;
+    /// The handoff socket this server offers (device, inode), if any.
+    fn handoff_offer(&self) -> Option<(u64, u64)>;
+    /// Records the handoff socket this server offers.
+    fn set_handoff_offer(&self, id: Option<(u64, u64)>);
+    /// The server as the source side sees it.
+    fn source_host(self: Arc<Self>) -> Arc<dyn crate::source::SourceHost>;
+    /// The server as the listener side sees it.
+    fn output_host(self: Arc<Self>) -> Arc<dyn crate::output::OutputHost>;
+}
 
 /// Why a handoff failed.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +252,7 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, HandoffError> {
 /// successor has replaced the file yet) is not a successor: handing off to
 /// it would close every listener.
 pub async fn hand_off(
-    server: &Arc<Server>,
+    server: &Arc<dyn HandoffHost>,
     target: &Path,
     wait: Duration,
 ) -> Result<Summary, HandoffError> {
@@ -207,9 +284,9 @@ pub async fn hand_off(
         .iter()
         .map(|(k, l)| (*k, fd::raw(l.as_ref())))
         .collect();
-    let transfer_buffers = server.config().mode != streammachine_config::Mode::Slave;
+    let transfer_buffers = server.mode() != streammachine_config::Mode::Slave;
     let streams = server.streams();
-    let mode = server.config().mode.to_string();
+    let mode = server.mode().to_string();
     let running = transfer_buffers.then(|| {
         let c = server.effective_config();
         Running {
@@ -314,7 +391,7 @@ pub async fn hand_off(
         }
         Err(e) => {
             tracing::error!(error = %e, "handoff failed; resuming here, nothing lost");
-            server.resume_parked(parked);
+            Arc::clone(server).resume_parked(parked);
             server.end_parking();
             server.set_accepting(true);
             Err(e)
@@ -324,7 +401,7 @@ pub async fn hand_off(
 
 /// Connects to the successor at `target`, retrying until `wait` is over.
 async fn connect_successor(
-    server: &Arc<Server>,
+    server: &Arc<dyn HandoffHost>,
     target: &Path,
     wait: Duration,
 ) -> Result<UnixStream, HandoffError> {

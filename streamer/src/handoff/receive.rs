@@ -91,7 +91,10 @@ pub(super) struct Prepared {
 
 /// Prepares what a predecessor sent: config, buffers, listening sockets,
 /// sources and listeners, without starting anything.
-pub(super) fn prepare(server: &Arc<Server>, r: Received) -> Result<Prepared, HandoffError> {
+pub(super) fn prepare(
+    server: &Arc<dyn HandoffHost>,
+    r: Received,
+) -> Result<Prepared, HandoffError> {
     let mut summary = Summary::default();
     let mut ready = Prepared {
         listening: Vec::new(),
@@ -99,7 +102,7 @@ pub(super) fn prepare(server: &Arc<Server>, r: Received) -> Result<Prepared, Han
         listeners: Vec::new(),
         summary: Summary::default(),
     };
-    let ours = server.config().mode.to_string();
+    let ours = server.mode().to_string();
     if r.hello.mode != ours {
         return Err(HandoffError::Refused(format!(
             "the predecessor is a {} server, this one is {ours}",
@@ -210,15 +213,15 @@ pub(super) fn prepare(server: &Arc<Server>, r: Received) -> Result<Prepared, Han
 }
 
 /// Starts everything prepared: from here on this process drives the sockets.
-pub(super) fn commit(server: &Arc<Server>, ready: Prepared) -> Summary {
+pub(super) fn commit(server: &Arc<dyn HandoffHost>, ready: Prepared) -> Summary {
     for (kind, l) in ready.listening {
-        server.adopt_listening(&kind, l);
+        Arc::clone(server).adopt_listening(&kind, l);
     }
     for src in ready.sources {
-        src.resume(&server.as_source());
+        src.resume(&Arc::clone(server).source_host());
     }
     for l in ready.listeners {
-        crate::output::listener::resume(&server.as_output(), l);
+        crate::output::listener::resume(&Arc::clone(server).output_host(), l);
     }
     ready.summary
 }
@@ -241,7 +244,7 @@ pub(super) fn bind(path: &Path, what: &str) -> Option<tokio::net::UnixListener> 
 }
 
 /// The successor side: waits on `path` for predecessors, while serving.
-pub async fn receive_loop(server: Arc<Server>, path: PathBuf) {
+pub async fn receive_loop(server: Arc<dyn HandoffHost>, path: PathBuf) {
     // Offer to take over only once this server can serve (a slave: once it
     // has its master's streams); whoever hands off waits for the socket.
     let mut shutdown = server.shutdown_signal();

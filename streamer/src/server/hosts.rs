@@ -234,3 +234,94 @@ impl crate::api::ApiHost for Server {
         self.config.mode
     }
 }
+
+impl crate::handoff::HandoffHost for Server {
+    fn mode(&self) -> streammachine_config::Mode {
+        self.config.mode
+    }
+    fn effective_config(&self) -> streammachine_config::Config {
+        Server::effective_config(self)
+    }
+    fn apply(
+        &self,
+        mounts: Vec<streammachine_config::SourceMountConfig>,
+        streams: Vec<streammachine_config::StreamConfig>,
+    ) -> Result<crate::store::Applied, crate::error::ServerError> {
+        Server::apply(self, mounts, streams)
+    }
+    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
+        Server::stream(self, key)
+    }
+    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+        Server::streams(self)
+    }
+    fn mount(&self, key: &str) -> Option<Arc<Mount>> {
+        Server::mount(self, key)
+    }
+    fn metrics(&self) -> &Metrics {
+        Server::metrics(self)
+    }
+    fn analytics(&self) -> &crate::analytics::Analytics {
+        Server::analytics(self)
+    }
+    fn is_ready(&self) -> bool {
+        Server::is_ready(self)
+    }
+    fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        Server::shutdown_signal(self)
+    }
+    fn release_resync_hold(&self, why: &str) {
+        Server::release_resync_hold(self, why)
+    }
+    fn set_accepting(&self, on: bool) {
+        Server::set_accepting(self, on)
+    }
+    fn begin_parking(&self) {
+        Server::begin_parking(self)
+    }
+    fn end_parking(&self) {
+        Server::end_parking(self)
+    }
+    fn expected_parked(&self) -> (usize, usize) {
+        Server::expected_parked(self)
+    }
+    fn parked_counts(&self) -> (usize, usize) {
+        Server::parked_counts(self)
+    }
+    fn take_parked(&self) -> crate::handoff::Parked {
+        Server::take_parked(self)
+    }
+    fn resume_parked(self: Arc<Self>, parked: crate::handoff::Parked) {
+        Server::resume_parked(&self, parked)
+    }
+    fn listening_sockets(&self) -> Vec<(&'static str, Arc<tokio::net::TcpListener>)> {
+        Server::listening_sockets(self)
+    }
+    fn adopt_listening(self: Arc<Self>, kind: &str, l: tokio::net::TcpListener) {
+        Server::adopt_listening(&self, kind, l)
+    }
+    fn mark_handed_off(&self) {
+        Server::mark_handed_off(self)
+    }
+    fn handoff_settled(&self) {
+        Server::handoff_settled(self)
+    }
+    fn drain(
+        &self,
+        max: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = usize> + Send + '_>> {
+        Box::pin(Server::drain(self, max))
+    }
+    fn handoff_offer(&self) -> Option<(u64, u64)> {
+        Server::handoff_offer(self)
+    }
+    fn set_handoff_offer(&self, id: Option<(u64, u64)>) {
+        Server::set_handoff_offer(self, id)
+    }
+    fn source_host(self: Arc<Self>) -> Arc<dyn crate::source::SourceHost> {
+        self
+    }
+    fn output_host(self: Arc<Self>) -> Arc<dyn crate::output::OutputHost> {
+        self
+    }
+}

@@ -3,6 +3,7 @@
 mod hosts;
 
 pub use crate::error::ServerError;
+pub use crate::handoff::Parked;
 use crate::store::ChangeSummary;
 pub use crate::store::{Applied, Change};
 mod ports;
@@ -69,15 +70,6 @@ pub struct Server {
             crate::analytics::PathBufOrLog,
         )>,
     >,
-}
-
-/// Connections paused for a handoff.
-#[derive(Debug, Default)]
-pub struct Parked {
-    /// Listeners, at an exact byte.
-    pub listeners: Vec<crate::output::listener::ParkedListener>,
-    /// Sources, with their parsing state.
-    pub sources: Vec<crate::source::icecast::ParkedSource>,
 }
 
 /// The streams and mounts in service, and the configuration they came from.
