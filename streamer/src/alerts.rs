@@ -344,7 +344,8 @@ async fn deliver(mut rx: mpsc::Receiver<Event>, config: AlertsConfig, mode: Stri
         }
         for (url, body) in posts {
             tokio::spawn(async move {
-                let mut wait = Duration::from_secs(1);
+                let mut wait =
+                    crate::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(16));
                 for attempt in 1..=5 {
                     let (u, b) = (url.clone(), body.to_string());
                     let r = tokio::task::spawn_blocking(move || post(&u, &b)).await;
@@ -355,8 +356,7 @@ async fn deliver(mut rx: mpsc::Receiver<Event>, config: AlertsConfig, mode: Stri
                         }
                         _ => {}
                     }
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    tokio::time::sleep(wait.next_delay()).await;
                 }
             });
         }

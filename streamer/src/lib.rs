@@ -22,6 +22,7 @@ pub mod metrics;
 mod mutation_tests;
 pub mod output;
 pub mod persist;
+pub mod retry;
 pub mod server;
 pub mod source;
 pub mod status;

@@ -84,7 +84,8 @@ impl<T: SlaveHost + ?Sized> SlaveHost for Arc<T> {
 /// Keeps the link to the master up until shutdown.
 pub async fn run(server: Arc<dyn SlaveHost>, url: String, id: String) {
     let mut shutdown = server.shutdown_signal();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     let mut failing = false;
     loop {
         let (was_connected, error) = tokio::select! {
@@ -95,16 +96,15 @@ pub async fn run(server: Arc<dyn SlaveHost>, url: String, id: String) {
         if was_connected {
             tracing::warn!(master = %url, error = %error, "link to the master lost; reconnecting (listeners keep playing from the buffer)");
             failing = false;
-            backoff = Duration::from_millis(500);
+            backoff.reset();
         } else if !failing {
             tracing::warn!(master = %url, error = %error, "cannot connect to the master; retrying (logged once until it works)");
             failing = true;
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

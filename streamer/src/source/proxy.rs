@@ -27,14 +27,14 @@ pub fn icy_title(block: &[u8]) -> Option<String> {
 /// Pulls `url` into `mount` until the mount is removed; `ca_file` adds
 /// certificates to trust for an `https://` url.
 pub async fn pull(mount: Arc<Mount>, url: String, ca_file: Option<PathBuf>, fallback: bool) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = crate::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut failing = false;
     while !mount.is_closed() {
         match session(&mount, &url, ca_file.as_deref(), fallback).await {
             Ok(got_audio) => {
                 tracing::warn!(mount = %mount.key(), %url, "pulled stream ended; reconnecting");
                 if got_audio {
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     failing = false;
                 }
             }
@@ -45,8 +45,7 @@ pub async fn pull(mount: Arc<Mount>, url: String, ca_file: Option<PathBuf>, fall
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

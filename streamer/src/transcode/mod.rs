@@ -229,7 +229,7 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = crate::retry::Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         while let Ok(job) = self.rx.recv() {
             let pipeline = &mut self.pipeline;
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| match job {
@@ -263,7 +263,7 @@ impl Worker {
                     };
                     if !outputs.is_empty() {
                         self.running(outputs.last().map(|o| o.format_key.clone()));
-                        backoff = FIRST_BACKOFF;
+                        backoff.reset();
                     }
                     for o in outputs {
                         stream.set_format_key(&o.format_key);
@@ -278,9 +278,10 @@ impl Worker {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .map_or_else(|| "panicked".to_string(), |m| format!("panicked: {m}")),
             };
-            self.failed(failure, backoff);
+            let wait = backoff.next_delay();
+            self.failed(failure, wait);
             // Wait out the backoff; what the source sends meanwhile is stale.
-            let until = Instant::now() + backoff;
+            let until = Instant::now() + wait;
             loop {
                 match self
                     .rx
@@ -291,7 +292,6 @@ impl Worker {
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             self.pipeline.reset();
             self.shared.restarts.inc();
             self.shared.status().restarts += 1;
