@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use crate::metrics::Metrics;
 use crate::stream::format_time;
 use crate::stream::now_micros;
+use crate::sync::MutexExt;
 
 /// Events queued for the writer; beyond this they are dropped (and counted),
 /// so a slow disk never holds up audio.
@@ -345,10 +346,7 @@ impl Analytics {
             .listening_seconds
             .with_label_values(&[stream, "hls"])
             .inc_by(seconds);
-        let mut map = self
-            .hls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.hls.locked();
         let now = Instant::now();
         let new = !map.contains_key(session);
         if new {
@@ -399,8 +397,7 @@ impl Analytics {
     /// [`HLS_ACTIVE`]: the HLS listeners now.
     pub fn hls_active(&self, stream: &str) -> usize {
         self.hls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .locked()
             .values()
             .filter(|s| s.stream == stream && s.last_seen.elapsed() < HLS_ACTIVE)
             .count()
@@ -408,10 +405,7 @@ impl Analytics {
 
     /// Rolls up HLS sessions idle for longer than `sessionIdleSeconds`.
     pub fn sweep(&self) {
-        let mut map = self
-            .hls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.hls.locked();
         let idle = self.idle;
         let done: Vec<String> = map
             .iter()

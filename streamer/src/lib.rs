@@ -29,6 +29,7 @@ pub mod status;
 pub mod store;
 pub mod stream;
 pub mod supervisor;
+pub mod sync;
 pub mod transcode;
 
 pub use server::{Bound, Server, ServerError};

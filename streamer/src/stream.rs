@@ -10,6 +10,7 @@ use streammachine_config::{AudioFormat, StreamConfig};
 
 use crate::buffer::{ChunkDraft, RewindBuffer, Title};
 use crate::metrics::Metrics;
+use crate::sync::{MutexExt, RwLockExt};
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
@@ -146,9 +147,7 @@ impl Stream {
     }
 
     fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<Vec<Held>>> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.held.locked()
     }
 
     /// The stream's key.
@@ -158,12 +157,7 @@ impl Stream {
 
     /// Its configuration (a snapshot: it can change while the stream runs).
     pub fn config(&self) -> Arc<StreamConfig> {
-        Arc::clone(
-            &self
-                .config
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        Arc::clone(&self.config.read_locked())
     }
 
     /// Applies a changed configuration live: rewind length, burst, ICY
@@ -174,24 +168,12 @@ impl Stream {
             self.write_buffer()
                 .set_rewind_seconds(config.rewind_seconds);
         }
-        *self
-            .default_title
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Title::new(config.title.clone().unwrap_or_default());
-        *self
-            .config
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+        *self.default_title.write_locked() = Title::new(config.title.clone().unwrap_or_default());
+        *self.config.write_locked() = Arc::new(config);
     }
 
     fn default_title(&self) -> Arc<Title> {
-        Arc::clone(
-            &self
-                .default_title
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        Arc::clone(&self.default_title.read_locked())
     }
 
     /// The audio format listeners get.
@@ -201,18 +183,12 @@ impl Stream {
 
     /// The format key of the newest audio (e.g. `mp3-44100-128-s`).
     pub fn format_key(&self) -> Option<String> {
-        self.format_key
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.format_key.read_locked().clone()
     }
 
     /// Records the format key of the source feeding the stream.
     pub fn set_format_key(&self, key: &str) {
-        let mut k = self
-            .format_key
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut k = self.format_key.write_locked();
         if k.as_deref() != Some(key) {
             *k = Some(key.to_string());
         }
@@ -294,9 +270,7 @@ impl Stream {
     }
 
     fn lock_transcoder(&self) -> std::sync::MutexGuard<'_, Option<crate::transcode::Transcoder>> {
-        self.transcoder
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.transcoder.locked()
     }
 
     /// The next chunk from source `id` continues the timeline (handoff).
@@ -336,9 +310,7 @@ impl Stream {
     }
 
     fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.waiters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.waiters.locked()
     }
 
     fn wake_listeners(&self) {
@@ -424,15 +396,11 @@ impl Stream {
 
     /// Read access to the buffer. Hold it briefly: appends wait for it.
     pub fn read_buffer(&self) -> RwLockReadGuard<'_, RewindBuffer> {
-        self.buffer
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.buffer.read_locked()
     }
 
     fn write_buffer(&self) -> std::sync::RwLockWriteGuard<'_, RewindBuffer> {
-        self.buffer
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.buffer.write_locked()
     }
 
     /// Wakes every listener (so each looks at the server's state: a handoff).

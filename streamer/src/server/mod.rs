@@ -6,6 +6,7 @@ pub use crate::error::ServerError;
 pub use crate::handoff::Parked;
 use crate::store::ChangeSummary;
 pub use crate::store::{Applied, Change};
+use crate::sync::{MutexExt, RwLockExt};
 mod ports;
 
 pub use ports::Bound;
@@ -298,9 +299,7 @@ impl Server {
     }
 
     fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.registry.read_locked()
     }
 
     /// Makes the given mounts and streams the ones in service, live: new ones
@@ -333,10 +332,7 @@ impl Server {
             };
             wanted.push((m, password));
         }
-        let mut reg = self
-            .registry
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut reg = self.registry.write_locked();
         let mut applied = Applied::default();
         // Mounts.
         let gone = unwanted(&reg.mounts, wanted.iter().map(|(m, _)| m.key.as_str()));
@@ -457,10 +453,7 @@ impl Server {
     /// slave has no sources). New streams start from their dump, if any, and
     /// fill from the link; the config is kept with the dumps.
     pub fn apply_replica(&self, config: crate::link::frame::LinkConfig) {
-        let mut reg = self
-            .registry
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut reg = self.registry.write_locked();
         let gone = unwanted(&reg.streams, config.streams.iter().map(|s| s.key.as_str()));
         for key in gone {
             if let Some(s) = reg.streams.remove(&key) {
@@ -524,9 +517,7 @@ impl Server {
     }
 
     fn lock_parked(&self) -> std::sync::MutexGuard<'_, Parked> {
-        self.parked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.parked.locked()
     }
 
     /// A listener stopped for the handoff.
@@ -593,10 +584,7 @@ impl Server {
 
     /// The listening sockets, by port name.
     pub fn listening_sockets(&self) -> Vec<(&'static str, Arc<TcpListener>)> {
-        self.listening
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.listening.locked().clone()
     }
 
     /// Serves a listening socket received from a predecessor.
@@ -625,10 +613,7 @@ impl Server {
     }
 
     fn remember_listening(&self, kind: &'static str, l: Arc<TcpListener>) {
-        self.listening
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((kind, l));
+        self.listening.locked().push((kind, l));
     }
 
     /// After a successful handoff: the process should exit now.
@@ -670,10 +655,7 @@ impl Server {
     /// Master: a slave connected; returns its slot.
     pub fn slave_connected(&self, info: crate::link::master::SlaveInfo) -> u64 {
         let slot = self.next_slave.fetch_add(1, Ordering::Relaxed);
-        let mut slaves = self
-            .slaves
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slaves = self.slaves.locked();
         slaves.insert(slot, info);
         self.metrics
             .slaves
@@ -683,10 +665,7 @@ impl Server {
 
     /// Master: a slave reported (or just said it is alive).
     pub fn slave_stats(&self, slot: u64, stats: Option<crate::link::frame::Stats>) {
-        let mut slaves = self
-            .slaves
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slaves = self.slaves.locked();
         if let Some(s) = slaves.get_mut(&slot) {
             s.last_seen = std::time::Instant::now();
             if let Some(st) = stats {
@@ -697,10 +676,7 @@ impl Server {
 
     /// Master: a slave left.
     pub fn slave_disconnected(&self, slot: u64) {
-        let mut slaves = self
-            .slaves
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slaves = self.slaves.locked();
         slaves.remove(&slot);
         self.metrics
             .slaves
@@ -709,12 +685,7 @@ impl Server {
 
     /// Master: the connected slaves.
     pub fn slaves(&self) -> Vec<crate::link::master::SlaveInfo> {
-        self.slaves
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.slaves.locked().values().cloned().collect()
     }
 
     /// The analytics sink.
@@ -855,18 +826,12 @@ impl Server {
 
     /// Records the handoff socket this server listens on (`None`: none).
     pub fn set_handoff_offer(&self, id: Option<(u64, u64)>) {
-        *self
-            .handoff_offer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
+        *self.handoff_offer.locked() = id;
     }
 
     /// The handoff socket this server listens on, by device and inode.
     pub fn handoff_offer(&self) -> Option<(u64, u64)> {
-        *self
-            .handoff_offer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.handoff_offer.locked()
     }
 
     /// Draining (`streammachine handoff --drain`): no new listeners.
@@ -969,11 +934,7 @@ impl Server {
             "admin",
             hosts::admin_connection,
         ));
-        let writer = self
-            .analytics_writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let writer = self.analytics_writer.locked().take();
         if let Some((rx, sink)) = writer {
             tokio::spawn(crate::analytics::run_writer(rx, sink));
         }

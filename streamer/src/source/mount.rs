@@ -16,6 +16,7 @@ use streammachine_config::{AudioFormat, FallbackConfig, Secret};
 use crate::buffer::{ChunkDraft, Title};
 use crate::metrics::Metrics;
 use crate::stream::Stream;
+use crate::sync::{MutexExt, RwLockExt};
 
 static NEXT_SOURCE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -117,10 +118,7 @@ impl Mount {
     /// old (whose source leaves the mount), an unchanged one keeps playing.
     /// Needs a Tokio runtime to start one.
     pub fn set_fallback(self: &Arc<Self>, fallback: Option<FallbackConfig>) {
-        let mut current = self
-            .fallback
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = self.fallback.locked();
         if current.0 == fallback {
             return;
         }
@@ -150,9 +148,7 @@ impl Mount {
     }
 
     fn lock(&self) -> MutexGuard<'_, MountInner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.locked()
     }
 
     /// The mount's key.
@@ -167,19 +163,13 @@ impl Mount {
 
     /// Checks a source password in time independent of where it differs.
     pub fn password_matches(&self, given: &str) -> bool {
-        let password = self
-            .password
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let password = self.password.read_locked();
         constant_time_eq(password.0.as_bytes(), given.as_bytes())
     }
 
     /// Changes the source password (live; connected sources stay).
     pub fn set_password(&self, password: Secret) {
-        *self
-            .password
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = password;
+        *self.password.write_locked() = password;
     }
 
     /// Whether a missing source raises an alert.
@@ -249,13 +239,7 @@ impl Mount {
     /// Disconnects every source (the mount is being removed).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        for task in self
-            .fallback
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1
-            .drain(..)
-        {
+        for task in self.fallback.locked().1.drain(..) {
             task.abort();
         }
         for s in &self.lock().sources {

@@ -22,6 +22,7 @@ use streammachine_config::TranscodeConfig;
 use crate::buffer::{ChunkDraft, Title};
 use crate::metrics::Metrics;
 use crate::stream::Stream;
+use crate::sync::MutexExt;
 pub use pipeline::{Output, Pipeline};
 
 /// Errors of the transcoder.
@@ -120,9 +121,7 @@ struct Shared {
 
 impl Shared {
     fn status(&self) -> std::sync::MutexGuard<'_, TranscoderStatus> {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.status.locked()
     }
 
     fn dropped(&self, n: u64) {
