@@ -27,6 +27,7 @@ pub trait AdminHost: crate::api::ApiHost + crate::link::master::MasterHost {}
 impl<T: crate::api::ApiHost + crate::link::master::MasterHost> AdminHost for T {}
 
 /// Serves one admin connection (keep-alive allowed).
+#[tracing::instrument(name = "admin", skip_all, fields(%peer))]
 pub async fn handle_connection(server: Arc<dyn AdminHost>, mut sock: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::new();
     loop {

@@ -176,6 +176,7 @@ fn accept(server: &dyn MasterHost, req: &Request) -> Result<(), (u16, String)> {
 }
 
 /// Serves one slave, from the upgrade request to the end.
+#[tracing::instrument(name = "slave_link", skip_all, fields(%peer))]
 pub async fn serve(
     server: Arc<dyn MasterHost>,
     mut sock: TcpStream,

@@ -42,6 +42,7 @@ struct AudioRequest {
 }
 
 /// Serves one listener connection.
+#[tracing::instrument(name = "listener", skip_all, fields(%peer))]
 pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::new();
     loop {

@@ -108,6 +108,7 @@ impl ParkedSource {
 }
 
 /// Serves one connection on the source port, start to end.
+#[tracing::instrument(name = "source", skip_all, fields(%peer))]
 pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream, peer: SocketAddr) {
     let cfg = &server.sources_config();
     let deadline = Instant::now() + Duration::from_secs_f64(cfg.header_timeout_seconds);
