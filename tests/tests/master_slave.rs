@@ -135,14 +135,28 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
         whole[at..].starts_with(&got) && at + got.len() == whole.len(),
         "the slave's live listener got every byte, in order"
     );
-    // The master knows its slaves.
-    std::thread::sleep(Duration::from_secs(6));
-    let r = http_get(
-        master.admin,
-        "/api/slaves",
-        &[("Authorization", "Bearer tok")],
-    );
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    // The master knows its slaves, once their next reports are in (they
+    // report every few seconds): wait for that, with a deadline.
+    let slaves = || -> serde_json::Value {
+        let r = http_get(
+            master.admin,
+            "/api/slaves",
+            &[("Authorization", "Bearer tok")],
+        );
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v = slaves();
+        let list = v.as_array().cloned().unwrap_or_default();
+        let reported = list.len() == 2
+            && list.iter().any(|s| s["listeners"]["live"] == 1)
+            && list.iter().all(|s| s["chunksBehind"]["live"] == 0);
+        if reported || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
     assert_eq!(master.metric("streammachine_slaves"), Some(2.0));
     assert!(
