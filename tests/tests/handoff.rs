@@ -52,6 +52,20 @@ fn realtime_source(
     (audio, feeder)
 }
 
+/// Waits (deadline 20 s) until `stream` holds `secs` of audio on `server`,
+/// instead of sleeping and hoping the source got that far.
+fn wait_buffered(server: &ServerProcess, stream: &str, secs: f64) {
+    let series = format!("streammachine_buffer_seconds{{stream=\"{stream}\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.metric(&series).unwrap_or(0.0) < secs {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stream}: not {secs} s of audio buffered within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Reads a listener until it goes quiet for 3 s; returns everything.
 fn reader(s: TcpStream, rest: Vec<u8>) -> JoinHandle<Vec<u8>> {
     read_in_background(s, rest, Duration::from_secs(3))
@@ -195,7 +209,7 @@ fn a_draining_server_keeps_its_listeners_and_turns_new_ones_away_at_once() {
     let ports = standalone_ports();
     let server = start_on(&dir, &ports, config(), "a.sock", false);
     let (_, feeder) = realtime_source(server.source, "live", "pw", 12.0);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_buffered(&server, "live", 2.0);
     let (s, st, _, rest) = request(server.listen, "GET", "/live", &[]);
     assert_eq!(st, 200);
     let listener = reader(s, rest);
@@ -238,7 +252,7 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     let cfg = format!("listeners: {{ sendBufferBytes: 4096 }}\n{}", config());
     let mut old = start_on(&dir, &ports, &cfg, "a.sock", false);
     let (audio, feeder) = realtime_source(old.source, "live", "pw", 9.0);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_buffered(&old, "live", 3.0);
     let (raw, st, _, r1) = request(old.listen, "GET", "/live", &[]);
     assert_eq!(st, 200);
     let (icy, st, _, r2) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
@@ -359,7 +373,7 @@ fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let (audio, feeder) = realtime_source(old.source, "extra", "xp", 9.0);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_buffered(&old, "extra", 2.0);
     let r = api(
         old.admin,
         "POST",
@@ -448,7 +462,7 @@ fn a_successor_that_dies_mid_handoff_leaves_the_old_one_serving() {
     )
     .unwrap();
     let (audio, feeder) = realtime_source(old.source, "live", "pw", 9.0);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_buffered(&old, "live", 2.0);
     let (s, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
     let listener = reader(s, rest);
@@ -524,7 +538,7 @@ fn run_hands_off_to_a_new_process_on_sighup() {
     )
     .unwrap();
     let (audio, feeder) = realtime_source(sup.source, "live", "pw", 7.0);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_buffered(&sup, "live", 2.0);
     let (s, st, _, rest) = request(sup.listen, "GET", "/live", &[]);
     assert_eq!(st, 200);
     let listener = reader(s, rest);
