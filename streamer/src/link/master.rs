@@ -75,46 +75,6 @@ pub trait MasterHost: Send + Sync + 'static {
     fn release_resync_hold(&self, why: &str);
 }
 
-/// A shared host is a host (so `&Arc<S>` passes as `&dyn MasterHost`).
-impl<T: MasterHost + ?Sized> MasterHost for Arc<T> {
-    fn effective_config(&self) -> streammachine_config::Config {
-        (**self).effective_config()
-    }
-    fn mode(&self) -> streammachine_config::Mode {
-        (**self).mode()
-    }
-    fn link_secret(&self) -> Option<&streammachine_config::Secret> {
-        (**self).link_secret()
-    }
-    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
-        (**self).stream(key)
-    }
-    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
-        (**self).streams()
-    }
-    fn config_epoch(&self) -> u64 {
-        (**self).config_epoch()
-    }
-    fn config_changed(&self) -> &tokio::sync::Notify {
-        (**self).config_changed()
-    }
-    fn metrics(&self) -> &crate::metrics::Metrics {
-        (**self).metrics()
-    }
-    fn slave_connected(&self, info: SlaveInfo) -> u64 {
-        (**self).slave_connected(info)
-    }
-    fn slave_stats(&self, slot: u64, stats: Option<super::frame::Stats>) {
-        (**self).slave_stats(slot, stats)
-    }
-    fn slave_disconnected(&self, slot: u64) {
-        (**self).slave_disconnected(slot)
-    }
-    fn release_resync_hold(&self, why: &str) {
-        (**self).release_resync_hold(why)
-    }
-}
-
 /// The configuration slaves get: the streams, passwords left out, and formats.
 pub fn link_config(server: &dyn MasterHost) -> LinkConfig {
     let c = server.effective_config();
@@ -184,7 +144,7 @@ pub async fn serve(
     req: Request,
     mut buf: BytesMut,
 ) {
-    if let Err((status, msg)) = accept(&server, &req) {
+    if let Err((status, msg)) = accept(&*server, &req) {
         tracing::warn!(%peer, status, "slave link refused: {msg}");
         let body = format!("{msg}\n");
         let resp = format!(
@@ -295,7 +255,8 @@ async fn feed(
         tracing::warn!(stream = %key, "a slave holds a different chunk under one of our numbers: resetting it to our buffer");
     }
     let mut config_epoch = server.config_epoch();
-    wr.write_all(&frame::config(&link_config(server))).await?;
+    wr.write_all(&frame::config(&link_config(&**server)))
+        .await?;
     // A slave holding more than we do (we restarted with an older dump, or
     // none): take it back from the slave instead of making it forget.
     let mut pulling = std::collections::BTreeSet::new();
@@ -333,7 +294,8 @@ async fn feed(
     loop {
         if server.config_epoch() != config_epoch {
             config_epoch = server.config_epoch();
-            wr.write_all(&frame::config(&link_config(server))).await?;
+            wr.write_all(&frame::config(&link_config(&**server)))
+                .await?;
         }
         let streams = server.streams();
         let epochs: Vec<(Arc<Stream>, u64)> =

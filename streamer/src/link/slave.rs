@@ -56,31 +56,6 @@ pub trait SlaveHost: Send + Sync + 'static {
     fn metrics(&self) -> &crate::metrics::Metrics;
 }
 
-/// A shared host is a host (so `&Arc<S>` passes as `&dyn SlaveHost`).
-impl<T: SlaveHost + ?Sized> SlaveHost for Arc<T> {
-    fn link_secret(&self) -> Option<&streammachine_config::Secret> {
-        (**self).link_secret()
-    }
-    fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
-        (**self).stream(key)
-    }
-    fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
-        (**self).streams()
-    }
-    fn apply_replica(&self, config: super::frame::LinkConfig) {
-        (**self).apply_replica(config)
-    }
-    fn replica_activity(&self) {
-        (**self).replica_activity()
-    }
-    fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
-        (**self).shutdown_signal()
-    }
-    fn metrics(&self) -> &crate::metrics::Metrics {
-        (**self).metrics()
-    }
-}
-
 /// Keeps the link to the master up until shutdown.
 pub async fn run(server: Arc<dyn SlaveHost>, url: String, id: String) {
     let mut shutdown = server.shutdown_signal();
@@ -154,7 +129,7 @@ async fn connect(server: &dyn SlaveHost, url: &str) -> Result<(TcpStream, BytesM
 
 /// One connection: returns whether it got connected, and why it ended.
 async fn session(server: &Arc<dyn SlaveHost>, url: &str, id: &str) -> (bool, LinkError) {
-    let (sock, buf) = match connect(server, url).await {
+    let (sock, buf) = match connect(&**server, url).await {
         Ok(c) => c,
         Err(e) => return (false, e),
     };
@@ -228,7 +203,7 @@ async fn connected(
                         }
                     }
                     Frame::Heartbeat => {}
-                    Frame::Want(w) => send_back(server, &mut wr, &w).await?,
+                    Frame::Want(w) => send_back(&**server, &mut wr, &w).await?,
                     other => return Err(LinkError::Protocol(format!("unexpected frame from the master: {other:?}"))),
                 }
             }

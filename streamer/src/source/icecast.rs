@@ -121,7 +121,7 @@ pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream,
     {
         Err(_) => {
             Rejection::new(408, "timeout", "timed out waiting for the request head")
-                .send(&server, &mut sock, peer)
+                .send(&*server, &mut sock, peer)
                 .await;
             return;
         }
@@ -135,7 +135,7 @@ pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream,
                 "head_too_large",
                 format!("request head larger than {n} bytes"),
             )
-            .send(&server, &mut sock, peer)
+            .send(&*server, &mut sock, peer)
             .await;
             return;
         }
@@ -145,7 +145,7 @@ pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream,
                 "malformed",
                 format!("not an Icecast source request ({e})"),
             )
-            .send(&server, &mut sock, peer)
+            .send(&*server, &mut sock, peer)
             .await;
             return;
         }
@@ -157,18 +157,18 @@ pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream,
     };
     match (req.method.as_str(), req.path.as_str()) {
         ("SOURCE" | "PUT", _) => match accept_source(&server, &mut sock, peer, req).await {
-            Err(rej) => rej.send(&server, &mut sock, peer).await,
+            Err(rej) => rej.send(&*server, &mut sock, peer).await,
             Ok(None) => {}
             Ok(Some(guard)) => {
                 let run = Box::new(SourceRun::new(guard.mount().format()));
                 drive(server, sock, peer, guard, run, buf).await;
             }
         },
-        ("GET", "/admin/metadata") => match metadata::update(&server, &req) {
+        ("GET", "/admin/metadata") => match metadata::update(&*server, &req) {
             Ok(r) => {
                 let _ = sock.write_all(&r.to_bytes(false, false)).await;
             }
-            Err(rej) => rej.send(&server, &mut sock, peer).await,
+            Err(rej) => rej.send(&*server, &mut sock, peer).await,
         },
         (m, p) => {
             Rejection::new(
@@ -176,7 +176,7 @@ pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream,
                 "method",
                 format!("{m} {p}: the source port takes SOURCE or PUT /<mount> from encoders and GET /admin/metadata"),
             )
-            .send(&server, &mut sock, peer)
+            .send(&*server, &mut sock, peer)
             .await;
         }
     }
@@ -262,7 +262,7 @@ async fn accept_source(
     peer: SocketAddr,
     req: Request,
 ) -> Result<Option<super::mount::SourceGuard>, Rejection> {
-    let mount = authorize(server, &req, &req.path)?;
+    let mount = authorize(&**server, &req, &req.path)?;
     if let Some(ct) = req.header("content-type") {
         match declared_format(ct) {
             Some(Ok(f)) if f != mount.format() => {

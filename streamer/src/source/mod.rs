@@ -40,28 +40,6 @@ pub trait SourceHost: Send + Sync + 'static {
     fn park_source(&self, p: icecast::ParkedSource);
 }
 
-/// A shared host is a host (so `&Arc<dyn SourceHost>` passes as `&dyn SourceHost`).
-impl<T: SourceHost + ?Sized> SourceHost for Arc<T> {
-    fn sources_config(&self) -> &SourcesConfig {
-        (**self).sources_config()
-    }
-    fn metrics(&self) -> &Metrics {
-        (**self).metrics()
-    }
-    fn mount(&self, key: &str) -> Option<Arc<Mount>> {
-        (**self).mount(key)
-    }
-    fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        (**self).shutdown_signal()
-    }
-    fn parking_signal(&self) -> watch::Receiver<bool> {
-        (**self).parking_signal()
-    }
-    fn park_source(&self, p: icecast::ParkedSource) {
-        (**self).park_source(p)
-    }
-}
-
 /// A refused request on the source port: a status, a reason label for the
 /// metric, and a message for the encoder's log and ours.
 #[derive(Debug)]
