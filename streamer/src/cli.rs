@@ -248,7 +248,7 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.log_format);
     match &args.command {
-        Some(Command::Run) => return crate::supervisor::run(&args),
+        Some(Command::Run) => return crate::supervisor::run(),
         Some(c @ (Command::Handoff { .. } | Command::Ready)) => return control_request(&args, c),
         None => {}
     }

@@ -62,7 +62,7 @@ pub struct Stream {
     buffer_bytes: IntGauge,
     buffer_overhead: IntGauge,
     /// Set when this stream is transcoded from its mount's audio.
-    transcoder: Mutex<Option<crate::transcode::Transcoder>>,
+    transcoder: Mutex<Option<Box<dyn Transform>>>,
     /// While a restarted master waits for its slaves: new audio, not yet
     /// numbered (see [`Stream::hold`]).
     held: Mutex<Option<Vec<Held>>>,
@@ -260,16 +260,16 @@ impl Stream {
 
     /// Makes this stream transcoded (or not, with `None`). Replacing a
     /// transcoder stops the old one.
-    pub fn set_transcoder(&self, transcoder: Option<crate::transcode::Transcoder>) {
+    pub fn set_transcoder(&self, transcoder: Option<Box<dyn Transform>>) {
         *self.lock_transcoder() = transcoder;
     }
 
     /// The transcoder's status, when the stream is transcoded here.
-    pub fn transcoder_status(&self) -> Option<crate::transcode::TranscoderStatus> {
+    pub fn transcoder_status(&self) -> Option<TranscoderStatus> {
         self.lock_transcoder().as_ref().map(|t| t.status())
     }
 
-    fn lock_transcoder(&self) -> std::sync::MutexGuard<'_, Option<crate::transcode::Transcoder>> {
+    fn lock_transcoder(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn Transform>>> {
         self.transcoder.locked()
     }
 
@@ -469,4 +469,53 @@ impl Drop for ListenerCount {
     fn drop(&mut self) {
         self.0.listeners.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What a stream hands its mount's audio to instead of appending it as is:
+/// a transcoder (the `transcode` module), which pushes its own output back with
+/// [`Stream::push_at`]. The core names the seam so it never depends on the
+/// transcoder.
+pub trait Transform: Send + std::fmt::Debug {
+    /// Audio from source `source_id`, to transform.
+    fn feed(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>);
+    /// Source `source_id` left the mount: flush what is pending.
+    fn source_ended(&self, source_id: u64);
+    /// How the transform is doing, for the status API and alerts.
+    fn status(&self) -> TranscoderStatus;
+}
+
+/// Whether a transcoder works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscoderState {
+    /// No audio yet.
+    #[default]
+    Idle,
+    /// Transcoding.
+    Running,
+    /// Its last attempt failed; it restarts after a backoff.
+    Failing,
+}
+
+/// A transcoder's status, for the status API and alerts.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscoderStatus {
+    /// Whether it works.
+    pub state: TranscoderState,
+    /// Restarts after failures, since the stream was created.
+    pub restarts: u64,
+    /// The last failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Source chunks dropped because the transcoder was failing or behind.
+    pub dropped_chunks: u64,
+    /// Source frames that did not decode and were skipped.
+    pub decode_errors: u64,
+    /// Format key of the transcoded output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Since when it fails (seconds since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<u64>,
 }

@@ -12,10 +12,8 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cli::Args;
-
 /// Runs the supervisor.
-pub fn run(_args: &Args) -> ExitCode {
+pub fn run() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

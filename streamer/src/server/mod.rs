@@ -433,6 +433,7 @@ impl Server {
                     |e| tracing::error!(stream = %sc.key, error = %e, "transcoder not started"),
                 )
                 .ok()
+                .map(|t| Box::new(t) as Box<dyn crate::stream::Transform>)
         });
         stream.set_transcoder(transcoder);
         // A new encoder starts a new timeline piece (an HLS discontinuity).

@@ -21,7 +21,8 @@ use streammachine_config::TranscodeConfig;
 
 use crate::buffer::{ChunkDraft, Title};
 use crate::metrics::Metrics;
-use crate::stream::Stream;
+use crate::stream::{Stream, Transform};
+pub use crate::stream::{TranscoderState, TranscoderStatus};
 use crate::sync::MutexExt;
 pub use pipeline::{Output, Pipeline};
 
@@ -68,42 +69,6 @@ enum Job {
     End {
         source_id: u64,
     },
-}
-
-/// Whether a transcoder works.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TranscoderState {
-    /// No audio yet.
-    #[default]
-    Idle,
-    /// Transcoding.
-    Running,
-    /// Its last attempt failed; it restarts after a backoff.
-    Failing,
-}
-
-/// A transcoder's status, for the status API and alerts.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TranscoderStatus {
-    /// Whether it works.
-    pub state: TranscoderState,
-    /// Restarts after failures, since the stream was created.
-    pub restarts: u64,
-    /// The last failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Source chunks dropped because the transcoder was failing or behind.
-    pub dropped_chunks: u64,
-    /// Source frames that did not decode and were skipped.
-    pub decode_errors: u64,
-    /// Format key of the transcoded output.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
-    /// Since when it fails (seconds since the epoch).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failing_since: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -173,27 +138,6 @@ impl Transcoder {
         Ok(Transcoder { tx, shared })
     }
 
-    /// Its status now.
-    pub fn status(&self) -> TranscoderStatus {
-        self.shared.status().clone()
-    }
-
-    /// Queues a source chunk; never waits (a full queue drops the chunk).
-    pub fn feed(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
-        let job = Job::Audio {
-            source_id,
-            draft,
-            title,
-            arrival: crate::stream::now_micros(),
-        };
-        self.send(job);
-    }
-
-    /// Source `source_id` left: its last audio is flushed out.
-    pub fn source_ended(&self, source_id: u64) {
-        self.send(Job::End { source_id });
-    }
-
     fn send(&self, job: Job) {
         match self.tx.try_send(job) {
             Ok(()) => {}
@@ -207,6 +151,29 @@ impl Transcoder {
             // The worker is gone only if it panicked outside the guarded part.
             Err(TrySendError::Disconnected(_)) => self.shared.dropped(1),
         }
+    }
+}
+
+impl Transform for Transcoder {
+    /// Its status now.
+    fn status(&self) -> TranscoderStatus {
+        self.shared.status().clone()
+    }
+
+    /// Queues a source chunk; never waits (a full queue drops the chunk).
+    fn feed(&self, source_id: u64, draft: ChunkDraft, title: Option<Arc<Title>>) {
+        let job = Job::Audio {
+            source_id,
+            draft,
+            title,
+            arrival: crate::stream::now_micros(),
+        };
+        self.send(job);
+    }
+
+    /// Source `source_id` left: its last audio is flushed out.
+    fn source_ended(&self, source_id: u64) {
+        self.send(Job::End { source_id });
     }
 }
 
