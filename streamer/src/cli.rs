@@ -439,18 +439,7 @@ async fn serve(
     if handoff_from.is_some() && server.config().mode != Mode::Slave {
         // Until the predecessor's buffers are here, our own are not the
         // stream: hold new listeners and sources in the kernel's queue.
-        server.await_handoff();
-        let s = std::sync::Arc::clone(&server);
-        tokio::spawn(async move {
-            tokio::time::sleep(HANDOFF_WAIT).await;
-            if s.is_awaiting_handoff() {
-                tracing::warn!(
-                    seconds = HANDOFF_WAIT.as_secs(),
-                    "no predecessor handed off; accepting listeners and sources on our own"
-                );
-                s.handoff_settled();
-            }
-        });
+        server.await_handoff(HANDOFF_WAIT);
     }
     let bound = server.bind().await?;
     let (l, s, a) = bound.addrs();

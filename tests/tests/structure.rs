@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 600;
 
 /// Files over [`MAX_LINES`] today, with the most they may have until split.
-const OVERSIZE: &[(&str, usize)] = &[("streamer/src/server/mod.rs", 803)];
+const OVERSIZE: &[(&str, usize)] = &[];
 
 /// Cycles among the streamer's top-level modules today (each a strongly
 /// connected set); they may only lose members.

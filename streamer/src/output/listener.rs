@@ -603,8 +603,9 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = l.local_addr().unwrap();
         let c = TcpStream::connect(a).await.unwrap();
-        let stream = server.stream("a").unwrap();
-        let m = server.metrics();
+        let host = server.as_output();
+        let stream = host.stream("a").unwrap();
+        let m = host.metrics();
         let sent = m.listener_sent_bytes.with_label_values(&["a", "raw"]);
         let icy = Some(IcyWriter::new(16000));
         let sender = Sender::new(Arc::clone(&stream), Default::default(), None, icy, 0, sent);

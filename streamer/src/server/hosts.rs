@@ -44,22 +44,22 @@ pub(super) async fn listener_connection(server: Arc<Server>, sock: TcpStream, pe
 
 impl crate::output::OutputHost for Server {
     fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
-        Server::stream(self, key)
+        self.registry.stream(key)
     }
     fn source_info(&self, stream: &crate::stream::Stream) -> Option<crate::source::SourceInfo> {
-        Server::source_info(self, stream)
+        self.registry.source_info(stream)
     }
     fn listeners_config(&self) -> &streammachine_config::ListenersConfig {
         &self.config.listeners
     }
     fn is_draining(&self) -> bool {
-        Server::is_draining(self)
+        self.lifecycle.is_draining()
     }
     fn is_parking(&self) -> bool {
-        Server::is_parking(self)
+        self.lifecycle.is_parking()
     }
     fn park_listener(&self, p: crate::output::listener::ParkedListener) {
-        Server::park_listener(self, p)
+        self.lifecycle.park_listener(p)
     }
 }
 
@@ -68,19 +68,19 @@ impl crate::source::SourceHost for Server {
         &self.config.sources
     }
     fn metrics(&self) -> &Metrics {
-        Server::metrics(self)
+        &self.metrics
     }
     fn mount(&self, key: &str) -> Option<Arc<Mount>> {
-        Server::mount(self, key)
+        self.registry.mount(key)
     }
     fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        Server::shutdown_signal(self)
+        self.lifecycle.shutdown_signal()
     }
     fn parking_signal(&self) -> watch::Receiver<bool> {
-        Server::parking_signal(self)
+        self.lifecycle.parking_signal()
     }
     fn park_source(&self, p: crate::source::icecast::ParkedSource) {
-        Server::park_source(self, p)
+        self.lifecycle.park_source(p)
     }
 }
 
@@ -92,31 +92,31 @@ impl crate::link::master::MasterHost for Server {
         self.config.mode
     }
     fn link_secret(&self) -> Option<&streammachine_config::Secret> {
-        Server::link_secret(self)
+        self.link_secret.as_ref()
     }
     fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
-        Server::stream(self, key)
+        self.registry.stream(key)
     }
     fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
-        Server::streams(self)
+        self.registry.streams()
     }
     fn config_epoch(&self) -> u64 {
-        Server::config_epoch(self)
+        self.registry.epoch()
     }
     fn config_changed(&self) -> &tokio::sync::Notify {
-        &self.config_notify
+        self.registry.changed()
     }
     fn metrics(&self) -> &Metrics {
-        Server::metrics(self)
+        &self.metrics
     }
     fn slave_connected(&self, info: crate::link::master::SlaveInfo) -> u64 {
-        Server::slave_connected(self, info)
+        self.slaves.connected(info)
     }
     fn slave_stats(&self, slot: u64, stats: Option<crate::link::frame::Stats>) {
-        Server::slave_stats(self, slot, stats)
+        self.slaves.report(slot, stats)
     }
     fn slave_disconnected(&self, slot: u64) {
-        Server::slave_disconnected(self, slot)
+        self.slaves.disconnected(slot)
     }
     fn release_resync_hold(&self, why: &str) {
         Server::release_resync_hold(self, why)
@@ -125,25 +125,25 @@ impl crate::link::master::MasterHost for Server {
 
 impl crate::link::slave::SlaveHost for Server {
     fn link_secret(&self) -> Option<&streammachine_config::Secret> {
-        Server::link_secret(self)
+        self.link_secret.as_ref()
     }
     fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
-        Server::stream(self, key)
+        self.registry.stream(key)
     }
     fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
-        Server::streams(self)
+        self.registry.streams()
     }
     fn apply_replica(&self, config: crate::link::frame::LinkConfig) {
         Server::apply_replica(self, config)
     }
     fn replica_activity(&self) {
-        Server::replica_activity(self)
+        self.catch_up.touch()
     }
     fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        Server::shutdown_signal(self)
+        self.lifecycle.shutdown_signal()
     }
     fn metrics(&self) -> &Metrics {
-        Server::metrics(self)
+        &self.metrics
     }
 }
 
@@ -152,22 +152,22 @@ impl crate::alerts::AlertsHost for Server {
         self.config.mode
     }
     fn mounts(&self) -> Vec<Arc<Mount>> {
-        Server::mounts(self)
+        self.registry.mounts()
     }
     fn mount(&self, key: &str) -> Option<Arc<Mount>> {
-        Server::mount(self, key)
+        self.registry.mount(key)
     }
     fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
-        Server::streams(self)
+        self.registry.streams()
     }
     fn slaves(&self) -> Vec<crate::link::master::SlaveInfo> {
-        Server::slaves(self)
+        self.slaves.list()
     }
     fn metrics(&self) -> &Metrics {
-        Server::metrics(self)
+        &self.metrics
     }
     fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        Server::shutdown_signal(self)
+        self.lifecycle.shutdown_signal()
     }
 }
 
@@ -176,16 +176,16 @@ impl crate::status::StatusHost for Server {
         Server::is_ready(self)
     }
     fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
-        Server::streams(self)
+        self.registry.streams()
     }
     fn mount(&self, key: &str) -> Option<Arc<Mount>> {
-        Server::mount(self, key)
+        self.registry.mount(key)
     }
     fn current_title(&self, stream: &crate::stream::Stream) -> String {
-        Server::current_title(self, stream)
+        self.registry.current_title(stream)
     }
     fn slaves(&self) -> Vec<crate::link::master::SlaveInfo> {
-        Server::slaves(self)
+        self.slaves.list()
     }
     fn chunks_behind(
         &self,
@@ -194,25 +194,26 @@ impl crate::status::StatusHost for Server {
         crate::link::master::chunks_behind(self, slave)
     }
     fn started_at(&self) -> std::time::SystemTime {
-        Server::started_at(self)
+        self.started_at
     }
     fn listener_port(&self) -> u16 {
-        Server::listener_port(self)
+        self.listener_port
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
     fn metrics(&self) -> &Metrics {
-        Server::metrics(self)
+        &self.metrics
     }
     fn analytics(&self) -> &crate::analytics::Analytics {
-        Server::analytics(self)
+        &self.analytics
     }
 }
 
 impl crate::api::ApiHost for Server {
     fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
-        Server::stream(self, key)
+        self.registry.stream(key)
     }
     fn mounts(&self) -> Vec<Arc<Mount>> {
-        Server::mounts(self)
+        self.registry.mounts()
     }
     fn apply(
         &self,
@@ -222,13 +223,13 @@ impl crate::api::ApiHost for Server {
         Server::apply(self, mounts, streams)
     }
     fn record(&self, change: crate::store::Change) {
-        Server::record(self, change)
+        self.journal.record(change)
     }
     fn effective_config(&self) -> streammachine_config::Config {
         Server::effective_config(self)
     }
     fn admin_token(&self) -> Option<&streammachine_config::Secret> {
-        Server::admin_token(self)
+        self.admin_token.as_ref()
     }
     fn mode(&self) -> streammachine_config::Mode {
         self.config.mode
@@ -250,61 +251,61 @@ impl crate::handoff::HandoffHost for Server {
         Server::apply(self, mounts, streams)
     }
     fn stream(&self, key: &str) -> Option<Arc<crate::stream::Stream>> {
-        Server::stream(self, key)
+        self.registry.stream(key)
     }
     fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
-        Server::streams(self)
+        self.registry.streams()
     }
     fn mount(&self, key: &str) -> Option<Arc<Mount>> {
-        Server::mount(self, key)
+        self.registry.mount(key)
     }
     fn metrics(&self) -> &Metrics {
-        Server::metrics(self)
+        &self.metrics
     }
     fn analytics(&self) -> &crate::analytics::Analytics {
-        Server::analytics(self)
+        &self.analytics
     }
     fn is_ready(&self) -> bool {
         Server::is_ready(self)
     }
     fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        Server::shutdown_signal(self)
+        self.lifecycle.shutdown_signal()
     }
     fn release_resync_hold(&self, why: &str) {
         Server::release_resync_hold(self, why)
     }
     fn set_accepting(&self, on: bool) {
-        Server::set_accepting(self, on)
+        self.lifecycle.set_accepting(on)
     }
     fn begin_parking(&self) {
         Server::begin_parking(self)
     }
     fn end_parking(&self) {
-        Server::end_parking(self)
+        self.lifecycle.set_parking(false)
     }
     fn expected_parked(&self) -> (usize, usize) {
         Server::expected_parked(self)
     }
     fn parked_counts(&self) -> (usize, usize) {
-        Server::parked_counts(self)
+        self.lifecycle.parked_counts()
     }
     fn take_parked(&self) -> crate::handoff::Parked {
-        Server::take_parked(self)
+        self.lifecycle.take_parked()
     }
     fn resume_parked(self: Arc<Self>, parked: crate::handoff::Parked) {
         Server::resume_parked(&self, parked)
     }
     fn listening_sockets(&self) -> Vec<(&'static str, Arc<tokio::net::TcpListener>)> {
-        Server::listening_sockets(self)
+        self.lifecycle.listening_sockets()
     }
     fn adopt_listening(self: Arc<Self>, kind: &str, l: tokio::net::TcpListener) {
         Server::adopt_listening(&self, kind, l)
     }
     fn mark_handed_off(&self) {
-        Server::mark_handed_off(self)
+        self.lifecycle.mark_handed_off()
     }
     fn handoff_settled(&self) {
-        Server::handoff_settled(self)
+        self.lifecycle.handoff_settled()
     }
     fn drain(
         &self,
@@ -313,10 +314,10 @@ impl crate::handoff::HandoffHost for Server {
         Box::pin(Server::drain(self, max))
     }
     fn handoff_offer(&self) -> Option<(u64, u64)> {
-        Server::handoff_offer(self)
+        self.lifecycle.handoff_offer()
     }
     fn set_handoff_offer(&self, id: Option<(u64, u64)>) {
-        Server::set_handoff_offer(self, id)
+        self.lifecycle.set_handoff_offer(id)
     }
     fn source_host(self: Arc<Self>) -> Arc<dyn crate::source::SourceHost> {
         self

@@ -91,13 +91,13 @@ pub(super) async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut shutdown = server.shutdown_signal();
-    let mut accepting = server.accepting.subscribe();
+    let mut accepting = server.lifecycle.accepting();
     let mut last_error_log = None::<tokio::time::Instant>;
     loop {
         // Paused during a handoff: connections wait in the kernel's queue,
         // which the successor inherits.
-        let open =
-            *accepting.borrow_and_update() && !(what != "admin" && server.is_awaiting_handoff());
+        let open = *accepting.borrow_and_update()
+            && !(what != "admin" && server.lifecycle.is_awaiting_handoff());
         if !open {
             tokio::select! {
                 _ = accepting.changed() => continue,
