@@ -1,23 +1,37 @@
-//! The admin port: the admin REST API under `/api/` (bearer token), and the
-//! open operational routes `/metrics`, `/healthz`, `/readyz`, `/status-json.xsl`.
-//! (The slave link will live here too.)
+//! The admin port: the admin REST API under `/api/` (bearer token), the
+//! master's side of the slave link (`GET /link`, upgraded), and the open
+//! operational routes `/metrics`, `/healthz`, `/readyz`, `/status-json.xsl`.
+//!
+//! Its HTTP is hyper's and its routing axum's: plain request/response HTTP
+//! that a maintained server does better than we would (keep-alive, HEAD,
+//! chunked bodies, header limits and timeouts). The listener and source
+//! ports keep their own HTTP layer, which Icecast's protocol and the handoff
+//! of live connections need (see `docs/architecture.md`). The accept loop
+//! stays the server's, so a handoff can pause it and pass its socket on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{header, HeaderMap, Method, Uri};
+use axum::routing::{get, on, MethodFilter};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::http::{self, reason, Request, RequestError, Response};
+use crate::api::{is_api, Route};
+use crate::http::{reason, Response};
 
-/// How long a client may take to send a request (head and body; a dump
-/// import can be a gigabyte).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a client may take to send a request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How much more buffer one read of a request body may reserve.
-const READ_STEP: usize = 256 * 1024;
+/// How long a client may take to send a request's body (a dump import can
+/// be a gigabyte).
+const BODY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the admin port needs from the server: the API, the status pages and
 /// the master's side of the link, which it serves. Any host of all three is
@@ -26,157 +40,220 @@ pub trait AdminHost: crate::api::ApiHost + crate::link::master::MasterHost {}
 
 impl<T: crate::api::ApiHost + crate::link::master::MasterHost> AdminHost for T {}
 
-/// Serves one admin connection (keep-alive allowed).
-#[tracing::instrument(name = "admin", skip_all, fields(%peer))]
-pub async fn handle_connection(server: Arc<dyn AdminHost>, mut sock: TcpStream, peer: SocketAddr) {
-    let mut buf = BytesMut::new();
-    loop {
-        let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let req = http::read_request(&mut sock, &mut buf, http::MAX_HEAD_BYTES).await?;
-            let Some(req) = req else { return Ok(None) };
-            if crate::api::is_api(&req.path) {
-                let auth = req.header("authorization");
-                if let Some(refusal) =
-                    crate::api::refuse_before_body(server.as_ref(), &req.method, &req.path, auth)
-                {
-                    return Err(BodyError::Refused(refusal));
-                }
-            }
-            let body = read_body(&mut sock, &mut buf, &req).await?;
-            Ok::<_, BodyError>(Some((req, body)))
-        })
-        .await;
-        let (resp, keep_alive, head_only) = match read {
-            Err(_) => return,
-            Ok(Ok(None))
-            | Ok(Err(BodyError::Request(RequestError::Closed | RequestError::Io(_)))) => return,
-            // The body was not read: answer and close.
-            Ok(Err(BodyError::Refused(resp))) => (resp, false, false),
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "admin port: bad request");
-                (e.response(), false, false)
-            }
-            Ok(Ok(Some((req, _)))) if req.path == "/link" && req.method == "GET" => {
-                crate::link::master::serve(server, sock, peer, req, buf).await;
-                return;
-            }
-            Ok(Ok(Some((req, body)))) => {
-                // A dump export or import handles hundreds of megabytes: let
-                // the runtime move other tasks off this worker meanwhile.
-                let resp = if req.path.ends_with("/rewind") {
-                    tokio::task::block_in_place(|| route(&server, &req, &body))
-                } else {
-                    route(&server, &req, &body)
-                };
-                (resp, req.keep_alive(), req.method == "HEAD")
-            }
+type Host = Arc<dyn AdminHost>;
+
+/// The peer of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+/// The admin port's routes; build once, serve each connection with
+/// [`handle_connection`].
+pub fn router(host: Host) -> Router {
+    let mut router = Router::new();
+    for route in crate::api::ROUTES {
+        let Some(filter) = method_filter(route.method) else {
+            continue;
         };
-        if sock
-            .write_all(&resp.to_bytes(keep_alive, head_only))
-            .await
-            .is_err()
-            || !keep_alive
-        {
-            return;
-        }
+        router = router.route(
+            route.path,
+            on(
+                filter,
+                move |State(host): State<Host>,
+                      params: Result<RawPathParams, RawPathParamsRejection>,
+                      req: Request| async move {
+                    let params: Vec<String> = params
+                        .map(|p| p.iter().map(|(_, v)| v.to_string()).collect())
+                        .unwrap_or_default();
+                    api(route, host, params, req).await
+                },
+            ),
+        );
     }
+    router
+        .route("/link", get(link))
+        .route("/metrics", get(status))
+        .route("/healthz", get(status))
+        .route("/readyz", get(status))
+        .route("/status-json.xsl", get(status))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(host)
 }
 
-fn route(server: &Arc<dyn AdminHost>, req: &Request, body: &[u8]) -> Response {
-    if crate::api::is_api(&req.path) {
-        return crate::api::handle(
-            server.as_ref(),
-            &req.method,
-            &req.path,
-            req.header("authorization"),
-            body,
-        );
-    }
-    if req.method != "GET" && req.method != "HEAD" {
-        return Response::text(
-            405,
-            reason(405),
-            format!("{} is not allowed here", req.method),
-        );
-    }
-    crate::status::common_route(server.as_ref(), req, &req.path).unwrap_or_else(|| {
-        Response::new(404, reason(404))
-            .header("Content-Type", "application/json")
-            .body(
-                serde_json::json!({
-                    "error": format!("no admin route {}", req.path),
-                    "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl"],
-                })
-                .to_string()
-                .into_bytes(),
-            )
+fn method_filter(method: &str) -> Option<MethodFilter> {
+    Some(match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        "PATCH" => MethodFilter::PATCH,
+        _ => return None,
     })
 }
 
-/// Why a request could not be read.
-#[derive(Debug, thiserror::Error)]
-enum BodyError {
-    #[error(transparent)]
-    Request(#[from] RequestError),
-    #[error("request body larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("chunked request bodies are not supported: send Content-Length")]
-    Chunked,
-    #[error("bad Content-Length")]
-    BadLength,
-    /// Refused before its body was read (no or wrong admin token).
-    #[error("refused before reading the body")]
-    Refused(Response),
-}
-
-impl BodyError {
-    fn response(&self) -> Response {
-        let status = match self {
-            BodyError::TooLarge(_) => 413,
-            BodyError::Chunked => 411,
-            BodyError::Request(RequestError::TooLarge(_)) => 431,
-            _ => 400,
-        };
-        Response::new(status, reason(status))
-            .header("Content-Type", "application/json")
-            .body(
-                serde_json::json!({ "error": self.to_string() })
-                    .to_string()
-                    .into_bytes(),
-            )
+/// Serves one admin connection (keep-alive allowed) with `router`.
+#[tracing::instrument(name = "admin", skip_all, fields(%peer))]
+pub async fn handle_connection(router: Router, sock: TcpStream, peer: SocketAddr) {
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        tower::ServiceExt::oneshot(router.clone(), req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(crate::http::MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(sock), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "admin connection ended with an error");
     }
 }
 
-async fn read_body(
-    sock: &mut TcpStream,
-    buf: &mut BytesMut,
-    req: &Request,
-) -> Result<Vec<u8>, BodyError> {
-    if req
-        .header("transfer-encoding")
-        .is_some_and(|t| !t.eq_ignore_ascii_case("identity"))
-    {
-        return Err(BodyError::Chunked);
-    }
-    let len = match req.header("content-length") {
-        None => return Ok(Vec::new()),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| BodyError::BadLength)?,
-    };
-    let limit = crate::api::body_limit(&req.method, &req.path);
-    if len > limit {
-        return Err(BodyError::TooLarge(limit));
-    }
-    while buf.len() < len {
-        // Grow as bytes arrive: a Content-Length alone reserves nothing.
-        buf.reserve((len - buf.len()).min(READ_STEP));
-        if sock.read_buf(buf).await.map_err(RequestError::Io)? == 0 {
-            return Err(BodyError::Request(RequestError::Closed));
+impl axum::response::IntoResponse for Response {
+    fn into_response(self) -> axum::response::Response {
+        let (status, headers, body) = self.into_parts();
+        let mut b = axum::http::Response::builder().status(status);
+        for (name, value) in headers {
+            b = b.header(name, value);
         }
+        b.body(Body::from(body)).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "admin response not built");
+            let mut r = axum::http::Response::new(Body::empty());
+            *r.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
     }
-    let body = buf[..len].to_vec();
-    buf.advance(len);
-    Ok(body)
+}
+
+/// One API route: the token is checked before the body is read, so nobody
+/// unauthenticated can make the server hold a body.
+async fn api(route: &'static Route, host: Host, params: Vec<String>, req: Request) -> Response {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(refusal) = route.authorize(host.as_ref(), auth) {
+        return refusal;
+    }
+    let body = if route.body.is_some() {
+        match read_body(route.body_limit(), req).await {
+            Ok(b) => b,
+            Err(refusal) => return refusal,
+        }
+    } else {
+        Bytes::new()
+    };
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+    if route.is_heavy() {
+        // A dump export or import handles hundreds of megabytes: let the
+        // runtime move other tasks off this worker meanwhile.
+        tokio::task::block_in_place(|| route.call(host.as_ref(), &params, &body))
+    } else {
+        route.call(host.as_ref(), &params, &body)
+    }
+}
+
+/// Reads a request body of at most `limit` bytes: a declared length beyond
+/// it is refused before anything is read.
+async fn read_body(limit: usize, req: Request) -> Result<Bytes, Response> {
+    let too_large = || crate::api::bad_body(413, format!("request body larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let collect = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(crate::api::bad_body(
+            400,
+            format!("request body not read: {e}"),
+        )),
+        Err(_) => Err(crate::api::bad_body(
+            408,
+            format!("request body not sent within {} s", BODY_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// The open operational routes (shared with the listener port).
+async fn status(State(host): State<Host>, uri: Uri, headers: HeaderMap) -> Response {
+    let host_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    crate::status::common_route(host.as_ref(), uri.path(), host_header)
+        .unwrap_or_else(|| not_found_response(uri.path()))
+}
+
+/// The master's side of the slave link: checks the slave's secret, answers
+/// `101 Switching Protocols`, and hands the raw connection to the link.
+async fn link(State(host): State<Host>, mut req: Request) -> Response {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let accepted = crate::link::master::accept(host.as_ref(), auth);
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let peer = match (accepted, peer) {
+        (Ok(()), Some(peer)) => peer,
+        (Err((status, msg)), _) => {
+            tracing::warn!(status, "slave link refused: {msg}");
+            return Response::text(status, reason(status), msg);
+        }
+        (Ok(()), None) => return Response::text(500, reason(500), "no peer address"),
+    };
+    let asked = req.headers().get(header::UPGRADE).is_some_and(|v| {
+        v.as_bytes()
+            .eq_ignore_ascii_case(crate::link::UPGRADE.as_bytes())
+    });
+    if !asked {
+        return Response::text(
+            400,
+            reason(400),
+            format!("a link request asks for Upgrade: {}", crate::link::UPGRADE),
+        );
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => {
+                let read = bytes::BytesMut::from(&parts.read_buf[..]);
+                crate::link::master::serve(host, parts.io.into_inner(), peer, read).await;
+            }
+            Ok(Err(_)) => tracing::error!(%peer, "slave link: the upgraded connection is not TCP"),
+            Err(e) => tracing::debug!(%peer, error = %e, "slave link: upgrade failed"),
+        }
+    });
+    Response::new(101, reason(101))
+        .header("Upgrade", crate::link::UPGRADE)
+        .header("Connection", "Upgrade")
+}
+
+async fn not_found(uri: Uri) -> Response {
+    not_found_response(uri.path())
+}
+
+fn not_found_response(path: &str) -> Response {
+    if is_api(path) {
+        return crate::api::no_route(path);
+    }
+    Response::new(404, reason(404))
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::json!({
+                "error": format!("no admin route {path}"),
+                "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl"],
+            })
+            .to_string()
+            .into_bytes(),
+        )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    if is_api(uri.path()) {
+        return crate::api::method_not_allowed(method.as_str(), uri.path());
+    }
+    Response::text(405, reason(405), format!("{method} is not allowed here"))
 }

@@ -175,13 +175,14 @@ fn the_link_decoder_survives_mutated_frames() {
         let mut rng = Rng::new(seed);
         let data = mutate(&mut rng, &wire);
         let mut buf = BytesMut::new();
+        let mut codec = frame::LinkCodec::default();
         let mut at = 0;
         'feed: while at < data.len() {
             let n = (1 + pick(&mut rng, 64)).min(data.len() - at);
             buf.extend_from_slice(&data[at..at + n]);
             at += n;
             loop {
-                match frame::decode(&mut buf) {
+                match tokio_util::codec::Decoder::decode(&mut codec, &mut buf) {
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => break 'feed,

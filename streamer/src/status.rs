@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use streammachine_config::AudioFormat;
 use time::OffsetDateTime;
 
-use crate::http::{Request, Response};
+use crate::http::Response;
 use crate::stream::now_micros;
 
 /// What the status pages and metrics need from the server, and no more.
@@ -40,7 +40,7 @@ pub trait StatusHost: Send + Sync {
 }
 
 /// Answers the routes every port has, or `None` for other paths.
-pub fn common_route(server: &dyn StatusHost, req: &Request, path: &str) -> Option<Response> {
+pub fn common_route(server: &dyn StatusHost, path: &str, host: Option<&str>) -> Option<Response> {
     Some(match path {
         "/healthz" => Response::text(200, "OK", "ok"),
         "/readyz" => {
@@ -53,7 +53,7 @@ pub fn common_route(server: &dyn StatusHost, req: &Request, path: &str) -> Optio
         "/metrics" => Response::new(200, "OK")
             .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .body(metrics_text(server).into_bytes()),
-        "/status-json.xsl" => Response::json(&icestats(server, req.header("host"))),
+        "/status-json.xsl" => Response::json(&icestats(server, host)),
         _ => return None,
     })
 }

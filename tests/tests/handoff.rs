@@ -384,7 +384,13 @@ fn a_stream_created_through_the_api_and_its_titles_survive_a_handoff() {
     let (icy, st, _, rest) = request(old.listen, "GET", "/extra", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
     let icy = reader(icy, rest);
-    std::thread::sleep(Duration::from_secs(1));
+    // Audio titled "Before the handoff" is in the buffer (so on its way to
+    // the listener, here or from the successor) before the handoff starts:
+    // under load a second of sleep was not always enough.
+    let buffered = old
+        .metric("streammachine_buffer_seconds{stream=\"extra\"}")
+        .unwrap_or(0.0);
+    wait_buffered(&old, "extra", buffered + 1.5);
 
     let new = start_on(&dir, &ports, &cfg, "b.sock", true);
     assert!(new

@@ -587,15 +587,22 @@ fn a_wrong_secret_is_refused_and_logged_once() {
     );
     assert_eq!(master.metric("streammachine_slaves"), Some(0.0));
     // Garbage on the link port is refused without harm.
+    let auth = format!("Bearer {SECRET}");
+    let r = http_get(master.admin, "/link", &[("Authorization", &auth)]);
+    assert_eq!(r.status, 400, "a link request must ask for the upgrade");
     let r = http_get(
         master.admin,
         "/link",
-        &[("Authorization", &format!("Bearer {SECRET}"))],
+        &[
+            ("Authorization", &auth),
+            ("Upgrade", "streammachine-link/1"),
+            ("Connection", "Upgrade"),
+        ],
     );
     assert_eq!(r.status, 101);
     let mut s = std::net::TcpStream::connect(master.admin).unwrap();
     use std::io::{Read, Write};
-    s.write_all(format!("GET /link HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n").as_bytes())
+    s.write_all(format!("GET /link HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nUpgrade: streammachine-link/1\r\nConnection: Upgrade\r\n\r\n").as_bytes())
         .unwrap();
     s.write_all(&[0xff, 0xff, 0xff, 0xff, 9, 9, 9]).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -606,7 +613,7 @@ fn a_wrong_secret_is_refused_and_logged_once() {
         .is_some());
     // A slave of another protocol version is refused with the reason.
     let mut s = std::net::TcpStream::connect(master.admin).unwrap();
-    s.write_all(format!("GET /link HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\n\r\n").as_bytes())
+    s.write_all(format!("GET /link HTTP/1.1\r\nAuthorization: Bearer {SECRET}\r\nUpgrade: streammachine-link/1\r\nConnection: Upgrade\r\n\r\n").as_bytes())
         .unwrap();
     s.write_all(&streamer::link::frame::hello(
         &streamer::link::frame::Hello {
@@ -618,9 +625,13 @@ fn a_wrong_secret_is_refused_and_logged_once() {
     ))
     .unwrap();
     let _ = s.read_to_end(&mut out);
-    assert!(master
-        .wait_log("another link protocol version", Duration::from_secs(5))
-        .is_some_and(|l| l.contains("from-the-future")));
+    assert!(
+        master
+            .wait_log("another link protocol version", Duration::from_secs(5))
+            .is_some_and(|l| l.contains("from-the-future")),
+        "{:?}",
+        master.log_lines("link")
+    );
     assert_eq!(master.metric("streammachine_slaves"), Some(0.0));
     assert_eq!(http_get(master.admin, "/healthz", &[]).status, 200);
 }

@@ -35,37 +35,6 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 /// Largest rewind dump accepted by an import (8 h at 320 kbit/s is 1.2 GB).
 pub const MAX_IMPORT_BODY: usize = 2 * 1024 * 1024 * 1024;
 
-/// The request body limit of a route: a dump import may be large, anything
-/// else is JSON.
-pub fn body_limit(method: &str, path: &str) -> usize {
-    if method == "PUT" && matches("/api/streams/{key}/rewind", path).is_some() {
-        MAX_IMPORT_BODY
-    } else {
-        MAX_JSON_BODY
-    }
-}
-
-/// Checked before a request body is read: the refusal an authenticated route
-/// gives a request without the right token, so nobody unauthenticated can make
-/// the server read (and hold) a body.
-pub fn refuse_before_body(
-    server: &dyn ApiHost,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-) -> Option<Response> {
-    let route = ROUTES
-        .iter()
-        .find(|r| r.method == method && matches(r.path, path).is_some())?;
-    if !route.auth {
-        return None;
-    }
-    check_token(server, authorization).err().map(|e| {
-        e.response()
-            .header("WWW-Authenticate", "Bearer realm=\"StreamMachine admin\"")
-    })
-}
-
 /// A failed API call: a status, the field at fault (if one is), a message.
 #[derive(Debug, PartialEq)]
 pub struct ApiError {
@@ -189,21 +158,6 @@ pub static ROUTES: &[Route] = &[
     Route { method: "DELETE", path: "/api/source-mounts/{key}/sources/{id}", summary: "Disconnect a source (the next in line takes over)", body: None, responses: &[(204, "disconnected"), E401, E404], auth: true, handler: drop_source },
 ];
 
-/// Matches a path against a route pattern; returns the parameters.
-fn matches<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
-    let mut params = Vec::new();
-    let mut p = pattern.split('/');
-    let mut q = path.split('/');
-    loop {
-        match (p.next(), q.next()) {
-            (None, None) => return Some(params),
-            (Some(a), Some(b)) if a.starts_with('{') && !b.is_empty() => params.push(b),
-            (Some(a), Some(b)) if a == b => {}
-            _ => return None,
-        }
-    }
-}
-
 /// Is this an API path (so the admin port answers in JSON)?
 pub fn is_api(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
@@ -234,40 +188,62 @@ pub trait ApiHost: StatusHost {
     fn mode(&self) -> streammachine_config::Mode;
 }
 
-/// Handles one API request. `token` is the configured bearer token.
-pub fn handle(
-    server: &dyn ApiHost,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &[u8],
-) -> Response {
-    let mut path_known = false;
-    for route in ROUTES {
-        let Some(params) = matches(route.path, path) else {
-            continue;
-        };
-        path_known = true;
-        if route.method != method {
-            continue;
+impl Route {
+    /// The largest request body it takes: a dump import may be large,
+    /// anything else is JSON.
+    pub fn body_limit(&self) -> usize {
+        if matches!(self.body, Some(openapi::Body::Dump)) {
+            MAX_IMPORT_BODY
+        } else {
+            MAX_JSON_BODY
         }
-        if route.auth {
-            if let Err(e) = check_token(server, authorization) {
-                return e
-                    .response()
-                    .header("WWW-Authenticate", "Bearer realm=\"StreamMachine admin\"");
-            }
+    }
+
+    /// Whether it moves a whole rewind buffer (hundreds of megabytes), so it
+    /// should run where it cannot hold up other tasks.
+    pub fn is_heavy(&self) -> bool {
+        self.path.ends_with("/rewind")
+    }
+
+    /// Checks the bearer token when the route needs one (before its body is
+    /// read, so nobody unauthenticated can make the server hold a body);
+    /// `Err` is the refusal to send.
+    pub fn authorize(
+        &self,
+        server: &dyn ApiHost,
+        authorization: Option<&str>,
+    ) -> Result<(), Response> {
+        if !self.auth {
+            return Ok(());
         }
-        return match (route.handler)(server, &params, body) {
+        check_token(server, authorization).map_err(|e| {
+            e.response()
+                .header("WWW-Authenticate", "Bearer realm=\"StreamMachine admin\"")
+        })
+    }
+
+    /// Answers an authorized request with its path parameters and body.
+    pub fn call(&self, server: &dyn ApiHost, params: &[&str], body: &[u8]) -> Response {
+        match (self.handler)(server, params, body) {
             Ok(reply) => reply.into_response(),
             Err(e) => e.response(),
-        };
+        }
     }
-    if path_known {
-        ApiError::new(405, format!("{method} is not allowed on {path}")).response()
-    } else {
-        ApiError::new(404, format!("no API route {path}; see /api/openapi.json")).response()
-    }
+}
+
+/// The answer to an API path no route has.
+pub fn no_route(path: &str) -> Response {
+    ApiError::new(404, format!("no API route {path}; see /api/openapi.json")).response()
+}
+
+/// The answer to a method an API path does not take.
+pub fn method_not_allowed(method: &str, path: &str) -> Response {
+    ApiError::new(405, format!("{method} is not allowed on {path}")).response()
+}
+
+/// The answer to a request body that could not be read.
+pub fn bad_body(status: u16, message: impl Into<String>) -> Response {
+    ApiError::new(status, message).response()
 }
 
 fn check_token(server: &dyn ApiHost, authorization: Option<&str>) -> Result<(), ApiError> {
@@ -406,24 +382,6 @@ fn list_slaves(server: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result<Reply, ApiE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_patterns_match_exactly() {
-        assert_eq!(
-            matches("/api/streams/{key}", "/api/streams/abc"),
-            Some(vec!["abc"])
-        );
-        assert_eq!(matches("/api/streams/{key}", "/api/streams/"), None);
-        assert_eq!(matches("/api/streams/{key}", "/api/streams/a/b"), None);
-        assert_eq!(matches("/api/streams", "/api/streams"), Some(vec![]));
-        assert_eq!(
-            matches(
-                "/api/source-mounts/{key}/sources/{id}/promote",
-                "/api/source-mounts/m/sources/7/promote"
-            ),
-            Some(vec!["m", "7"])
-        );
-    }
 
     #[test]
     fn routes_are_unique() {

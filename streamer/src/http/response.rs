@@ -57,6 +57,11 @@ impl Response {
         self.status
     }
 
+    /// Its status, headers and body (for an HTTP server that writes them).
+    pub fn into_parts(self) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
+        (self.status, self.headers, self.body)
+    }
+
     /// Serialises the response. `head_only` leaves out the body (HEAD requests)
     /// but keeps its Content-Length.
     pub fn to_bytes(&self, keep_alive: bool, head_only: bool) -> Vec<u8> {

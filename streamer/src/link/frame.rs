@@ -1,11 +1,16 @@
 //! Link frames: `[u32 LE length][u8 type][payload]`, the length counting the
-//! type byte and the payload. Decoding is incremental (the `Incomplete` state
-//! is `Ok(None)`), and bounded: a frame longer than [`MAX_FRAME`] is an error
-//! before anything is allocated.
+//! type byte and the payload. Reading is [`LinkCodec`], a `tokio_util`
+//! decoder: the length prefix is its `LengthDelimitedCodec` (incremental, and
+//! bounded: a frame longer than [`MAX_FRAME`] is an error before anything is
+//! allocated), the type byte and payload ours. Frames are written by hand
+//! (the functions below): a chunk's audio goes on the wire straight from the
+//! shared buffer after its head, never copied into a frame.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use streammachine_config::StreamConfig;
+use tokio_util::codec::{Decoder, Encoder, Framed, FramedParts, LengthDelimitedCodec};
 
 use crate::persist::{decode_record, DumpChunk, Limits};
 
@@ -27,8 +32,8 @@ mod kind {
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// Declared length beyond the limit.
-    #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    #[error("frame larger than the {MAX_FRAME}-byte limit")]
+    TooLarge,
     /// Length 0 (no type byte).
     #[error("empty frame")]
     Empty,
@@ -209,43 +214,89 @@ pub fn chunk_head(stream: &str, record_head: &[u8], data_len: usize) -> Vec<u8> 
     out
 }
 
-/// Reads the next frame from `io`, buffering in `buf` (which may hold the
-/// start of the following frame afterwards).
-pub async fn read(
-    io: &mut (impl tokio::io::AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
+/// The frames read from `io`, starting with what `buf` already holds (bytes
+/// that came with the HTTP upgrade: decoded before anything more is read).
+pub fn reader<R: tokio::io::AsyncRead>(io: R, buf: BytesMut) -> Framed<R, LinkCodec> {
+    let mut parts = FramedParts::new::<Frame>(io, LinkCodec::default());
+    parts.read_buf = buf;
+    Framed::from_parts(parts)
+}
+
+/// The next frame; [`LinkError::Closed`](super::LinkError::Closed) at the end.
+pub async fn next<R: tokio::io::AsyncRead + Unpin>(
+    frames: &mut Framed<R, LinkCodec>,
 ) -> Result<Frame, super::LinkError> {
-    loop {
-        if let Some(f) = decode(buf)? {
-            return Ok(f);
-        }
-        if io.read_buf(buf).await? == 0 {
-            return Err(super::LinkError::Closed);
+    frames.next().await.unwrap_or(Err(super::LinkError::Closed))
+}
+
+/// The link's frames as a `tokio_util` decoder.
+#[derive(Debug)]
+pub struct LinkCodec {
+    lengths: LengthDelimitedCodec,
+}
+
+impl Default for LinkCodec {
+    fn default() -> Self {
+        LinkCodec {
+            lengths: LengthDelimitedCodec::builder()
+                .little_endian()
+                .length_field_length(4)
+                .max_frame_length(MAX_FRAME)
+                .new_codec(),
         }
     }
 }
 
-/// Takes one complete frame off the front of `buf`, if there is one.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-    if buf.len() < 4 {
-        return Ok(None);
+impl Decoder for LinkCodec {
+    type Item = Frame;
+    type Error = super::LinkError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, super::LinkError> {
+        match self.lengths.decode(buf) {
+            Ok(Some(body)) => Ok(Some(parse(&body)?)),
+            Ok(None) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(FrameError::TooLarge.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+}
+
+/// Encodes with the writers above (the same bytes as writing them by hand;
+/// a chunk's audio is copied here, which the link's own writes avoid).
+impl Encoder<Frame> for LinkCodec {
+    type Error = super::LinkError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), super::LinkError> {
+        let bytes = match &frame {
+            Frame::Hello(h) => hello(h),
+            Frame::Config(c) => config(c),
+            Frame::Reset(r) => reset(r),
+            Frame::Stats(st) => stats(st),
+            Frame::Want(w) => want(w),
+            Frame::Heartbeat => heartbeat(),
+            Frame::Chunk(key, chunk) => {
+                let mut head = Vec::new();
+                crate::persist::encode_record_head(chunk, &Limits::default(), &mut head)
+                    .map_err(|e| super::LinkError::Protocol(e.to_string()))?;
+                let mut out = chunk_head(key, &head, chunk.data.len());
+                out.extend_from_slice(&chunk.data);
+                out
+            }
+        };
+        dst.extend_from_slice(&bytes);
+        Ok(())
     }
-    if len == 0 {
+}
+
+/// Parses one frame's type byte and payload.
+fn parse(body: &[u8]) -> Result<Frame, FrameError> {
+    let Some((&kind, payload)) = body.split_first() else {
         return Err(FrameError::Empty);
-    }
-    if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(4);
-    let body = buf.split_to(len);
-    let (kind, payload) = (body[0], &body[1..]);
+    };
     let json = |what| move |error| FrameError::Json { what, error };
-    Ok(Some(match kind {
+    Ok(match kind {
         kind::HELLO => Frame::Hello(serde_json::from_slice(payload).map_err(json("hello"))?),
         kind::CONFIG => Frame::Config(serde_json::from_slice(payload).map_err(json("config"))?),
         kind::RESET => Frame::Reset(serde_json::from_slice(payload).map_err(json("reset"))?),
@@ -267,7 +318,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
             Frame::Chunk(key, chunk)
         }
         k => return Err(FrameError::UnknownType(k)),
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -313,9 +364,10 @@ mod tests {
         }));
         let mut buf = BytesMut::new();
         let mut got = Vec::new();
+        let mut codec = LinkCodec::default();
         for b in wire {
             buf.extend_from_slice(&[b]);
-            while let Some(f) = decode(&mut buf).unwrap() {
+            while let Some(f) = codec.decode(&mut buf).unwrap() {
                 got.push(f);
             }
         }
@@ -325,17 +377,45 @@ mod tests {
         assert!(matches!(&got[2], Frame::Hello(h) if h.next_seq["news"] == 5));
     }
 
+    #[tokio::test]
+    async fn a_reader_decodes_what_came_with_the_upgrade_first() {
+        // The peer sent a heartbeat with its request and then nothing more:
+        // the frame must come out without waiting for another read.
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let mut frames = reader(ours, BytesMut::from(&heartbeat()[..]));
+        let f = tokio::time::timeout(std::time::Duration::from_secs(5), next(&mut frames)).await;
+        assert!(matches!(f, Ok(Ok(Frame::Heartbeat))), "{f:?}");
+    }
+
     #[test]
     fn bad_frames_are_errors_before_allocation() {
+        let decode = |bytes: &[u8]| LinkCodec::default().decode(&mut BytesMut::from(bytes));
+        let frame_error = |r| match r {
+            Err(super::super::LinkError::Frame(e)) => Some(e),
+            _ => None,
+        };
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0x7f, 1][..]);
-        assert!(matches!(decode(&mut buf), Err(FrameError::TooLarge(_))));
-        let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
-        assert!(matches!(decode(&mut buf), Err(FrameError::Empty)));
-        let mut buf = BytesMut::from(&[1, 0, 0, 0, 99][..]);
-        assert!(matches!(decode(&mut buf), Err(FrameError::UnknownType(99))));
-        let mut buf = BytesMut::from(&frame(kind::HELLO, b"{nope")[..]);
-        assert!(matches!(decode(&mut buf), Err(FrameError::Json { .. })));
-        let mut buf = BytesMut::from(&frame(kind::CHUNK, &[3, 0, b'a'])[..]);
-        assert!(matches!(decode(&mut buf), Err(FrameError::Chunk(_))));
+        let r = LinkCodec::default().decode(&mut buf);
+        assert!(matches!(frame_error(r), Some(FrameError::TooLarge)));
+        assert!(
+            buf.capacity() < 1024,
+            "nothing reserved for a frame refused"
+        );
+        assert!(matches!(
+            frame_error(decode(&[0, 0, 0, 0])),
+            Some(FrameError::Empty)
+        ));
+        assert!(matches!(
+            frame_error(decode(&[1, 0, 0, 0, 99])),
+            Some(FrameError::UnknownType(99))
+        ));
+        assert!(matches!(
+            frame_error(decode(&frame(kind::HELLO, b"{nope"))),
+            Some(FrameError::Json { .. })
+        ));
+        assert!(matches!(
+            frame_error(decode(&frame(kind::CHUNK, &[3, 0, b'a']))),
+            Some(FrameError::Chunk(_))
+        ));
     }
 }

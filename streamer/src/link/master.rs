@@ -19,7 +19,6 @@ use tokio::net::TcpStream;
 
 use super::frame::{self, Frame, LinkConfig, Reset};
 use super::LinkError;
-use crate::http::Request;
 use crate::stream::Stream;
 
 /// Chunks sent per stream before looking at the other streams.
@@ -95,8 +94,6 @@ pub fn link_config(server: &dyn MasterHost) -> LinkConfig {
     LinkConfig { streams, formats }
 }
 
-/// Checks the slave's credentials and upgrades the connection; `Err` is the
-/// response to send.
 /// How many chunks a slave is behind the master's buffer, per stream it
 /// reported (from its last stats).
 pub fn chunks_behind(server: &dyn MasterHost, slave: &SlaveInfo) -> BTreeMap<String, u64> {
@@ -111,7 +108,9 @@ pub fn chunks_behind(server: &dyn MasterHost, slave: &SlaveInfo) -> BTreeMap<Str
         .collect()
 }
 
-fn accept(server: &dyn MasterHost, req: &Request) -> Result<(), (u16, String)> {
+/// Checks a link request: this server is a master with a link secret, and
+/// `authorization` carries it. `Err` is the status and reason to answer.
+pub fn accept(server: &dyn MasterHost, authorization: Option<&str>) -> Result<(), (u16, String)> {
     let Some(secret) = server.link_secret() else {
         return Err((401, "the slave link is disabled: no link secret (link.secretFile or STREAMMACHINE_LINK_SECRET)".into()));
     };
@@ -121,8 +120,7 @@ fn accept(server: &dyn MasterHost, req: &Request) -> Result<(), (u16, String)> {
             format!("this server is {}, not a master", server.mode()),
         ));
     }
-    let given = req
-        .header("authorization")
+    let given = authorization
         .and_then(|a| a.split_once(' '))
         .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
@@ -135,38 +133,13 @@ fn accept(server: &dyn MasterHost, req: &Request) -> Result<(), (u16, String)> {
     }
 }
 
-/// Serves one slave, from the upgrade request to the end.
+/// Serves one slave whose link request was accepted and answered (`101`),
+/// from its hello to the end; `buf` holds what it sent after the request.
 #[tracing::instrument(name = "slave_link", skip_all, fields(%peer))]
-pub async fn serve(
-    server: Arc<dyn MasterHost>,
-    mut sock: TcpStream,
-    peer: SocketAddr,
-    req: Request,
-    mut buf: BytesMut,
-) {
-    if let Err((status, msg)) = accept(&*server, &req) {
-        tracing::warn!(%peer, status, "slave link refused: {msg}");
-        let body = format!("{msg}\n");
-        let resp = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            crate::http::reason(status),
-            body.len()
-        );
-        let _ = sock.write_all(resp.as_bytes()).await;
-        return;
-    }
-    if sock
-        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: streammachine-link/1\r\nConnection: Upgrade\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let hello = match tokio::time::timeout(
-        Duration::from_secs(10),
-        frame::read(&mut sock, &mut buf),
-    )
-    .await
+pub async fn serve(server: Arc<dyn MasterHost>, sock: TcpStream, peer: SocketAddr, buf: BytesMut) {
+    let (rd, mut wr) = sock.into_split();
+    let mut frames = frame::reader(rd, buf);
+    let hello = match tokio::time::timeout(Duration::from_secs(10), frame::next(&mut frames)).await
     {
         Ok(Ok(Frame::Hello(h))) if h.version == frame::VERSION => h,
         Ok(Ok(Frame::Hello(h))) => {
@@ -194,12 +167,11 @@ pub async fn serve(
         last_seen: Instant::now(),
     });
     tracing::info!(slave = %hello.id, %peer, "slave connected");
-    let (mut rd, mut wr) = sock.into_split();
     // The reader: the slave's reports, until it goes.
     let reader_server = Arc::clone(&server);
     let mut reader = tokio::spawn(async move {
         loop {
-            match tokio::time::timeout(SLAVE_TIMEOUT, frame::read(&mut rd, &mut buf)).await {
+            match tokio::time::timeout(SLAVE_TIMEOUT, frame::next(&mut frames)).await {
                 Ok(Ok(Frame::Stats(s))) => reader_server.slave_stats(slot, Some(s)),
                 Ok(Ok(Frame::Heartbeat)) => reader_server.slave_stats(slot, None),
                 Ok(Ok(Frame::Chunk(key, record))) => {

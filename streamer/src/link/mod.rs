@@ -12,6 +12,9 @@ pub mod frame;
 pub mod master;
 pub mod slave;
 
+/// The protocol name in the link's `Upgrade` header.
+pub const UPGRADE: &str = "streammachine-link/1";
+
 /// Why a link ended or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {

@@ -144,7 +144,7 @@ async fn connected(
     url: &str,
     id: &str,
     sock: TcpStream,
-    mut buf: BytesMut,
+    buf: BytesMut,
 ) -> Result<(), LinkError> {
     let next_seq: BTreeMap<String, u64> = server
         .streams()
@@ -163,7 +163,8 @@ async fn connected(
                 .map(|c| (s.key().to_string(), frame::ChunkId::of(c)))
         })
         .collect();
-    let (mut rd, mut wr) = sock.into_split();
+    let (rd, mut wr) = sock.into_split();
+    let mut frames = frame::reader(rd, buf);
     wr.write_all(&frame::hello(&Hello {
         version: frame::VERSION,
         id: id.to_string(),
@@ -177,7 +178,7 @@ async fn connected(
     let mut stats_timer = tokio::time::interval(STATS_EVERY);
     loop {
         tokio::select! {
-            f = tokio::time::timeout(MASTER_TIMEOUT, frame::read(&mut rd, &mut buf)) => {
+            f = tokio::time::timeout(MASTER_TIMEOUT, frame::next(&mut frames)) => {
                 let f = f.map_err(|_| LinkError::Timeout(MASTER_TIMEOUT.as_secs()))??;
                 match f {
                     Frame::Config(c) => {

@@ -185,7 +185,7 @@ fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answe
         );
     }
     let path = req.path.as_str();
-    if let Some(resp) = crate::status::common_route(server.as_ref(), req, path) {
+    if let Some(resp) = crate::status::common_route(server.as_ref(), path, req.header("host")) {
         return Answer::Short(resp);
     }
     let name = path.strip_prefix('/').unwrap_or(path);

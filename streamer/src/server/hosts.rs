@@ -30,10 +30,19 @@ impl Server {
     }
 }
 
-/// A connection on the admin port, handed to the admin side with only the
-/// part of the server it needs.
-pub(super) async fn admin_connection(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
-    crate::admin::handle_connection(server, sock, peer).await;
+/// Serves the admin port on `listener`: its router (built once, holding
+/// only the admin side's view of the server) answers every connection.
+pub(super) fn serve_admin(
+    server: &Arc<Server>,
+    listener: Arc<tokio::net::TcpListener>,
+) -> tokio::task::JoinHandle<()> {
+    let router = crate::admin::router(Arc::clone(server) as _);
+    tokio::spawn(super::ports::accept_loop(
+        Arc::clone(server),
+        listener,
+        "admin",
+        move |_, sock, peer| crate::admin::handle_connection(router.clone(), sock, peer),
+    ))
 }
 
 /// A connection on the listener port, handed to the listener side with only

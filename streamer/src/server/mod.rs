@@ -268,7 +268,7 @@ impl Server {
             }
             _ => {
                 self.lifecycle.remember_listening("admin", Arc::clone(&l));
-                tokio::spawn(accept_loop(server, l, "admin", hosts::admin_connection));
+                hosts::serve_admin(self, l);
             }
         }
     }
@@ -440,12 +440,7 @@ impl Server {
         let admin = Arc::new(bound.admin);
         self.lifecycle
             .remember_listening("admin", Arc::clone(&admin));
-        let a = tokio::spawn(accept_loop(
-            Arc::clone(&self),
-            admin,
-            "admin",
-            hosts::admin_connection,
-        ));
+        let a = hosts::serve_admin(&self, admin);
         let writer = self.analytics_writer.locked().take();
         if let Some((rx, sink)) = writer {
             tokio::spawn(crate::analytics::run_writer(rx, sink));
