@@ -1,13 +1,14 @@
-//! The operator's own HTTP port: `/metrics`, `/healthz`, `/readyz`. A few
-//! requests a minute from Prometheus and the kubelet: one small task per
-//! connection, one request per connection. `/readyz` is 503 with the reason
-//! until the operator can work (its CRDs are served).
+//! The operator's own HTTP port: `/metrics`, `/healthz`, `/readyz`, on
+//! hyper with axum's router. `/readyz` is 503 with the reason until the
+//! operator can work (its CRDs are served).
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
@@ -45,71 +46,54 @@ impl Health {
     }
 }
 
-/// Serves until the task is dropped.
+/// Serves until the task is dropped (hyper's HTTP/1 server, axum's router).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Health) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let metrics = metrics.clone();
-        let health = health.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer(conn, &metrics, &health))
-                .await;
-        });
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(|State((metrics, _)): State<Shared>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State((_, health)): State<Shared>| async move {
+                match health.not_ready() {
+                    None => (StatusCode::OK, "ok\n".to_string()),
+                    Some(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
+                }
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state((metrics, health));
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(error = %e, "the metrics port stopped");
     }
 }
 
-async fn answer(mut conn: TcpStream, metrics: &Metrics, health: &Health) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-        let n = conn.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
-        ("GET", "/readyz") => match health.not_ready() {
-            None => ("200 OK", "text/plain", "ok\n".into()),
-            Some(why) => (
-                "503 Service Unavailable",
-                "text/plain",
-                format!("not ready: {why}\n"),
-            ),
-        },
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n".into(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(response.as_bytes()).await?;
-    conn.shutdown().await
-}
+type Shared = (Arc<Metrics>, Health);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).await.unwrap();
         out
