@@ -467,7 +467,7 @@ pub struct HlsConfig {
 impl Default for HlsConfig {
     fn default() -> Self {
         HlsConfig {
-            segment_seconds: 10,
+            segment_seconds: defaults::hls_segment_seconds(),
             group: None,
         }
     }
@@ -612,17 +612,17 @@ pub struct StreamConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Seconds of audio kept for rewind (default 14400 = 4 h).
-    #[serde(default = "default_rewind_seconds")]
+    #[serde(default = "defaults::rewind_seconds")]
     pub rewind_seconds: u32,
     /// Seconds sent at once when a listener connects, so players start at once (default 10).
-    #[serde(default = "default_burst_seconds")]
+    #[serde(default = "defaults::burst_seconds")]
     pub burst_seconds: u32,
     /// ICY metadata interval in audio bytes (default 16000).
-    #[serde(default = "default_icy_meta_interval")]
+    #[serde(default = "defaults::icy_meta_interval")]
     pub icy_meta_interval: u32,
     /// A listener whose unsent backlog grows beyond this many bytes is disconnected,
     /// so a client that stops reading never holds anything up (default 2 MiB).
-    #[serde(default = "default_max_buffer_bytes")]
+    #[serde(default = "defaults::max_buffer_bytes")]
     pub max_buffer_bytes: u64,
     /// Title until a source or the admin API sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -647,17 +647,29 @@ pub struct StreamConfig {
     pub transcode: Option<TranscodeConfig>,
 }
 
-fn default_rewind_seconds() -> u32 {
-    14_400
-}
-fn default_burst_seconds() -> u32 {
-    10
-}
-fn default_icy_meta_interval() -> u32 {
-    16_000
-}
-fn default_max_buffer_bytes() -> u64 {
-    2 * 1024 * 1024
+/// A stream's defaults, one place for the config file and the `Stream`
+/// custom resource (whose spec takes them from here).
+pub mod defaults {
+    /// Seconds of audio kept for rewind: 4 h.
+    pub fn rewind_seconds() -> u32 {
+        14_400
+    }
+    /// Seconds sent at once to a new listener.
+    pub fn burst_seconds() -> u32 {
+        10
+    }
+    /// Audio bytes between ICY metadata blocks.
+    pub fn icy_meta_interval() -> u32 {
+        16_000
+    }
+    /// A listener's unsent backlog before it is disconnected: 2 MiB.
+    pub fn max_buffer_bytes() -> u64 {
+        2 * 1024 * 1024
+    }
+    /// HLS target segment length in seconds.
+    pub fn hls_segment_seconds() -> u32 {
+        10
+    }
 }
 
 impl StreamConfig {
@@ -669,10 +681,10 @@ impl StreamConfig {
             format: None,
             password: None,
             password_file: None,
-            rewind_seconds: default_rewind_seconds(),
-            burst_seconds: default_burst_seconds(),
-            icy_meta_interval: default_icy_meta_interval(),
-            max_buffer_bytes: default_max_buffer_bytes(),
+            rewind_seconds: defaults::rewind_seconds(),
+            burst_seconds: defaults::burst_seconds(),
+            icy_meta_interval: defaults::icy_meta_interval(),
+            max_buffer_bytes: defaults::max_buffer_bytes(),
             title: None,
             name: None,
             description: None,

@@ -372,17 +372,17 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<crate::config::AacProfile>,
     /// Seconds of audio kept for rewind and late joiners (1 second to 7 days).
-    #[serde(default = "default_rewind_seconds")]
+    #[serde(default = "crate::config::defaults::rewind_seconds")]
     #[schemars(range(min = 1, max = 604800))]
     pub rewind_seconds: u32,
     /// Seconds of audio sent at once to a new listener, so playback starts
     /// without waiting. At most `rewindSeconds`.
-    #[serde(default = "default_burst_seconds")]
+    #[serde(default = "crate::config::defaults::burst_seconds")]
     #[schemars(range(min = 0, max = 604800))]
     pub burst_seconds: u32,
     /// Bytes of audio between ICY metadata blocks (titles in the stream) for
     /// players that ask for them.
-    #[serde(default = "default_icy_meta_interval")]
+    #[serde(default = "crate::config::defaults::icy_meta_interval")]
     #[schemars(range(min = 256, max = 1048576))]
     pub icy_meta_interval: u32,
     /// Bytes a listener may fall behind before it is disconnected. Default:
@@ -411,24 +411,12 @@ pub struct StreamSpec {
     pub url: Option<String>,
 }
 
-fn default_rewind_seconds() -> u32 {
-    14_400
-}
-
-fn default_burst_seconds() -> u32 {
-    10
-}
-
-fn default_icy_meta_interval() -> u32 {
-    16_000
-}
-
 /// HLS output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HlsSpec {
     /// Target segment length in seconds (1 to 60).
-    #[serde(default = "default_segment_seconds")]
+    #[serde(default = "crate::config::defaults::hls_segment_seconds")]
     #[schemars(range(min = 1, max = 60))]
     pub segment_seconds: u32,
     /// Stream group: streams of one group are the variants of the multivariant
@@ -438,14 +426,10 @@ pub struct HlsSpec {
     pub group: Option<String>,
 }
 
-fn default_segment_seconds() -> u32 {
-    10
-}
-
 impl Default for HlsSpec {
     fn default() -> Self {
         HlsSpec {
-            segment_seconds: default_segment_seconds(),
+            segment_seconds: crate::config::defaults::hls_segment_seconds(),
             group: None,
         }
     }
@@ -459,9 +443,9 @@ impl StreamSpec {
             format: None,
             bitrate: None,
             profile: None,
-            rewind_seconds: default_rewind_seconds(),
-            burst_seconds: default_burst_seconds(),
-            icy_meta_interval: default_icy_meta_interval(),
+            rewind_seconds: crate::config::defaults::rewind_seconds(),
+            burst_seconds: crate::config::defaults::burst_seconds(),
+            icy_meta_interval: crate::config::defaults::icy_meta_interval(),
             max_buffer_bytes: None,
             hls: None,
             title: None,
@@ -605,6 +589,59 @@ mod tests {
     fn schema_of(crd: &CustomResourceDefinition) -> Value {
         let v = serde_json::to_value(crd).unwrap();
         v["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// The `Stream` spec is the streamer's `StreamConfig` as a Kubernetes
+    /// user writes it: every setting of one is in the other, under the same
+    /// name and default, but for the differences listed here (each with its
+    /// reason). A setting added to one alone fails this test.
+    #[test]
+    fn the_stream_spec_follows_the_streamers_stream_config() {
+        let props = |schema: schemars::schema::RootSchema| -> BTreeMap<String, Value> {
+            let v = serde_json::to_value(schema).unwrap();
+            serde_json::from_value(v["properties"].clone()).unwrap()
+        };
+        let config = props(schemars::schema_for!(crate::config::StreamConfig));
+        let spec = props(schemars::schema_for!(StreamSpec));
+        // Config only: the key is the resource's name; passwords belong to
+        // the SourceMount (a Secret); `transcode` is spelled out as
+        // format/bitrate/profile.
+        let config_only = ["key", "password", "passwordFile", "transcode"];
+        // Spec only: the transcode's settings (`format` is the config's own
+        // mount format there, the output format here).
+        let spec_only = ["bitrate", "profile"];
+        for name in config.keys() {
+            assert!(
+                spec.contains_key(name) || config_only.contains(&name.as_str()),
+                "StreamConfig.{name} is missing from the Stream CRD's spec"
+            );
+        }
+        for name in spec.keys() {
+            assert!(
+                config.contains_key(name) || spec_only.contains(&name.as_str()),
+                "the Stream CRD's spec.{name} is not a StreamConfig setting"
+            );
+        }
+        for (name, c) in &config {
+            if let (Some(d), Some(s)) = (c.get("default"), spec.get(name)) {
+                let theirs = s.get("default");
+                // An optional spec field means "the streamer's default".
+                assert!(
+                    theirs.is_none_or(|t| t == d),
+                    "{name}: default {d} in StreamConfig, {theirs:?} in the CRD"
+                );
+            }
+        }
+        let hls = StreamSpec::new("m");
+        let cfg = crate::config::StreamConfig::new("k");
+        assert_eq!(
+            (hls.rewind_seconds, hls.burst_seconds, hls.icy_meta_interval),
+            (cfg.rewind_seconds, cfg.burst_seconds, cfg.icy_meta_interval)
+        );
+        assert_eq!(
+            HlsSpec::default().segment_seconds,
+            crate::config::HlsConfig::default().segment_seconds
+        );
     }
 
     #[test]
