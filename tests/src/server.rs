@@ -185,16 +185,7 @@ impl ServerProcess {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                // Let the log reader thread catch up with the last lines.
-                std::thread::sleep(Duration::from_millis(200));
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait_exit(Duration::from_secs(20))
     }
 
     /// Waits for the process to exit by itself; returns its exit code.
@@ -202,6 +193,7 @@ impl ServerProcess {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
+                // Let the log reader thread catch up with the last lines.
                 std::thread::sleep(Duration::from_millis(200));
                 return st.code();
             }

@@ -598,7 +598,7 @@ fn a_slave_hands_its_listeners_to_a_synced_successor() {
     let ports = [("--listen-port", lp), ("--admin-port", ap)];
     let mut old = start_on(&dir, &ports, &slave_cfg, "a.sock", false);
     let (audio, feeder) = realtime_source(master.source, "live", "pw", 8.0);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_buffered(&old, "live", 1.5);
     let (s, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
     let listener = reader(s, rest);
@@ -610,7 +610,14 @@ fn a_slave_hands_its_listeners_to_a_synced_successor() {
             Duration::from_secs(10)
         )
         .is_some());
-    std::thread::sleep(Duration::from_millis(500));
+    // Caught up, it offers to take over (the two share the admin port, so
+    // its metrics cannot be asked apart from the old one's: its log says).
+    assert!(new
+        .wait_log(
+            "waiting for a predecessor's handoff",
+            Duration::from_secs(10)
+        )
+        .is_some());
     let (ok, out) = handoff_cmd(&dir.join("a.sock"), &dir.join("h.sock"));
     assert!(ok, "{out}");
     assert!(
@@ -652,7 +659,7 @@ fn listeners_handed_to_a_slave_without_audio_yet_wait_and_go_on() {
     let ports = [("--listen-port", lp), ("--admin-port", ap)];
     let mut old = start_on(&dir, &ports, &slave_cfg(&d1), "a.sock", false);
     let (audio, feeder) = realtime_source(master.source, "live", "pw", 10.0);
-    std::thread::sleep(Duration::from_secs(2));
+    wait_buffered(&old, "live", 1.5);
     let (l, st, _, rest) = request(old.listen, "GET", "/live", &[("Icy-MetaData", "1")]);
     assert_eq!(st, 200);
     let listener = read_in_background(l, rest, Duration::from_secs(10));
@@ -708,7 +715,7 @@ fn a_transcoded_stream_goes_on_after_a_handoff() {
         let mut src = Source::connect(src_addr, "studio", "pw", SourceMethod::Ice, &[]).unwrap();
         src.send_realtime(&data, &feed, 44_100).unwrap();
     });
-    std::thread::sleep(Duration::from_secs(3));
+    wait_buffered(&old, "aac", 2.0);
     let (l, st, _, rest) = request(old.listen, "GET", "/aac", &[]);
     assert_eq!(st, 200);
     let listener = reader(l, rest);
@@ -738,9 +745,15 @@ fn a_transcoded_stream_goes_on_after_a_handoff() {
         new.metric("streammachine_transcoder_up{stream=\"aac\"}"),
         Some(1.0)
     );
-    // Once the source is gone 5 s, every segment is listed (the last one too).
-    std::thread::sleep(Duration::from_millis(5000));
-    let playlist = http_get(new.listen, "/aac.m3u8", &[]).text();
+    // The successor's encoder starts a new timeline piece in the playlist.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let playlist = loop {
+        let p = http_get(new.listen, "/aac.m3u8", &[]).text();
+        if p.contains("#EXT-X-DISCONTINUITY\n") || std::time::Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         playlist.contains("#EXT-X-DISCONTINUITY\n"),
         "a new encoder is a new timeline piece:\n{playlist}"

@@ -98,13 +98,16 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
         export.header("content-type"),
         Some("application/octet-stream")
     );
-    let r = http_send(
-        second.admin,
-        "PUT",
-        "/api/streams/other/rewind",
-        &[("Authorization", "Bearer tok")],
-        &export.body,
-    );
+    let import = |dump: &[u8]| {
+        http_send(
+            second.admin,
+            "PUT",
+            "/api/streams/other/rewind",
+            &[("Authorization", "Bearer tok")],
+            dump,
+        )
+    };
+    let r = import(&export.body);
     assert_eq!(r.status, 204, "{}", r.text());
     let a = http_get(second.listen, "/keep?pump=9999&offset=9999", &[]).body;
     let b = http_get(second.listen, "/other?pump=9999&offset=9999", &[]).body;
@@ -124,13 +127,7 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
     let mut garbage = export.body.clone();
     let mid = garbage.len() / 2;
     garbage[mid] ^= 0x55;
-    let r = http_send(
-        second.admin,
-        "PUT",
-        "/api/streams/other/rewind",
-        &[("Authorization", "Bearer tok")],
-        &garbage,
-    );
+    let r = import(&garbage);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("not a valid dump"), "{}", r.text());
     // A stream with listeners cannot be overwritten under them.
@@ -140,13 +137,7 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
         1.0,
         Duration::from_secs(5)
     ));
-    let r = http_send(
-        second.admin,
-        "PUT",
-        "/api/streams/other/rewind",
-        &[("Authorization", "Bearer tok")],
-        &export.body,
-    );
+    let r = import(&export.body);
     assert_eq!(r.status, 409);
 }
 

@@ -246,6 +246,14 @@ pub fn bad_body(status: u16, message: impl Into<String>) -> Response {
     ApiError::new(status, message).response()
 }
 
+/// The stream named in a route's first parameter, or a 404.
+fn stream_of(server: &dyn ApiHost, p: &[&str]) -> Result<Arc<Stream>, ApiError> {
+    let key = p.first().copied().unwrap_or_default();
+    server
+        .stream(key)
+        .ok_or_else(|| ApiError::not_found("stream", key))
+}
+
 fn check_token(server: &dyn ApiHost, authorization: Option<&str>) -> Result<(), ApiError> {
     let Some(expected) = server.admin_token() else {
         return Err(ApiError::new(401, "the admin API is disabled: set admin.token, admin.tokenFile or STREAMMACHINE_ADMIN_TOKEN"));
@@ -287,15 +295,8 @@ fn apply_error(e: ServerError, prefix: &str) -> ApiError {
     match e {
         ServerError::Config(
             ConfigError::Invalid { path, message } | ConfigError::Parse { path, message },
-        ) => {
-            let field = path
-                .strip_prefix(prefix)
-                .and_then(|p| p.strip_prefix('.'))
-                .map(str::to_string)
-                .unwrap_or(path);
-            ApiError::field(422, field, message)
-        }
-        ServerError::Unsupported { path, message } => {
+        )
+        | ServerError::Unsupported { path, message } => {
             let field = path
                 .strip_prefix(prefix)
                 .and_then(|p| p.strip_prefix('.'))

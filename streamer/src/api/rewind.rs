@@ -3,18 +3,14 @@
 use super::*;
 
 pub(super) fn clear_rewind(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
-    let s = server
-        .stream(p[0])
-        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    let s = stream_of(server, p)?;
     s.clear_buffer();
     tracing::warn!(stream = %p[0], "rewind buffer cleared through the API");
     Ok(Reply::Empty)
 }
 
 pub(super) fn export_rewind(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
-    let s = server
-        .stream(p[0])
-        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    let s = stream_of(server, p)?;
     let bytes =
         crate::persist::rewind::export_stream(&s).map_err(|e| ApiError::new(500, e.to_string()))?;
     Ok(Reply::Bytes("application/octet-stream", bytes))
@@ -25,9 +21,7 @@ pub(super) fn import_rewind(
     p: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {
-    let s = server
-        .stream(p[0])
-        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    let s = stream_of(server, p)?;
     let mount = server.mount(s.config().mount_key());
     if mount.is_some_and(|m| m.active_source().is_some()) || s.listener_count() > 0 {
         return Err(ApiError::new(

@@ -79,9 +79,7 @@ pub(super) fn list_streams(server: &dyn ApiHost, _: &[&str], _: &[u8]) -> Result
 }
 
 pub(super) fn get_stream(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
-    let s = server
-        .stream(p[0])
-        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    let s = stream_of(server, p)?;
     Ok(Reply::Json(200, stream_json(server, &s)))
 }
 
@@ -187,8 +185,6 @@ pub(super) fn stream_metadata(
     p: &[&str],
     body: &[u8],
 ) -> Result<Reply, ApiError> {
-    let s = server
-        .stream(p[0])
-        .ok_or_else(|| ApiError::not_found("stream", p[0]))?;
+    let s = stream_of(server, p)?;
     set_title(server, s.config().mount_key(), body)
 }

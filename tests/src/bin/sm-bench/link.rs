@@ -7,13 +7,7 @@ pub(crate) fn bench_link() -> Vec<(String, String)> {
     use streamer::stream::Stream;
     use streammachine_config::{AudioFormat, StreamConfig};
     let mut rows = Vec::new();
-    let exe = std::env::current_exe()
-        .unwrap()
-        .with_file_name("streammachine");
-    assert!(
-        exe.exists(),
-        "build the streammachine binary first (./bench.sh)"
-    );
+    let exe = crate::server_binary();
     // A master that starts with 4 h in its buffer (from a dump).
     let dir = streammachine_tests::scratch_dir("bench-link");
     let metrics = streamer::metrics::Metrics::new().unwrap();
@@ -180,13 +174,7 @@ pub(crate) async fn checking_listener(
 
 pub(crate) fn bench_handoff(n: usize) -> Vec<(String, String)> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let exe = std::env::current_exe()
-        .unwrap()
-        .with_file_name("streammachine");
-    assert!(
-        exe.exists(),
-        "build the streammachine binary first (./bench.sh)"
-    );
+    let exe = crate::server_binary();
     let dir = streammachine_tests::scratch_dir("bench-handoff");
     let (lp, sp, ap) = (
         streammachine_tests::free_port(),

@@ -109,6 +109,19 @@ fn parse_args() -> Args {
 }
 
 /// Resident set size of a process, in bytes.
+/// The `streammachine` binary next to this one (`./bench.sh` builds both).
+pub(crate) fn server_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe()
+        .unwrap()
+        .with_file_name("streammachine");
+    assert!(
+        exe.exists(),
+        "{} not found: build it first (cargo build --release --workspace, or ./bench.sh)",
+        exe.display()
+    );
+    exe
+}
+
 fn rss(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()

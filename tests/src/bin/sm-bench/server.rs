@@ -146,14 +146,7 @@ pub(crate) async fn segment_load(
 pub(crate) fn bench_server(args: &Args) -> Vec<(String, String)> {
     // Each listener is a socket in this process too.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let exe = std::env::current_exe()
-        .unwrap()
-        .with_file_name("streammachine");
-    assert!(
-        exe.exists(),
-        "{} not found: build it first (cargo build --release --workspace, or ./bench.sh)",
-        exe.display()
-    );
+    let exe = crate::server_binary();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
