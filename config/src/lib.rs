@@ -118,6 +118,23 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// What a redacted secret shows.
+    pub const REDACTED: &'static str = "***";
+}
+
+/// A URL with any `user:password@` replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}@{}", Secret::REDACTED, &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// The whole configuration document.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -672,6 +689,43 @@ pub mod defaults {
     }
 }
 
+impl Config {
+    /// This configuration with every secret shown as `***`: tokens, passwords,
+    /// the link secret, PagerDuty's routing key, and credentials in URLs
+    /// (Redis, relays). For printing (`--check-config`).
+    pub fn redacted(&self) -> Config {
+        let hide = |s: &mut Option<Secret>| {
+            if let Some(s) = s {
+                s.0 = Secret::REDACTED.into();
+            }
+        };
+        let mut c = self.clone();
+        hide(&mut c.admin.token);
+        if let Some(l) = &mut c.link {
+            hide(&mut l.secret);
+        }
+        if let Some(p) = c.alerts.as_mut().and_then(|a| a.pagerduty.as_mut()) {
+            hide(&mut p.routing_key);
+        }
+        if let Some(r) = &mut c.redis {
+            r.url = redact_url(&r.url);
+        }
+        if let Some(m) = &mut c.master {
+            m.url = redact_url(&m.url);
+        }
+        for m in &mut c.source_mounts {
+            hide(&mut m.password);
+            if let Some(u) = m.fallback.as_mut().and_then(|f| f.url.as_mut()) {
+                *u = redact_url(u);
+            }
+        }
+        for s in &mut c.streams {
+            hide(&mut s.password);
+        }
+        c
+    }
+}
+
 impl StreamConfig {
     /// A stream with every optional setting at its default.
     pub fn new(key: impl Into<String>) -> Self {
@@ -704,6 +758,38 @@ impl StreamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_hides_every_secret() {
+        let c = Config::from_yaml_str(
+            r#"
+admin: { token: admintok }
+link: { secret: linksecret }
+redis: { url: "redis://user:redispass@host:6379/0" }
+alerts: { pagerduty: { routingKey: pdkey } }
+sourceMounts:
+  - { key: m, password: mountpass, fallback: { url: "http://u:relaypass@up:8000/x" } }
+streams:
+  - { key: s, password: streampass }
+  - { key: t, sourceMount: m }
+"#,
+        )
+        .unwrap();
+        let text = c.redacted().to_yaml_string().unwrap();
+        for secret in [
+            "admintok",
+            "linksecret",
+            "redispass",
+            "pdkey",
+            "mountpass",
+            "relaypass",
+            "streampass",
+        ] {
+            assert!(!text.contains(secret), "{secret} shown:\n{text}");
+        }
+        assert!(text.contains("redis://***@host:6379/0"), "{text}");
+        assert_eq!(redact_url("http://host/a@b"), "http://host/a@b");
+    }
 
     #[test]
     fn empty_document_is_a_default_standalone() {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use streammachine_config::{AudioFormat, Config, Mode, Secret, StreamConfig};
 
 use crate::server::Server;
@@ -16,14 +16,7 @@ const HANDOFF_WAIT: Duration = Duration::from_secs(30);
 /// Development password of the built-in default stream.
 pub const DEV_SOURCE_PASSWORD: &str = "hackme";
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// StreamMachine: a streaming audio server for radio stations.
 ///
@@ -229,24 +222,10 @@ pub fn load_config(args: &Args) -> Result<Config, CliError> {
     Ok(config)
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 /// Runs the command line; the `streammachine` binary's whole `main`.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    crate::telemetry::init(args.log_format);
     match &args.command {
         Some(Command::Run) => return crate::supervisor::run(),
         Some(c @ (Command::Handoff { .. } | Command::Ready)) => return control_request(&args, c),
@@ -266,10 +245,14 @@ fn run(args: Args) -> Result<(), CliError> {
     let loaded_stamp = args.config.as_ref().map(stamp);
     let config = load_config(&args)?;
     if args.check_config {
-        let yaml = config.to_yaml_string().map_err(|error| CliError::Config {
-            file: "(effective)".into(),
-            error,
-        })?;
+        // Secrets are shown as *** (the file or the environment has them).
+        let yaml = config
+            .redacted()
+            .to_yaml_string()
+            .map_err(|error| CliError::Config {
+                file: "(effective)".into(),
+                error,
+            })?;
         print!("{yaml}");
         return Ok(());
     }

@@ -30,6 +30,7 @@ pub mod store;
 pub mod stream;
 pub mod supervisor;
 pub mod sync;
+pub mod telemetry;
 pub mod transcode;
 
 pub use server::{Bound, Server, ServerError};

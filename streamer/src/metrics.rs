@@ -55,6 +55,8 @@ pub struct Metrics {
     pub transcoder_up: IntGaugeVec,
     /// Transcoder restarts after a failure, by stream.
     pub transcoder_restarts: IntCounterVec,
+    /// Dumps that could not be restored and were set aside, by stream.
+    pub dumps_set_aside: IntCounterVec,
     /// Source chunks a transcoder dropped (failing or not keeping up), by stream.
     pub transcoder_dropped_chunks: IntCounterVec,
     /// Source frames a transcoder could not decode and skipped, by stream.
@@ -203,6 +205,12 @@ impl Metrics {
                 r,
                 "streammachine_transcoder_restarts_total",
                 "Transcoder restarts after a failure.",
+                &["stream"],
+            )?,
+            dumps_set_aside: counter_vec(
+                r,
+                "streammachine_dumps_set_aside_total",
+                "Dumps that could not be restored, kept as <stream>.dump.corrupt-<time> instead of being overwritten.",
                 &["stream"],
             )?,
             transcoder_dropped_chunks: counter_vec(

@@ -108,6 +108,27 @@ fn exit_code_is_2_on_a_bad_config_and_check_config_prints_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("rewindSeconds: 14400"), "{text}");
     assert!(!text.contains("s3cret"));
+    // Secrets written into the file itself are not printed either.
+    let inline = dir.join("inline.yaml");
+    std::fs::write(
+        &inline,
+        "admin: {token: admintok}\nredis: {url: \"redis://:redispw@127.0.0.1:6379/0\"}\nstreams: [{key: a, password: streampw}]\n",
+    )
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["--check-config", "--config"])
+        .arg(&inline)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for secret in ["admintok", "redispw", "streampw"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(
+        text.contains("token: '***'") || text.contains("token: \"***\""),
+        "{text}"
+    );
 }
 
 #[test]

@@ -666,3 +666,117 @@ fn title_updates_need_the_source_password_and_reach_icy_listeners() {
         "the new title at audio byte {at}, its audio from {first_part}"
     );
 }
+
+/// Issue 10 (7): however a source ends (it stalls, or the API drops it), the
+/// audio of its last, partial chunk reaches the buffer like an EOF's does.
+#[test]
+fn a_source_that_stalls_or_is_dropped_keeps_its_last_partial_chunk() {
+    let server = ServerProcess::start(
+        EXE,
+        "admin: { token: tok }\nsources: { dataTimeoutSeconds: 1 }\nstreams:\n  - key: test\n    password: pw\n",
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    // 150 frames: 3.9 s, so ~0.9 s sit in an unfinished chunk when it ends.
+    let audio = |range: std::ops::Range<usize>| -> Vec<u8> {
+        frames[range]
+            .iter()
+            .flat_map(|&(o, l, _)| data[o..o + l].iter().copied())
+            .collect()
+    };
+    let buffered = || http_get(server.listen, "/test?pump=9999&offset=9999", &[]).body;
+    let connected = |v: f64| {
+        server.wait_metric(
+            "streammachine_source_connected{mount=\"test\"}",
+            v,
+            Duration::from_secs(10),
+        )
+    };
+    // Stalled: the socket stays open, nothing more comes.
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[frames[0].0..frames[150].0]).unwrap();
+    assert!(connected(1.0));
+    assert!(server
+        .wait_log("stalled encoder", Duration::from_secs(10))
+        .is_some());
+    assert!(connected(0.0));
+    let (got, want) = (buffered(), audio(0..150));
+    assert_eq!(got.len(), want.len(), "every frame, the last second too");
+    assert!(got == want, "every frame, in order");
+    drop(src);
+    // Dropped through the API.
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[frames[150].0..frames[300].0]).unwrap();
+    let want = [audio(0..150), audio(150..300)].concat();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The source is on air once 3 of its chunks are in.
+    while buffered().len() < audio(0..150).len() + audio(150..270).len() / 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second source's audio never came"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sources = http_get(
+        server.admin,
+        "/api/source-mounts/test/sources",
+        &[("Authorization", "Bearer tok")],
+    );
+    let list: serde_json::Value = serde_json::from_slice(&sources.body).unwrap();
+    let id = list[0]["id"].as_u64().expect("a source id");
+    let r = http_call(
+        server.admin,
+        "DELETE",
+        &format!("/api/source-mounts/test/sources/{id}"),
+        &[("Authorization", "Bearer tok")],
+    );
+    assert_eq!(r.status, 204);
+    assert!(connected(0.0));
+    let got = buffered();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the dropped source's last second is kept"
+    );
+    assert!(got == want);
+}
+
+/// Issue 10 (1): a server paused longer than the stall timeout (SIGSTOP: a
+/// starved CPU, a VM migration) keeps its encoder: the audio waiting in the
+/// socket shows the encoder did not stall.
+#[test]
+fn a_paused_server_keeps_its_live_encoder() {
+    let server = ServerProcess::start(
+        EXE,
+        "sources: { dataTimeoutSeconds: 2 }\nstreams:\n  - key: test\n    password: pw\n",
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let part = frames[..(8.0 * 44_100.0 / 1152.0) as usize].to_vec();
+    let addr = server.source;
+    let feeder = std::thread::spawn(move || {
+        let mut src = Source::connect(addr, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+        let sent = src.send_realtime(&data, &part, 44_100).map(|_| ());
+        (src, sent)
+    });
+    assert!(server.wait_metric_at_least(
+        "streammachine_buffer_seconds{stream=\"test\"}",
+        1.0,
+        Duration::from_secs(10)
+    ));
+    signal(server.pid(), "STOP");
+    std::thread::sleep(Duration::from_secs(4));
+    signal(server.pid(), "CONT");
+    let (_src, sent) = feeder.join().unwrap();
+    assert!(sent.is_ok(), "the encoder was cut off: {sent:?}");
+    assert_eq!(
+        server.metric("streammachine_source_connected{mount=\"test\"}"),
+        Some(1.0),
+        "the encoder is still on air"
+    );
+    assert!(
+        server.log_lines("stalled").is_empty(),
+        "{:?}",
+        server.log_lines("stalled")
+    );
+}

@@ -45,6 +45,14 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
         .iter()
         .any(|l| l.contains("rewind buffer dumped") && l.contains("\"stream\":\"keep\"")));
     assert!(dumps.join("keep.dump").exists());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dumps.join("keep.dump"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "a dump is the server user's alone");
+    }
 
     let second = ServerProcess::start(EXE, &config(&dumps));
     assert!(second
@@ -169,6 +177,33 @@ fn a_corrupt_dump_is_reported_and_skipped() {
         "nothing loaded from a corrupt dump"
     );
     assert_eq!(http_get(second.listen, "/healthz", &[]).status, 200);
+    // Both were set aside, intact, and counted: the shutdown dump that
+    // follows cannot overwrite the only copy of that audio.
+    assert_eq!(
+        second.metric("streammachine_dumps_set_aside_total{stream=\"keep\"}"),
+        Some(1.0)
+    );
+    let mut second = second;
+    assert_eq!(second.terminate(), Some(0));
+    let kept = |stream: &str| -> Vec<Vec<u8>> {
+        std::fs::read_dir(&dumps)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{stream}.dump.corrupt-"))
+            })
+            .map(|p| std::fs::read(p).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        kept("keep"),
+        [bytes.clone()],
+        "the damaged dump, byte for byte"
+    );
+    assert_eq!(kept("other"), [bytes[..n / 2].to_vec()]);
 }
 
 #[test]

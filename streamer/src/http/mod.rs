@@ -20,6 +20,7 @@ pub fn reason(status: u16) -> &'static str {
         100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -28,13 +29,29 @@ pub fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         416 => "Range Not Satisfiable",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_status_the_server_answers_has_its_reason() {
+        for status in [
+            100, 101, 200, 201, 204, 400, 401, 404, 405, 408, 409, 411, 413, 415, 416, 422, 429,
+            431, 500, 503,
+        ] {
+            assert_ne!(super::reason(status), "Unknown", "{status}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 use std::borrow::Borrow;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,10 +71,13 @@ where
     I: IntoIterator,
     I::Item: Borrow<DumpChunk>,
 {
+    // Dumps hold the station's audio and titles: readable by the server's
+    // user alone (as its Kubernetes volume is).
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(tmp)?;
     let stats = write_dump(&mut file, header, chunks)?;
     file.sync_all()?;

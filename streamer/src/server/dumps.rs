@@ -14,18 +14,23 @@ const REPLICA_CONFIG_FILE: &str = "replica-config.json";
 #[derive(Debug)]
 pub(super) struct Dumps {
     dir: Option<PathBuf>,
+    set_aside: prometheus::IntCounterVec,
 }
 
 impl Dumps {
     /// Dumps in `dir`, created if missing; `None`: no dumps.
-    pub(super) fn new(dir: Option<PathBuf>) -> Result<Dumps, crate::error::ServerError> {
+    /// `set_aside` counts dumps that could not be restored.
+    pub(super) fn new(
+        dir: Option<PathBuf>,
+        set_aside: prometheus::IntCounterVec,
+    ) -> Result<Dumps, crate::error::ServerError> {
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir).map_err(|error| crate::error::ServerError::DumpDir {
                 dir: dir.display().to_string(),
                 error,
             })?;
         }
-        Ok(Dumps { dir })
+        Ok(Dumps { dir, set_aside })
     }
 
     /// Restores a stream's dump, if dumps are configured. A missing dump is
@@ -42,7 +47,21 @@ impl Dumps {
                 tracing::info!(stream = %stream.key(), chunks = n, seconds = secs, took_ms = started.elapsed().as_millis() as u64, "rewind buffer restored from its dump");
             }
             Err(e) => {
-                tracing::error!(stream = %stream.key(), error = %e, "dump not restored; starting with an empty buffer")
+                // Set it aside: the next save would overwrite the only copy
+                // of that audio with an empty buffer.
+                let path = crate::persist::rewind::dump_path(dir, stream.key());
+                let stamp =
+                    crate::stream::format_time(crate::stream::now_micros()).replace(':', "");
+                let kept = path.with_file_name(format!("{}.dump.corrupt-{stamp}", stream.key()));
+                self.set_aside.with_label_values(&[stream.key()]).inc();
+                match std::fs::rename(&path, &kept) {
+                    Ok(()) => {
+                        tracing::error!(stream = %stream.key(), error = %e, kept = %kept.display(), "dump not restored, kept aside; starting with an empty buffer")
+                    }
+                    Err(re) => {
+                        tracing::error!(stream = %stream.key(), error = %e, rename_error = %re, "dump not restored and not set aside; starting with an empty buffer")
+                    }
+                }
             }
         }
     }

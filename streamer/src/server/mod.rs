@@ -100,7 +100,10 @@ impl Server {
         let (mounts, streams) = (config.source_mounts.clone(), config.streams.clone());
         let (analytics, analytics_writer) =
             crate::analytics::Analytics::new(config.analytics.as_ref(), &metrics);
-        let dumps = Dumps::new(config.dumps.as_ref().map(|d| d.dir.clone()))?;
+        let dumps = Dumps::new(
+            config.dumps.as_ref().map(|d| d.dir.clone()),
+            metrics.dumps_set_aside.clone(),
+        )?;
         let server = Arc::new(Server {
             config,
             registry: Registry::new(metrics.clone()),

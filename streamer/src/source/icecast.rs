@@ -392,7 +392,7 @@ async fn run(
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending: &[u8] = &leftover;
     let mut eof = false;
-    loop {
+    let end = 'run: loop {
         if !pending.is_empty() {
             received.inc_by(pending.len() as u64);
             framer.push(pending);
@@ -407,7 +407,7 @@ async fn run(
             let frame = match next {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => return SourceEnd::Format(e),
+                Err(e) => break 'run SourceEnd::Format(e),
             };
             deadline = Instant::now() + stall;
             let key = format_key.get_or_insert_with(|| {
@@ -433,15 +433,12 @@ async fn run(
             discarded_seen = d;
         }
         if eof {
-            if let (Some(draft), Some(key)) = (chunker.flush(), format_key.as_deref()) {
-                mount.push(id, draft, key);
-            }
-            return SourceEnd::Closed;
+            break SourceEnd::Closed;
         }
         let read = tokio::select! {
             r = timeout_at(deadline, sock.read(&mut buf)) => r,
-            _ = shutdown.changed() => return SourceEnd::Shutdown,
-            _ = entry.kick.notified() => return SourceEnd::Dropped,
+            _ = shutdown.changed() => break SourceEnd::Shutdown,
+            _ = entry.kick.notified() => break SourceEnd::Dropped,
             r = parking.wait_for(|p| *p) => {
                 if r.is_ok() {
                     return SourceEnd::Parked(Box::new(SourceRun { framer, chunker, format_key }));
@@ -450,23 +447,48 @@ async fn run(
             }
         };
         match read {
+            // The timer judges the encoder, not the server's own absence: a
+            // server paused (SIGSTOP, a starved CPU, a VM migration) wakes with
+            // its timer due before the runtime has seen the socket readable.
+            Err(_) if audio_waiting(sock) => deadline = Instant::now() + stall,
             Err(_) if format_key.is_none() => {
-                return SourceEnd::NoFirstFrame {
+                break SourceEnd::NoFirstFrame {
                     codec,
                     secs: cfg.first_frame_timeout_seconds,
                 }
             }
             Err(_) => {
-                return SourceEnd::Stalled {
+                break SourceEnd::Stalled {
                     secs: cfg.data_timeout_seconds,
                 }
             }
-            Ok(Err(e)) => return SourceEnd::Io(e),
+            Ok(Err(e)) => break SourceEnd::Io(e),
             Ok(Ok(0)) => eof = true,
             Ok(Ok(n)) => {
                 received.inc_by(n as u64);
                 framer.push(&buf[..n]);
             }
         }
+    };
+    // However it ended (but parked for a successor, which goes on with it),
+    // its last frame (held until a next header confirms it) and partial
+    // chunk are audio the listeners are owed.
+    if let Some(key) = format_key.as_deref() {
+        while let Ok(Some(frame)) = framer.finish() {
+            if let Some(draft) = chunker.push(&frame) {
+                mount.push(id, draft, key);
+            }
+        }
+        if let Some(draft) = chunker.flush() {
+            mount.push(id, draft, key);
+        }
     }
+    end
+}
+
+/// Whether bytes wait unread in the socket, asked of the kernel (a peek), not
+/// of the runtime's cached readiness.
+fn audio_waiting(sock: &TcpStream) -> bool {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(sock).peek(&mut probe), Ok(n) if n > 0)
 }
