@@ -128,12 +128,18 @@ impl axum::response::IntoResponse for Response {
 /// One API route: the token is checked before the body is read, so nobody
 /// unauthenticated can make the server hold a body.
 async fn api(route: &'static Route, host: Host, params: Vec<String>, req: Request) -> Response {
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(refusal) = route.authorize(host.as_ref(), auth) {
-        return refusal;
+    if route.auth {
+        if let Err(refusal) = login(host.as_ref(), peer, || route.authorize(host.as_ref(), auth)) {
+            return refusal;
+        }
+    }
+    if route.method != "GET" {
+        tracing::info!(?peer, method = route.method, path = %req.uri().path(), "admin API change requested");
     }
     let body = if route.body.is_some() {
         match read_body(route.body_limit(), req).await {
@@ -150,6 +156,56 @@ async fn api(route: &'static Route, host: Host, params: Vec<String>, req: Reques
         tokio::task::block_in_place(|| route.call(host.as_ref(), &params, &body))
     } else {
         route.call(host.as_ref(), &params, &body)
+    }
+}
+
+/// Runs `attempt` (a token or secret check) for `peer`, which must wait if
+/// it failed too often ([`crate::lockout`]): a failure is counted by reason
+/// and logged at the 1st, 2nd, 4th, 8th… of that address.
+fn login(
+    host: &dyn AdminHost,
+    peer: Option<SocketAddr>,
+    attempt: impl FnOnce() -> Result<(), (&'static str, Response)>,
+) -> Result<(), Response> {
+    let lockout = host.admin_lockout();
+    let failures = &crate::status::StatusHost::metrics(host).auth_failures;
+    let ip = peer.map(|p| p.ip());
+    if let Some(Err(wait)) = ip.map(|ip| lockout.check(ip)) {
+        let secs = wait.as_secs().max(1);
+        failures.with_label_values(&["admin", "locked"]).inc();
+        if ip.is_some_and(|ip| crate::lockout::worth_logging(lockout.refused(ip))) {
+            tracing::warn!(
+                ?peer,
+                "admin port: too many failed logins; refused unchecked"
+            );
+        }
+        return Err(Response::text(
+            429,
+            reason(429),
+            format!("too many failed logins from this address: try again in {secs} s"),
+        )
+        .header("Retry-After", secs.to_string()));
+    }
+    match attempt() {
+        Ok(()) => {
+            if let Some(ip) = ip {
+                lockout.succeeded(ip);
+            }
+            Ok(())
+        }
+        Err((why, refusal)) => {
+            failures.with_label_values(&["admin", why]).inc();
+            let n = ip.map_or(1, |ip| lockout.failed(ip));
+            if crate::lockout::worth_logging(n) {
+                tracing::warn!(
+                    ?peer,
+                    reason = why,
+                    failures = n,
+                    "admin port: login failed"
+                );
+            }
+            Err(refusal)
+        }
     }
 }
 
@@ -194,14 +250,21 @@ async fn link(State(host): State<Host>, mut req: Request) -> Response {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let accepted = crate::link::master::accept(host.as_ref(), auth);
     let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let accepted = login(host.as_ref(), peer, || {
+        crate::link::master::accept(host.as_ref(), auth).map_err(|(status, msg)| {
+            tracing::warn!(status, "slave link refused: {msg}");
+            let why = if status == 401 {
+                "wrong_link_secret"
+            } else {
+                "not_a_master"
+            };
+            (why, Response::text(status, reason(status), msg))
+        })
+    });
     let peer = match (accepted, peer) {
         (Ok(()), Some(peer)) => peer,
-        (Err((status, msg)), _) => {
-            tracing::warn!(status, "slave link refused: {msg}");
-            return Response::text(status, reason(status), msg);
-        }
+        (Err(refusal), _) => return refusal,
         (Ok(()), None) => return Response::text(500, reason(500), "no peer address"),
     };
     let asked = req.headers().get(header::UPGRADE).is_some_and(|v| {

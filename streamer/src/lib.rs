@@ -17,6 +17,7 @@ pub mod handoff;
 pub mod hls;
 pub mod http;
 pub mod link;
+pub mod lockout;
 pub mod metrics;
 #[cfg(test)]
 mod mutation_tests;

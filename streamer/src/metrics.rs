@@ -33,6 +33,8 @@ pub struct Metrics {
     pub source_connections: IntCounterVec,
     /// Source connections refused, by reason.
     pub source_rejections: IntCounterVec,
+    /// Failed logins, by port (`source`, `admin`) and reason.
+    pub auth_failures: IntCounterVec,
     /// Bytes received from sources, by mount.
     pub source_received_bytes: IntCounterVec,
     /// Bytes a source sent that were not audio (garbage, truncated frames), by mount.
@@ -130,6 +132,12 @@ impl Metrics {
                 "streammachine_source_connections_total",
                 "Source connections accepted.",
                 &["mount"],
+            )?,
+            auth_failures: counter_vec(
+                r,
+                "streammachine_auth_failures_total",
+                "Failed logins, by port (source, admin) and reason (no_credentials, bad_password, wrong_token, locked: refused unchecked while the address must wait).",
+                &["port", "reason"],
             )?,
             source_rejections: counter_vec(
                 r,

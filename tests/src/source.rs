@@ -30,8 +30,21 @@ impl Source {
         method: SourceMethod,
         extra: &[(&str, &str)],
     ) -> Result<Source, String> {
+        Source::connect_from(None, addr, mount, password, method, extra)
+    }
+
+    /// [`Source::connect`] from a given local address (another encoder
+    /// host: any of 127.0.0.0/8).
+    pub fn connect_from(
+        local: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+        mount: &str,
+        password: &str,
+        method: SourceMethod,
+        extra: &[(&str, &str)],
+    ) -> Result<Source, String> {
         use base64::Engine as _;
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = connect_from(local, addr);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("source:{password}"));
         let line = match method {
@@ -191,4 +204,15 @@ fn spawn_source(mut cmd: Command, args: &[&str], url: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ffmpeg")
+}
+
+/// A TCP connection to `addr`, from `local` when given (port chosen by the OS).
+pub fn connect_from(local: Option<std::net::IpAddr>, addr: SocketAddr) -> TcpStream {
+    let Some(ip) = local else {
+        return TcpStream::connect(addr).unwrap();
+    };
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
 }

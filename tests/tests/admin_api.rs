@@ -609,3 +609,79 @@ fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Stri
     }
     Ok(())
 }
+
+/// Sends `GET path` from `local` with `headers`; returns the status line's code.
+fn status_from(local: &str, addr: std::net::SocketAddr, path: &str, headers: &str) -> u16 {
+    let mut s = connect_from(Some(local.parse().unwrap()), addr);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 10 (9): token guessing is slowed per address (refused unchecked,
+/// 429 with Retry-After), counted by port and reason, and logged thinly;
+/// other addresses are untouched; and each API change is logged with who
+/// made it.
+#[test]
+fn token_guessing_is_slowed_counted_and_logged_thinly() {
+    let server = server();
+    let guesser = "127.0.0.4";
+    let started = std::time::Instant::now();
+    let codes: Vec<u16> = (0..40)
+        .map(|i| {
+            status_from(
+                guesser,
+                server.admin,
+                "/api/status",
+                &format!("Authorization: Bearer guess-{i}\r\n"),
+            )
+        })
+        .collect();
+    let elapsed = started.elapsed();
+    let checked = codes.iter().filter(|&&c| c == 401).count();
+    let refused = codes.iter().filter(|&&c| c == 429).count();
+    println!("admin: 40 guesses in {elapsed:?}: {checked} checked (401), {refused} refused unchecked (429)");
+    assert_eq!(checked + refused, 40, "{codes:?}");
+    assert!(
+        checked <= 12,
+        "at most the free failures and a retry or two are checked: {codes:?}"
+    );
+    // Even the right token is not checked while the address must wait.
+    let right = format!("Authorization: Bearer {TOKEN}\r\n");
+    assert_eq!(
+        status_from(guesser, server.admin, "/api/status", &right),
+        429
+    );
+    // Everyone else is untouched.
+    assert_eq!(
+        status_from("127.0.0.1", server.admin, "/api/status", &right),
+        200
+    );
+    let series = |reason: &str| {
+        format!("streammachine_auth_failures_total{{port=\"admin\",reason=\"{reason}\"}}")
+    };
+    assert_eq!(server.metric(&series("wrong_token")), Some(checked as f64));
+    assert!(server.metric(&series("locked")).unwrap_or(0.0) >= refused as f64);
+    let logged =
+        server.log_lines("login failed").len() + server.log_lines("refused unchecked").len();
+    assert!(logged <= 12, "{logged} log lines for 41 failures");
+    // Who changed what.
+    let (st, _) = call(&server, "DELETE", "/api/streams/main", None);
+    assert_eq!(st, 204);
+    let line = server
+        .wait_log("admin API change", Duration::from_secs(5))
+        .expect("the change is logged");
+    assert!(
+        line.contains("127.0.0.1") && line.contains("DELETE") && line.contains("/api/streams/main"),
+        "{line}"
+    );
+}

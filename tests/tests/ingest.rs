@@ -780,3 +780,143 @@ fn a_paused_server_keeps_its_live_encoder() {
         server.log_lines("stalled")
     );
 }
+
+/// Issue 10 (8): titles belong to the source that sent them. A waiting
+/// encoder's titles (sent from its own host) stay off air until it takes
+/// over, and then its title, not the previous source's, is on air at once.
+#[test]
+fn a_waiting_sources_titles_wait_with_it() {
+    let server = ServerProcess::start(EXE, "streams:\n  - key: test\n    password: pw\n");
+    let (studio, automation): (std::net::IpAddr, std::net::IpAddr) =
+        ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+    let title_from = |ip, song: &str| {
+        let mut s = connect_from(Some(ip), server.source);
+        write!(
+            s,
+            "GET /admin/metadata?mount=/test&mode=updinfo&song={song} HTTP/1.0\r\nAuthorization: {}\r\n\r\n",
+            basic("pw")
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+            "{reply}"
+        );
+    };
+    let on_air = || -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&http_get(server.listen, "/status-json.xsl", &[]).body).unwrap();
+        let source = &v["icestats"]["source"];
+        let source = if source.is_array() {
+            &source[0]
+        } else {
+            source
+        };
+        source["title"].as_str().unwrap_or_default().to_string()
+    };
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let frames = frames_of(&data, Codec::Mp3);
+    let mut a = Source::connect_from(
+        Some(studio),
+        server.source,
+        "test",
+        "pw",
+        SourceMethod::Ice,
+        &[],
+    )
+    .unwrap();
+    a.send(&data[..frames[100].0]).unwrap();
+    title_from(studio, "Studio+song");
+    assert_eq!(on_air(), "Studio song");
+    let b = Source::connect_from(
+        Some(automation),
+        server.source,
+        "test",
+        "pw",
+        SourceMethod::Ice,
+        &[],
+    )
+    .unwrap();
+    assert!(server.wait_metric(
+        "streammachine_sources{mount=\"test\"}",
+        2.0,
+        Duration::from_secs(5)
+    ));
+    title_from(automation, "Automation+song");
+    assert_eq!(
+        on_air(),
+        "Studio song",
+        "the waiting encoder's title is not on air"
+    );
+    drop(a);
+    assert!(server.wait_metric(
+        "streammachine_sources{mount=\"test\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(
+        on_air(),
+        "Automation song",
+        "on air with its encoder, at once"
+    );
+    drop(b);
+}
+
+/// Issue 10 (9): password guessing on the source port is slowed per address
+/// (refused unchecked with 429 and Retry-After once it failed too often),
+/// counted, and logged thinly; an encoder elsewhere connects as ever.
+#[test]
+fn source_password_guessing_is_slowed_per_address() {
+    let server = ServerProcess::start(EXE, "streams:\n  - key: test\n    password: pw\n");
+    let guesser: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let started = Instant::now();
+    let replies: Vec<String> = (0..200)
+        .map(|i| {
+            Source::connect_from(
+                Some(guesser),
+                server.source,
+                "test",
+                &format!("guess{i}"),
+                SourceMethod::Ice,
+                &[],
+            )
+            .err()
+            .unwrap_or_default()
+        })
+        .collect();
+    let elapsed = started.elapsed();
+    let checked = replies.iter().filter(|r| r.contains(" 401 ")).count();
+    let refused: Vec<&String> = replies.iter().filter(|r| r.contains(" 429 ")).collect();
+    println!(
+        "source: 200 guesses in {elapsed:?}: {checked} checked, {} refused unchecked",
+        refused.len()
+    );
+    assert_eq!(checked + refused.len(), 200);
+    assert!(checked <= 12, "{checked} passwords checked");
+    assert!(refused[0].contains("Retry-After: "), "{}", refused[0]);
+    // The right password from the guessing address waits too…
+    let err = Source::connect_from(
+        Some(guesser),
+        server.source,
+        "test",
+        "pw",
+        SourceMethod::Ice,
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.contains(" 429 "), "{err}");
+    // …an encoder elsewhere is untouched.
+    let _ok = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    let metric = |reason: &str| {
+        server
+            .metric(&format!(
+                "streammachine_auth_failures_total{{port=\"source\",reason=\"{reason}\"}}"
+            ))
+            .unwrap_or(0.0)
+    };
+    assert_eq!(metric("bad_password"), checked as f64);
+    assert!(metric("locked") >= refused.len() as f64);
+    let logged = server.log_lines("source port").len();
+    assert!(logged <= 12, "{logged} log lines for 201 failures");
+}

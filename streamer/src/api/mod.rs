@@ -186,6 +186,8 @@ pub trait ApiHost: StatusHost {
     fn admin_token(&self) -> Option<&streammachine_config::Secret>;
     /// Standalone, master or slave.
     fn mode(&self) -> streammachine_config::Mode;
+    /// Failed admin logins (API token, link secret), per address.
+    fn admin_lockout(&self) -> &crate::lockout::Lockout;
 }
 
 impl Route {
@@ -208,17 +210,20 @@ impl Route {
     /// Checks the bearer token when the route needs one (before its body is
     /// read, so nobody unauthenticated can make the server hold a body);
     /// `Err` is the refusal to send.
+    /// `Err` is the failure's metric label and the refusal to send.
     pub fn authorize(
         &self,
         server: &dyn ApiHost,
         authorization: Option<&str>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), (&'static str, Response)> {
         if !self.auth {
             return Ok(());
         }
-        check_token(server, authorization).map_err(|e| {
-            e.response()
-                .header("WWW-Authenticate", "Bearer realm=\"StreamMachine admin\"")
+        check_token(server, authorization).map_err(|(reason, e)| {
+            let refusal = e
+                .response()
+                .header("WWW-Authenticate", "Bearer realm=\"StreamMachine admin\"");
+            (reason, refusal)
         })
     }
 
@@ -254,20 +259,26 @@ fn stream_of(server: &dyn ApiHost, p: &[&str]) -> Result<Arc<Stream>, ApiError> 
         .ok_or_else(|| ApiError::not_found("stream", key))
 }
 
-fn check_token(server: &dyn ApiHost, authorization: Option<&str>) -> Result<(), ApiError> {
+fn check_token(
+    server: &dyn ApiHost,
+    authorization: Option<&str>,
+) -> Result<(), (&'static str, ApiError)> {
     let Some(expected) = server.admin_token() else {
-        return Err(ApiError::new(401, "the admin API is disabled: set admin.token, admin.tokenFile or STREAMMACHINE_ADMIN_TOKEN"));
+        return Err(("disabled", ApiError::new(401, "the admin API is disabled: set admin.token, admin.tokenFile or STREAMMACHINE_ADMIN_TOKEN")));
     };
     let given = authorization
         .and_then(|a| a.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     match given {
-        None => Err(ApiError::new(401, "bearer token required")),
+        None => Err((
+            "no_credentials",
+            ApiError::new(401, "bearer token required"),
+        )),
         Some(t) if crate::source::mount::constant_time_eq(t.as_bytes(), expected.0.as_bytes()) => {
             Ok(())
         }
-        Some(_) => Err(ApiError::new(401, "wrong bearer token")),
+        Some(_) => Err(("wrong_token", ApiError::new(401, "wrong bearer token"))),
     }
 }
 

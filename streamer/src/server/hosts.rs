@@ -88,6 +88,9 @@ impl crate::source::SourceHost for Server {
     fn parking_signal(&self) -> watch::Receiver<bool> {
         self.lifecycle.parking_signal()
     }
+    fn lockout(&self) -> &crate::lockout::Lockout {
+        &self.source_lockout
+    }
     fn park_source(&self, p: crate::source::icecast::ParkedSource) {
         self.lifecycle.park_source(p)
     }
@@ -242,6 +245,9 @@ impl crate::api::ApiHost for Server {
     }
     fn mode(&self) -> streammachine_config::Mode {
         self.config.mode
+    }
+    fn admin_lockout(&self) -> &crate::lockout::Lockout {
+        &self.admin_lockout
     }
 }
 

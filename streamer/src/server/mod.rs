@@ -60,6 +60,9 @@ pub struct Server {
     dumps: Dumps,
     /// A restarted master holding new audio until a slave has re-synced it.
     resync_hold: AtomicBool,
+    /// Failed logins per address, on the source and the admin port.
+    source_lockout: crate::lockout::Lockout,
+    admin_lockout: crate::lockout::Lockout,
 }
 
 impl Server {
@@ -120,6 +123,8 @@ impl Server {
             catch_up: crate::link::catchup::CatchUp::default(),
             dumps,
             resync_hold: AtomicBool::new(false),
+            source_lockout: crate::lockout::Lockout::default(),
+            admin_lockout: crate::lockout::Lockout::default(),
         });
         if server.config.mode == Mode::Slave {
             // The master's last config, so that a slave restarted while its

@@ -164,7 +164,7 @@ pub async fn handle_connection(server: Arc<dyn SourceHost>, mut sock: TcpStream,
                 drive(server, sock, peer, guard, run, buf).await;
             }
         },
-        ("GET", "/admin/metadata") => match metadata::update(&*server, &req) {
+        ("GET", "/admin/metadata") => match metadata::update(&*server, &req, peer.ip()) {
             Ok(r) => {
                 let _ = sock.write_all(&r.to_bytes(false, false)).await;
             }
@@ -199,12 +199,33 @@ pub fn basic_password(req: &Request) -> Option<String> {
 }
 
 /// Finds the mount and checks the password: the common part of a source
-/// connection and a metadata update.
+/// connection and a metadata update. An address that keeps failing must
+/// wait between attempts ([`crate::lockout`]); its failures are counted by
+/// reason and logged at the 1st, 2nd, 4th, 8th…
 pub fn authorize(
     server: &dyn SourceHost,
     req: &Request,
     mount_path: &str,
+    from: std::net::IpAddr,
 ) -> Result<Arc<Mount>, Rejection> {
+    let lockout = server.lockout();
+    if let Err(wait) = lockout.check(from) {
+        let secs = wait.as_secs().max(1);
+        let n = lockout.refused(from);
+        count_auth_failure(server, "locked");
+        return Err(Rejection::new(
+            429,
+            "auth_locked",
+            format!("too many failed logins from {from}: try again in {secs} s"),
+        )
+        .retry_after(secs)
+        .quiet(!crate::lockout::worth_logging(n)));
+    }
+    let refused = |rej: Rejection| {
+        let n = lockout.failed(from);
+        count_auth_failure(server, rej.reason());
+        rej.auth().quiet(!crate::lockout::worth_logging(n))
+    };
     let key = mount_path.strip_prefix('/').unwrap_or(mount_path);
     let Some(mount) = server.mount(key) else {
         return Err(Rejection::new(
@@ -214,19 +235,29 @@ pub fn authorize(
         ));
     };
     let Some(password) = basic_password(req) else {
-        return Err(
-            Rejection::new(401, "no_credentials", "HTTP Basic credentials required").auth(),
-        );
+        return Err(refused(Rejection::new(
+            401,
+            "no_credentials",
+            "HTTP Basic credentials required",
+        )));
     };
     if !mount.password_matches(&password) {
-        return Err(Rejection::new(
+        return Err(refused(Rejection::new(
             401,
             "bad_password",
             format!("wrong password for mount {mount_path:?}"),
-        )
-        .auth());
+        )));
     }
+    lockout.succeeded(from);
     Ok(mount)
+}
+
+fn count_auth_failure(server: &dyn SourceHost, reason: &str) {
+    server
+        .metrics()
+        .auth_failures
+        .with_label_values(&["source", reason])
+        .inc();
 }
 
 fn codec_of(format: AudioFormat) -> Codec {
@@ -262,7 +293,7 @@ async fn accept_source(
     peer: SocketAddr,
     req: Request,
 ) -> Result<Option<super::mount::SourceGuard>, Rejection> {
-    let mount = authorize(&**server, &req, &req.path)?;
+    let mount = authorize(&**server, &req, &req.path, peer.ip())?;
     if let Some(ct) = req.header("content-type") {
         match declared_format(ct) {
             Some(Ok(f)) if f != mount.format() => {

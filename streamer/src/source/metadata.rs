@@ -67,7 +67,14 @@ fn decode_text(bytes: &[u8], charset: Option<&str>) -> String {
 }
 
 /// Handles a metadata update; the title goes with the mount's audio from now on.
-pub fn update(server: &dyn SourceHost, req: &Request) -> Result<Response, Rejection> {
+/// Titles belong to a source: sent from the address of a connected encoder,
+/// they are that encoder's (on air only while it is); from anywhere else
+/// (an automation system), they are the mount's.
+pub fn update(
+    server: &dyn SourceHost,
+    req: &Request,
+    from: std::net::IpAddr,
+) -> Result<Response, Rejection> {
     let pairs = raw_pairs(&req.query);
     let get = |name: &str| {
         pairs
@@ -84,7 +91,7 @@ pub fn update(server: &dyn SourceHost, req: &Request) -> Result<Response, Reject
             "metadata update without a mount parameter",
         ));
     };
-    let mount = authorize(server, req, &mount_path)?;
+    let mount = authorize(server, req, &mount_path, from)?;
     match text("mode").as_deref() {
         Some("updinfo") => {}
         other => {
@@ -109,7 +116,19 @@ pub fn update(server: &dyn SourceHost, req: &Request) -> Result<Response, Reject
         }
     };
     let title = title.trim().to_string();
-    mount.set_title(&title);
+    let on_air = match mount.source_from(from) {
+        Some(id) => mount.set_source_title(id, &title),
+        None => {
+            mount.set_title(&title);
+            true
+        }
+    };
+    if !on_air {
+        tracing::info!(mount = %mount.key(), title = %title, "title of a waiting source kept until it is on air");
+        return Ok(Response::new(200, "OK")
+            .header("Content-Type", "text/xml")
+            .body(OK_XML.as_bytes().to_vec()));
+    }
     server
         .metrics()
         .title_updates

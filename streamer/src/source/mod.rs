@@ -38,6 +38,8 @@ pub trait SourceHost: Send + Sync + 'static {
     fn parking_signal(&self) -> watch::Receiver<bool>;
     /// Keeps a source parked for the handoff.
     fn park_source(&self, p: icecast::ParkedSource);
+    /// Failed source logins, per address.
+    fn lockout(&self) -> &crate::lockout::Lockout;
 }
 
 /// A refused request on the source port: a status, a reason label for the
@@ -48,6 +50,8 @@ pub struct Rejection {
     reason: &'static str,
     message: String,
     auth: bool,
+    retry_after: Option<u64>,
+    quiet: bool,
 }
 
 impl Rejection {
@@ -58,13 +62,32 @@ impl Rejection {
             reason,
             message: message.into(),
             auth: false,
+            retry_after: None,
+            quiet: false,
         }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, seconds).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Counted but not logged (a guesser's repeated failures).
+    pub fn quiet(mut self, quiet: bool) -> Self {
+        self.quiet = quiet;
+        self
     }
 
     /// Asks for credentials (`WWW-Authenticate`).
     pub fn auth(mut self) -> Self {
         self.auth = true;
         self
+    }
+
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        self.reason
     }
 
     /// The status code.
@@ -79,17 +102,22 @@ impl Rejection {
 
     /// Logs it once, counts it, and writes it to the client before closing.
     pub async fn send(self, server: &dyn SourceHost, sock: &mut TcpStream, peer: SocketAddr) {
-        tracing::warn!(%peer, status = self.status, reason = self.reason, "source port: {}", self.message);
+        if !self.quiet {
+            tracing::warn!(%peer, status = self.status, reason = self.reason, "source port: {}", self.message);
+        }
         server
             .metrics()
             .source_rejections
             .with_label_values(&[self.reason])
             .inc();
-        let auth = if self.auth {
-            "WWW-Authenticate: Basic realm=\"StreamMachine source\"\r\n"
+        let mut auth = if self.auth {
+            "WWW-Authenticate: Basic realm=\"StreamMachine source\"\r\n".to_string()
         } else {
-            ""
+            String::new()
         };
+        if let Some(secs) = self.retry_after {
+            auth.push_str(&format!("Retry-After: {secs}\r\n"));
+        }
         let body = format!("{}\n", self.message);
         let resp = format!(
             "HTTP/1.0 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -60,6 +60,8 @@ pub struct SourceEntry {
     pub kick: tokio::sync::Notify,
     /// A fallback (plays only while no live source is connected).
     pub fallback: bool,
+    /// The last title this source sent: on air while it is.
+    title: Mutex<Option<Arc<Title>>>,
 }
 
 #[derive(Debug)]
@@ -201,6 +203,7 @@ impl Mount {
         }
         let entry = inner.sources.remove(i);
         inner.sources.insert(0, entry);
+        Self::on_air_changed(&mut inner);
         tracing::warn!(mount = %self.key, source = id, "source promoted");
         Ok(())
     }
@@ -274,6 +277,7 @@ impl Mount {
             bytes: AtomicU64::new(0),
             kick: tokio::sync::Notify::new(),
             fallback,
+            title: Mutex::new(None),
         });
         let mut inner = self.lock();
         let at = if fallback {
@@ -285,10 +289,14 @@ impl Mount {
                 .position(|s| s.fallback)
                 .unwrap_or(inner.sources.len())
         };
-        if at == 0 && !inner.sources.is_empty() {
+        let takes_over = at == 0 && !inner.sources.is_empty();
+        if takes_over {
             tracing::info!(mount = %self.key, source = entry.id, "a live source takes over from the fallback");
         }
         inner.sources.insert(at, Arc::clone(&entry));
+        if takes_over {
+            Self::on_air_changed(&mut inner);
+        }
         self.update_gauges(&inner);
         SourceGuard {
             mount: Arc::clone(self),
@@ -305,6 +313,7 @@ impl Mount {
             for s in &inner.streams {
                 s.source_ended(id);
             }
+            Self::on_air_changed(&mut inner);
             match inner.sources.first() {
                 Some(next) => {
                     tracing::warn!(mount = %self.key, source = next.id, "active source left; next source takes over")
@@ -337,9 +346,46 @@ impl Mount {
         self.lock().sources.clone()
     }
 
-    /// Sets the title that goes with audio from now on.
+    /// Sets the title that goes with audio from now on (the API's; it is
+    /// also the title of the source on air).
     pub fn set_title(&self, text: &str) {
-        self.lock().title = Some(Title::new(text));
+        let mut inner = self.lock();
+        let title = Title::new(text);
+        if let Some(active) = inner.sources.first() {
+            *active.title.locked() = Some(Arc::clone(&title));
+        }
+        inner.title = Some(title);
+    }
+
+    /// Sets source `id`'s title; it goes on air only while that source is on
+    /// air (a waiting encoder's titles wait with it). Returns whether it did.
+    pub fn set_source_title(&self, id: u64, text: &str) -> bool {
+        let mut inner = self.lock();
+        let title = Title::new(text);
+        let Some(at) = inner.sources.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        *inner.sources[at].title.locked() = Some(Arc::clone(&title));
+        if at == 0 {
+            inner.title = Some(title);
+        }
+        at == 0
+    }
+
+    /// The source a request from `ip` speaks for: the one on air if it
+    /// connected from there, else the first waiting one that did.
+    pub fn source_from(&self, ip: std::net::IpAddr) -> Option<u64> {
+        let inner = self.lock();
+        let from = |s: &&Arc<SourceEntry>| s.info.remote.is_some_and(|r| r.ip() == ip);
+        inner.sources.iter().find(from).map(|s| s.id)
+    }
+
+    /// A new source is on air: the title is its last one (none yet: the
+    /// stream's configured title), never the previous source's.
+    fn on_air_changed(inner: &mut MountInner) {
+        if let Some(active) = inner.sources.first() {
+            inner.title = active.title.locked().clone();
+        }
     }
 
     /// The mount's title, if a source or the API has set one.

@@ -134,9 +134,7 @@ async fn session(
                 i += take;
                 if m.len() == *len {
                     if let Some(t) = icy_title(m) {
-                        if mount.active_source() == Some(guard.id()) {
-                            mount.set_title(&t);
-                        }
+                        mount.set_source_title(guard.id(), &t);
                     }
                     meta = None;
                     until_meta = metaint;
