@@ -797,7 +797,7 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .ok()?;
     let mut out = String::new();
