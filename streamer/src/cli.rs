@@ -143,6 +143,15 @@ pub enum CliError {
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// `--handoff-from` names a socket this process cannot listen on: it
+    /// could never take over, so it does not serve beside its predecessor.
+    #[error("cannot listen for a handoff at {path}: {error}; not serving (a successor that cannot take over would run beside its predecessor)")]
+    Handoff {
+        /// The `--handoff-from` path.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 /// The configuration used when no file is given: one standalone MP3 stream.
@@ -414,6 +423,16 @@ async fn serve(
         }
         None => None,
     };
+    // Before anything is served: a successor that cannot take over exits.
+    let offer = match &handoff_from {
+        Some(path) => Some(
+            crate::handoff::offer(path).map_err(|error| CliError::Handoff {
+                path: path.display().to_string(),
+                error,
+            })?,
+        ),
+        None => None,
+    };
     let server = Server::new(config)?;
     if let Some((store, overlay)) = store {
         server.use_store(store, overlay);
@@ -445,10 +464,10 @@ async fn serve(
             handoff_from.is_some(),
         ));
     }
-    if let Some(path) = handoff_from {
+    if let Some(offer) = offer {
         tokio::spawn(crate::handoff::receive_loop(
             std::sync::Arc::clone(&server) as _,
-            path,
+            offer,
         ));
     }
     let mut handed_off = server.handed_off_signal();

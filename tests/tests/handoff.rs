@@ -763,3 +763,37 @@ fn a_transcoded_stream_goes_on_after_a_handoff() {
     let errors = ffmpeg_decode_errors(&path);
     assert!(errors.trim().is_empty(), "{errors}");
 }
+
+/// Issue 10 (2): a successor that cannot listen for the handoff (its socket's
+/// directory is a file here) exits at once with the reason, before it binds
+/// a port: the predecessor stays the only server.
+#[test]
+fn a_successor_that_cannot_take_over_exits_before_serving() {
+    let dir = scratch_dir("handoff-cannot");
+    let ports = standalone_ports();
+    let old = start_on(&dir, &ports, config(), "a.sock", false);
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let mut args: Vec<String> = ports
+        .iter()
+        .flat_map(|(flag, port)| [flag.to_string(), port.to_string()])
+        .collect();
+    args.extend([
+        "--handoff-from".to_string(),
+        file.join("h.sock").display().to_string(),
+    ]);
+    let started = std::time::Instant::now();
+    let logs = ServerProcess::try_start(
+        EXE,
+        config(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .err()
+    .expect("a successor that cannot take over must not serve");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(logs.contains("cannot listen for a handoff"), "{logs}");
+    assert!(!logs.contains("\"listening\""), "{logs}");
+    for _ in 0..10 {
+        assert_eq!(http_get(old.admin, "/readyz", &[]).status, 200);
+    }
+}

@@ -251,7 +251,7 @@ impl Encoder {
                 src.sock.set_nonblocking(false).unwrap();
                 let mut probe = [0u8; 1];
                 while !st.load(Ordering::Relaxed) && next < frames.len() {
-                    if next % 20 == 0 {
+                    if next.is_multiple_of(20) {
                         src.sock.set_nonblocking(true).unwrap();
                         let closed = matches!(src.sock.peek(&mut probe), Ok(0));
                         src.sock.set_nonblocking(false).unwrap();

@@ -238,3 +238,28 @@ fn periodic_dumps_survive_a_kill_and_a_master_restores_them() {
         assert_eq!(after[field], before[field], "{field}");
     }
 }
+
+/// Issue 10 (2): two processes never write one dump: only the holder of the
+/// dump directory's lock writes (a second server there says so, once).
+#[test]
+fn only_one_process_writes_a_dump_directory() {
+    let dumps = scratch_dir("dump-lock");
+    let cfg = config(&dumps);
+    let mut first = ServerProcess::start(EXE, &cfg);
+    let mut second = ServerProcess::start(EXE, &cfg);
+    assert!(second
+        .wait_log(
+            "another process holds the dump directory",
+            Duration::from_secs(5)
+        )
+        .is_some());
+    first.send_source("keep", "pw", &fixture("mp3/mp3-44100-64-s.mp3"));
+    assert_eq!(second.terminate(), Some(0));
+    assert!(
+        second.log_lines("rewind buffer dumped").is_empty(),
+        "the second process wrote a dump"
+    );
+    assert_eq!(first.terminate(), Some(0));
+    assert!(!first.log_lines("rewind buffer dumped").is_empty());
+    assert!(dumps.join("keep.dump").exists());
+}

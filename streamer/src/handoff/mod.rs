@@ -25,8 +25,8 @@ pub mod fd;
 mod receive;
 
 pub use control::control_loop;
-pub use receive::receive_loop;
 use receive::*;
+pub use receive::{offer, receive_loop, Offer};
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;

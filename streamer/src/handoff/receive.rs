@@ -243,8 +243,46 @@ pub(super) fn bind(path: &Path, what: &str) -> Option<tokio::net::UnixListener> 
     Some(listener)
 }
 
-/// The successor side: waits on `path` for predecessors, while serving.
-pub async fn receive_loop(server: Arc<dyn HandoffHost>, path: PathBuf) {
+/// The successor's handoff socket, bound before anything is served (so a
+/// successor that cannot take over exits with the reason instead of serving
+/// beside its predecessor) under a private name, and published at its real
+/// path only once the server is ready ([`receive_loop`]).
+#[derive(Debug)]
+pub struct Offer {
+    listener: tokio::net::UnixListener,
+    staged: PathBuf,
+    path: PathBuf,
+}
+
+/// Binds the handoff socket for `path` (staged beside it, mode 0600).
+pub fn offer(path: &Path) -> std::io::Result<Offer> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.file_name().map_or_else(
+        || std::ffi::OsString::from("handoff"),
+        std::ffi::OsStr::to_os_string,
+    );
+    let mut staged_name = std::ffi::OsString::from(".");
+    staged_name.push(&name);
+    staged_name.push(format!(".starting-{}", std::process::id()));
+    let staged = path.with_file_name(staged_name);
+    let _ = std::fs::remove_file(&staged);
+    let listener = tokio::net::UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+    Ok(Offer {
+        listener,
+        staged,
+        path: path.to_path_buf(),
+    })
+}
+
+/// The successor side: once this server can serve, publishes its handoff
+/// socket and waits there for predecessors.
+pub async fn receive_loop(server: Arc<dyn HandoffHost>, offer: Offer) {
+    let Offer {
+        listener,
+        staged,
+        path,
+    } = offer;
     // Offer to take over only once this server can serve (a slave: once it
     // has its master's streams); whoever hands off waits for the socket.
     let mut shutdown = server.shutdown_signal();
@@ -254,9 +292,13 @@ pub async fn receive_loop(server: Arc<dyn HandoffHost>, path: PathBuf) {
             _ = shutdown.changed() => return,
         }
     }
-    let Some(listener) = bind(&path, "cannot listen for a handoff") else {
+    // Published by a rename: whoever hands off connects to a socket that
+    // is listening already, and never to a half-made one.
+    if let Err(e) = std::fs::rename(&staged, &path) {
+        tracing::error!(path = %path.display(), error = %e, "cannot publish the handoff socket; no handoff can reach this server");
+        let _ = std::fs::remove_file(&staged);
         return;
-    };
+    }
     {
         use std::os::unix::fs::MetadataExt;
         let id = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));

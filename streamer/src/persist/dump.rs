@@ -889,7 +889,7 @@ pub(crate) mod tests {
             discontinuity: seq % 17 == 3,
             hls_segment: seq / 10,
             hls_disc_seq: seq / 50,
-            hls_segment_start: seq % 10 == 0,
+            hls_segment_start: seq.is_multiple_of(10),
             samples_per_frame: 1152,
             sample_rate: 44_100,
             frames: offsets,
@@ -1048,7 +1048,7 @@ pub(crate) mod tests {
     impl Read for Trickle<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.calls % 5 == 0 {
+            if self.calls.is_multiple_of(5) {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "again"));
             }
             let n = buf

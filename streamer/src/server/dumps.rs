@@ -15,7 +15,16 @@ const REPLICA_CONFIG_FILE: &str = "replica-config.json";
 pub(super) struct Dumps {
     dir: Option<PathBuf>,
     set_aside: prometheus::IntCounterVec,
+    /// The directory's lock (`.lock`, an exclusive `flock`), once held:
+    /// only its holder writes dumps, so two processes (a predecessor and a
+    /// successor that could not take over) never write one dump.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// Whether "not writing" was logged since the lock was last held.
+    told: std::sync::atomic::AtomicBool,
 }
+
+/// The lock file in the dump directory.
+const LOCK_FILE: &str = ".lock";
 
 impl Dumps {
     /// Dumps in `dir`, created if missing; `None`: no dumps.
@@ -30,7 +39,50 @@ impl Dumps {
                 error,
             })?;
         }
-        Ok(Dumps { dir, set_aside })
+        let dumps = Dumps {
+            dir,
+            set_aside,
+            lock: std::sync::Mutex::new(None),
+            told: std::sync::atomic::AtomicBool::new(false),
+        };
+        dumps.holds_lock();
+        Ok(dumps)
+    }
+
+    /// Whether this process holds the dump directory (taking it if free).
+    fn holds_lock(&self) -> bool {
+        use crate::sync::MutexExt;
+        let Some(dir) = &self.dir else {
+            return false;
+        };
+        let mut lock = self.lock.locked();
+        if lock.is_some() {
+            return true;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE));
+        match file.map(|f| f.try_lock().map(|()| f)) {
+            Ok(Ok(f)) => {
+                *lock = Some(f);
+                self.told.store(false, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Ok(Err(_)) => {
+                if !self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(dir = %dir.display(), "another process holds the dump directory (a predecessor still running?): not writing dumps until it is free");
+                }
+                false
+            }
+            Err(e) => {
+                if !self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot lock the dump directory: not writing dumps");
+                }
+                false
+            }
+        }
     }
 
     /// Restores a stream's dump, if dumps are configured. A missing dump is
@@ -71,6 +123,9 @@ impl Dumps {
         let Some(dir) = &self.dir else {
             return;
         };
+        if !self.holds_lock() {
+            return;
+        }
         for stream in streams {
             let dir = dir.clone();
             let s = Arc::clone(&stream);
