@@ -194,6 +194,11 @@ pub struct ListenersConfig {
     /// Public base URL for playlists (`.pls`, `.m3u`); default: from the request's Host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Connections the port holds at once (audio listeners and short
+    /// requests); the next gets `503` with `Retry-After`. Default: what the
+    /// open-file limit leaves after the other ports' budgets and a reserve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for ListenersConfig {
@@ -205,6 +210,7 @@ impl Default for ListenersConfig {
             send_buffer_bytes: 128 * 1024,
             cors_origin: "*".into(),
             public_url: None,
+            max_connections: None,
         }
     }
 }
@@ -223,6 +229,10 @@ pub struct SourcesConfig {
     pub first_frame_timeout_seconds: f64,
     /// Seconds without any data after which a source is considered dead.
     pub data_timeout_seconds: f64,
+    /// Connections the port holds at once (encoders, waiting ones included,
+    /// and metadata updates); the next gets `503`. Default 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for SourcesConfig {
@@ -233,6 +243,7 @@ impl Default for SourcesConfig {
             header_timeout_seconds: 5.0,
             first_frame_timeout_seconds: 10.0,
             data_timeout_seconds: 10.0,
+            max_connections: None,
         }
     }
 }
@@ -254,6 +265,10 @@ pub struct AdminConfig {
     /// File holding the admin token (a mounted Secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Connections the port holds at once (API calls, probes, scrapes, slave
+    /// links); the next gets `503`. Default 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for AdminConfig {
@@ -263,6 +278,7 @@ impl Default for AdminConfig {
             port: DEFAULT_ADMIN_PORT,
             token: None,
             token_file: None,
+            max_connections: None,
         }
     }
 }

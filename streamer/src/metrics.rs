@@ -35,6 +35,8 @@ pub struct Metrics {
     pub source_rejections: IntCounterVec,
     /// Failed logins, by port (`source`, `admin`) and reason.
     pub auth_failures: IntCounterVec,
+    /// Connections refused because their port was at its budget, by port.
+    pub connections_refused: IntCounterVec,
     /// Bytes received from sources, by mount.
     pub source_received_bytes: IntCounterVec,
     /// Bytes a source sent that were not audio (garbage, truncated frames), by mount.
@@ -132,6 +134,12 @@ impl Metrics {
                 "streammachine_source_connections_total",
                 "Source connections accepted.",
                 &["mount"],
+            )?,
+            connections_refused: counter_vec(
+                r,
+                "streammachine_connections_refused_total",
+                "Connections answered 503 because their port held its limit (listeners.maxConnections, sources.maxConnections, admin.maxConnections).",
+                &["port"],
             )?,
             auth_failures: counter_vec(
                 r,

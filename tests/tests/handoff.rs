@@ -783,13 +783,13 @@ fn a_successor_that_cannot_take_over_exits_before_serving() {
         file.join("h.sock").display().to_string(),
     ]);
     let started = std::time::Instant::now();
-    let logs = ServerProcess::try_start(
+    let Err(logs) = ServerProcess::try_start(
         EXE,
         config(),
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .err()
-    .expect("a successor that cannot take over must not serve");
+    ) else {
+        panic!("a successor that cannot take over must not serve");
+    };
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(logs.contains("cannot listen for a handoff"), "{logs}");
     assert!(!logs.contains("\"listening\""), "{logs}");

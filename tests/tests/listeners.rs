@@ -627,3 +627,59 @@ fn a_listener_that_comes_before_any_audio_waits_and_then_plays() {
         Duration::from_secs(5)
     ));
 }
+
+/// Issue 10 (4): every port holds at most its budget and answers the next
+/// connection at once with 503 and the reason; connected listeners go on, and
+/// the admin port answers /healthz promptly while the listener port is full.
+#[test]
+fn each_port_refuses_cleanly_beyond_its_budget() {
+    let server = ServerProcess::start(
+        EXE,
+        "listeners: { maxConnections: 20 }\nsources: { maxConnections: 2 }\nstreams:\n  - key: test\n    password: pw\n",
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let mut src = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    src.send(&data[..data.len() / 2]).unwrap();
+    let held: Vec<_> = (0..20)
+        .map(|_| {
+            let (s, st, _, _) = request(server.listen, "GET", "/test", &[]);
+            assert_eq!(st, 200);
+            s
+        })
+        .collect();
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"test\"}",
+        20.0,
+        Duration::from_secs(5)
+    ));
+    let refused = http_get(server.listen, "/test", &[]);
+    assert_eq!(refused.status, 503);
+    assert!(refused.text().contains("limit of 20"), "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        assert_eq!(http_get(server.admin, "/healthz", &[]).status, 200);
+        slowest = slowest.max(t.elapsed());
+    }
+    println!("/healthz with the listener port at its cap: slowest of 20 in {slowest:?}");
+    // The source port: one on air, one waiting, the third refused.
+    let _waiting = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    let third = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap_err();
+    assert!(
+        third.contains(" 503 ") && third.contains("limit of 2"),
+        "{third}"
+    );
+    assert_eq!(
+        server.metric("streammachine_connections_refused_total{port=\"listener\"}"),
+        Some(1.0)
+    );
+    // A listener that leaves frees its place.
+    drop(held);
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"test\"}",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(http_call(server.listen, "HEAD", "/test", &[]).status, 200);
+}

@@ -132,19 +132,24 @@ async fn send_segment(
     };
     let mut head = seg.head.into_bytes();
     head.extend_from_slice(conn.as_bytes());
-    if sock.write_all(&head).await.is_err() {
-        return false;
-    }
-    if head_only {
-        return true;
-    }
-    for part in &seg.parts {
-        if sock.write_all(part).await.is_err() {
-            return false;
+    // A client that does not read its segment must not hold this task.
+    let write = async {
+        sock.write_all(&head).await?;
+        if !head_only {
+            for part in &seg.parts {
+                sock.write_all(part).await?;
+            }
         }
-    }
-    true
+        Ok::<_, std::io::Error>(())
+    };
+    matches!(
+        tokio::time::timeout(WRITE_DEADLINE, write).await,
+        Ok(Ok(()))
+    )
 }
+
+/// The longest a short reply or an HLS segment may take to be written.
+const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn send_short(
     sock: &mut TcpStream,
@@ -158,7 +163,10 @@ async fn send_short(
         server.listeners_config().cors_origin.clone(),
     );
     let bytes = resp.to_bytes(keep_alive, head_only);
-    sock.write_all(&bytes).await.is_ok()
+    matches!(
+        tokio::time::timeout(WRITE_DEADLINE, sock.write_all(&bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answer {

@@ -1,5 +1,6 @@
 //! The server: its streams and mounts, its three ports, and their accept loops.
 
+mod budget;
 mod dumps;
 mod hosts;
 mod journal;
@@ -63,6 +64,8 @@ pub struct Server {
     /// Failed logins per address, on the source and the admin port.
     source_lockout: crate::lockout::Lockout,
     admin_lockout: crate::lockout::Lockout,
+    /// Connections each port may hold.
+    budgets: budget::Budgets,
 }
 
 impl Server {
@@ -107,7 +110,15 @@ impl Server {
             config.dumps.as_ref().map(|d| d.dir.clone()),
             metrics.dumps_set_aside.clone(),
         )?;
+        let budgets = budget::Budgets::new(&config, budget::nofile());
+        tracing::info!(
+            listeners = budgets.listeners.cap(),
+            sources = budgets.sources.cap(),
+            admin = budgets.admin.cap(),
+            "connection budgets"
+        );
         let server = Arc::new(Server {
+            budgets,
             config,
             registry: Registry::new(metrics.clone()),
             slaves: Slaves::new(metrics.slaves.clone()),

@@ -81,6 +81,9 @@ pub(super) fn kernel_backlog_cap() -> Option<u32> {
         .ok()
 }
 
+/// Accepts on `listener` until shutdown, paused while a handoff runs; each
+/// connection takes a ticket from the port's budget (`outside`: connections
+/// that outlive their handler, the audio listeners) or is refused at once.
 pub(super) async fn accept_loop<F, Fut>(
     server: Arc<Server>,
     listener: Arc<TcpListener>,
@@ -90,6 +93,15 @@ pub(super) async fn accept_loop<F, Fut>(
     F: Fn(Arc<Server>, TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let budget = match what {
+        "listener" => server.budgets.listeners.clone(),
+        "source" => server.budgets.sources.clone(),
+        _ => server.budgets.admin.clone(),
+    };
+    let refused = server
+        .metrics
+        .connections_refused
+        .with_label_values(&[what]);
     let mut shutdown = server.shutdown_signal();
     let mut accepting = server.lifecycle.accepting();
     let mut last_error_log = None::<tokio::time::Instant>;
@@ -113,7 +125,37 @@ pub(super) async fn accept_loop<F, Fut>(
         match accepted {
             Ok((sock, peer)) => {
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(handler(Arc::clone(&server), sock, peer));
+                let outside = if what == "listener" {
+                    server
+                        .registry
+                        .streams()
+                        .iter()
+                        .map(|s| s.listener_count())
+                        .sum()
+                } else {
+                    0
+                };
+                match budget.take(outside) {
+                    Ok(ticket) => {
+                        let conn = handler(Arc::clone(&server), sock, peer);
+                        tokio::spawn(async move {
+                            conn.await;
+                            drop(ticket);
+                        });
+                    }
+                    Err(n) => {
+                        refused.inc();
+                        if n.is_power_of_two() {
+                            tracing::warn!(
+                                port = what,
+                                cap = budget.cap(),
+                                refused = n,
+                                "connection refused: the port is at its limit"
+                            );
+                        }
+                        tokio::spawn(refuse(sock, what, budget.cap()));
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: log once a second, back off.
@@ -126,4 +168,24 @@ pub(super) async fn accept_loop<F, Fut>(
             }
         }
     }
+}
+
+/// Answers a connection beyond its port's budget: `503` with the reason,
+/// without waiting on the client for more than a second. What the client
+/// sent first is read (and dropped), so closing does not reset the
+/// connection before the client has read the answer.
+async fn refuse(mut sock: TcpStream, what: &'static str, cap: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), sock.read(&mut head)).await;
+    let body = format!("the {what} port is at its limit of {cap} connections: retry shortly\n");
+    let reply = format!(
+        "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        sock.write_all(reply.as_bytes()).await?;
+        sock.shutdown().await
+    })
+    .await;
 }
