@@ -222,11 +222,30 @@ fn periodic_dumps_survive_a_kill_and_a_master_restores_them() {
         1.0,
         Duration::from_secs(15)
     ));
+    // All of the source's audio is in (under load the snapshot could come
+    // while its last chunks were still being appended).
+    assert!(first.wait_metric(
+        "streammachine_source_connected{mount=\"keep\"}",
+        0.0,
+        Duration::from_secs(15)
+    ));
     let before = status(&first, "keep")["buffer"].clone();
     // Written by the timer, not at shutdown: the process is killed after it.
-    assert!(first
-        .wait_log("rewind buffer dumped", Duration::from_secs(15))
-        .is_some_and(|l| l.contains("\"stream\":\"keep\"")));
+    // A dump written before the snapshot (the timer can fire while held
+    // audio is still being released) does not count.
+    let dumped = || {
+        first
+            .log_lines("rewind buffer dumped")
+            .iter()
+            .filter(|l| l.contains("\"stream\":\"keep\""))
+            .count()
+    };
+    let earlier = dumped();
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while dumped() == earlier {
+        assert!(std::time::Instant::now() < deadline, "no timer dump");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     drop(first); // SIGKILL: no dump at exit
     let second = ServerProcess::start(EXE, &cfg);
     assert!(second
