@@ -733,3 +733,45 @@ fn unauthenticated_bodies_are_never_held() {
     drop(conns);
     assert_eq!(http_get(server.admin, "/healthz", &[]).status, 200);
 }
+
+/// Issue 10 (smaller defects): a removed mount's and stream's series leave
+/// `/metrics` with them, so no alert fires forever for something gone.
+#[test]
+fn removed_mounts_and_streams_take_their_series_along() {
+    let server = server();
+    let (st, v) = call(
+        &server,
+        "POST",
+        "/api/source-mounts",
+        Some(json!({"key": "extra", "password": "p"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        &server,
+        "POST",
+        "/api/streams",
+        Some(
+            json!({"key": "extra-aac", "sourceMount": "extra", "transcode": {"format": "aac", "bitrate": 64}}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let metrics = || http_get(server.admin, "/metrics", &[]).text();
+    let (up, connected) = (
+        "streammachine_transcoder_up{stream=\"extra-aac\"}",
+        "streammachine_source_connected{mount=\"extra\"}",
+    );
+    let m = metrics();
+    assert!(m.contains(up) && m.contains(connected), "{m}");
+    assert_eq!(
+        call(&server, "DELETE", "/api/streams/extra-aac", None).0,
+        204
+    );
+    assert_eq!(
+        call(&server, "DELETE", "/api/source-mounts/extra", None).0,
+        204
+    );
+    let m = metrics();
+    assert!(!m.contains(up), "stale transcoder series");
+    assert!(!m.contains(connected), "stale mount series");
+    assert!(!m.contains("streammachine_sources{mount=\"extra\"}"));
+}

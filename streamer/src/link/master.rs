@@ -264,6 +264,11 @@ async fn feed(
     let mut scratch = Vec::with_capacity(256);
     let sent_chunks = server.metrics().link_sent_chunks.clone();
     loop {
+        // Registered before the epoch is looked at, so a change between the
+        // look and the wait below wakes it (notify_waiters keeps no permit).
+        let changed = server.config_changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if server.config_epoch() != config_epoch {
             config_epoch = server.config_epoch();
             wr.write_all(&frame::config(&link_config(&**server)))
@@ -340,7 +345,7 @@ async fn feed(
         tokio::select! {
             () = wait => {}
             () = tokio::time::sleep(HEARTBEAT) => wr.write_all(&frame::heartbeat()).await?,
-            () = server.config_changed().notified() => {}
+            () = &mut changed => {}
         }
     }
 }

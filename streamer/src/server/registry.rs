@@ -157,6 +157,7 @@ impl Registry {
         for key in gone {
             if let Some(m) = reg.mounts.remove(&key) {
                 m.close();
+                self.forget_mount_series(&key);
                 tracing::info!(mount = %key, "source mount removed");
             }
         }
@@ -190,6 +191,7 @@ impl Registry {
                     m.detach_stream(&key);
                 }
                 s.close();
+                self.forget_transcoder_series(&key);
                 applied.removed.push(key);
             }
         }
@@ -243,8 +245,34 @@ impl Registry {
         Ok(applied)
     }
 
+    /// A removed mount's series go with it: a stale `source_connected` at 0
+    /// would raise `StreamMachineSourceDisconnected` for nothing, forever.
+    fn forget_mount_series(&self, key: &str) {
+        let _ = self.metrics.source_connected.remove_label_values(&[key]);
+        let _ = self.metrics.sources.remove_label_values(&[key]);
+    }
+
+    /// A stream's transcoder series, when it no longer has a transcoder.
+    fn forget_transcoder_series(&self, key: &str) {
+        let m = &self.metrics;
+        for vec in [
+            &m.transcoder_restarts,
+            &m.transcoder_dropped_chunks,
+            &m.transcoder_decode_errors,
+        ] {
+            let _ = vec.remove_label_values(&[key]);
+        }
+        let _ = m.transcoder_up.remove_label_values(&[key]);
+    }
+
     /// Gives `stream` the transcoder its config asks for (or none).
     fn start_transcoder(&self, stream: &Arc<Stream>, sc: &StreamConfig) {
+        // The old one stops first: stopping sets its `up` series to 0, which
+        // must not land after the new one set it.
+        stream.set_transcoder(None);
+        if sc.transcode.is_none() {
+            self.forget_transcoder_series(&sc.key);
+        }
         let transcoder = sc.transcode.as_ref().and_then(|t| {
             Transcoder::start(stream, t.clone(), &self.metrics)
                 .map_err(
