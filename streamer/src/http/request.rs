@@ -126,8 +126,19 @@ pub fn parse(data: &[u8], max_head: usize) -> Result<Option<(Request, usize)>, R
         }
     } else if window.len() >= max_head {
         return Err(RequestError::TooLarge(max_head));
+    } else if ends_in_ice_version_prefix(window) {
+        // `SOURCE /live IC` with the rest still in flight: not yet an error.
+        return Ok(None);
     }
     parse_http(window)
+}
+
+/// Whether an unfinished request line ends in what may become ` ICE/1.x`.
+fn ends_in_ice_version_prefix(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let spaces = line.iter().filter(|&&b| b == b' ').count();
+    let last = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    spaces == 2 && !last.is_empty() && [b"ICE/1.0", b"ICE/1.1"].iter().any(|v| v.starts_with(last))
 }
 
 fn parse_http(data: &[u8]) -> Result<Option<(Request, usize)>, RequestError> {
@@ -187,6 +198,20 @@ mod tests {
         assert_eq!(r.header("icy-metadata"), Some("1"));
         assert_eq!(&raw[used..], b"EXTRA");
         assert!(r.keep_alive());
+    }
+
+    #[test]
+    fn an_ice_request_line_in_pieces_waits_for_the_rest() {
+        let raw = b"SOURCE /live ICE/1.0\r\nAuthorization: Basic c291cmNlOmhhY2ttZQ==\r\n\r\n";
+        for cut in 1..raw.len() {
+            assert!(
+                matches!(parse(&raw[..cut], 16 * 1024), Ok(None)),
+                "{:?}",
+                String::from_utf8_lossy(&raw[..cut])
+            );
+        }
+        let (req, used) = parse(raw, 16 * 1024).unwrap().unwrap();
+        assert!(req.ice && used == raw.len());
     }
 
     #[test]
