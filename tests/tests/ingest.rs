@@ -421,6 +421,16 @@ fn stalled_garbage_wrong_codec_and_silent_sources_are_dropped_with_a_reason() {
         "garbage: {:?}",
         server.log_lines("source dropped")
     );
+    // Audio, then garbage at full speed: not a stall, and the log says so.
+    let mut h = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
+    let audio = fixture("mp3/mp3-44100-128-s.mp3");
+    h.send(&audio[..100_000]).unwrap();
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until && h.send(&noise[..20_000]).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = server.wait_log("is not mp3 audio any more", Duration::from_secs(5));
+    assert!(line.is_some(), "{:?}", server.log_lines("source"));
     // AAC on an MP3 mount, declared as nothing.
     let aac = fixture("aac-256.aac");
     let mut a = Source::connect(server.source, "test", "pw", SourceMethod::Ice, &[]).unwrap();
@@ -433,7 +443,7 @@ fn stalled_garbage_wrong_codec_and_silent_sources_are_dropped_with_a_reason() {
         .is_some());
     assert_eq!(
         server.log_lines("source dropped").len(),
-        4,
+        5,
         "each logged once: {:?}",
         server.log_lines("source dropped")
     );

@@ -33,11 +33,21 @@ pub enum SourceEnd {
         /// The limit.
         secs: f64,
     },
-    /// Frames stopped arriving.
+    /// Frames stopped arriving, and so did data.
     #[error("no audio frame for {secs} s (stalled encoder)")]
     Stalled {
         /// The limit.
         secs: f64,
+    },
+    /// Data kept coming, but no frame in it.
+    #[error("no audio frame for {secs} s although {bytes} bytes came meanwhile: the source sends something that is not {codec} audio any more")]
+    NoAudio {
+        /// The limit.
+        secs: f64,
+        /// Bytes received since the last frame.
+        bytes: u64,
+        /// What the mount takes.
+        codec: Codec,
     },
     /// The data is not what the mount takes.
     #[error(transparent)]
@@ -389,6 +399,11 @@ pub async fn drive(
     }
 }
 
+/// Bytes without a frame, over a whole stall timeout, that make it "not
+/// audio any more" rather than a stalled encoder (a few frames' worth: an
+/// encoder that stops mid-frame leaves less).
+const NOT_AUDIO_ANY_MORE: u64 = 16 * 1024;
+
 /// Reads audio until the source ends, feeding the mount.
 async fn run(
     server: &Arc<dyn SourceHost>,
@@ -423,6 +438,8 @@ async fn run(
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending: &[u8] = &leftover;
     let mut eof = false;
+    // Bytes received since the last frame: a stall with data is not a stall.
+    let mut since_frame = 0u64;
     let end = 'run: loop {
         if !pending.is_empty() {
             received.inc_by(pending.len() as u64);
@@ -441,6 +458,7 @@ async fn run(
                 Err(e) => break 'run SourceEnd::Format(e),
             };
             deadline = Instant::now() + stall;
+            since_frame = 0;
             let key = format_key.get_or_insert_with(|| {
                 let k = frame.header.format_key();
                 tracing::info!(mount = %mount.key(), source = id, format = %k, "source format detected");
@@ -488,6 +506,13 @@ async fn run(
                     secs: cfg.first_frame_timeout_seconds,
                 }
             }
+            Err(_) if since_frame > NOT_AUDIO_ANY_MORE => {
+                break SourceEnd::NoAudio {
+                    secs: cfg.data_timeout_seconds,
+                    bytes: since_frame,
+                    codec,
+                }
+            }
             Err(_) => {
                 break SourceEnd::Stalled {
                     secs: cfg.data_timeout_seconds,
@@ -497,6 +522,7 @@ async fn run(
             Ok(Ok(0)) => eof = true,
             Ok(Ok(n)) => {
                 received.inc_by(n as u64);
+                since_frame += n as u64;
                 framer.push(&buf[..n]);
             }
         }
