@@ -150,13 +150,7 @@ async fn api(route: &'static Route, host: Host, params: Vec<String>, req: Reques
         Bytes::new()
     };
     let params: Vec<&str> = params.iter().map(String::as_str).collect();
-    if route.is_heavy() {
-        // A dump export or import handles hundreds of megabytes: let the
-        // runtime move other tasks off this worker meanwhile.
-        tokio::task::block_in_place(|| route.call(host.as_ref(), &params, &body))
-    } else {
-        route.call(host.as_ref(), &params, &body)
-    }
+    route.call(host.as_ref(), &params, &body).await
 }
 
 /// Runs `attempt` (a token or secret check) for `peer`, which must wait if

@@ -391,7 +391,9 @@ async fn watch_config(server: std::sync::Arc<Server>, path: PathBuf, loaded: Fil
         {
             tracing::warn!(file = %path.display(), "config file changes ports or mode: that takes a restart; applying the streams and mounts only");
         }
-        let (mounts, streams) = server.overlay().merge(new.source_mounts, new.streams);
+        // Not in the middle of an API change.
+        let guard = server.journal().begin().await;
+        let (mounts, streams) = guard.overlay().merge(new.source_mounts, new.streams);
         match server.apply(mounts, streams) {
             Ok(a) => {
                 tracing::info!(file = %path.display(), created = ?a.created, updated = ?a.updated, removed = ?a.removed, "config file change applied")

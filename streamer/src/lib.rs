@@ -16,6 +16,7 @@ pub mod format;
 pub mod handoff;
 pub mod hls;
 pub mod http;
+pub mod journal;
 pub mod link;
 pub mod lockout;
 pub mod metrics;

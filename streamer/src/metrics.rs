@@ -65,6 +65,8 @@ pub struct Metrics {
     pub transcoder_dropped_chunks: IntCounterVec,
     /// Source frames a transcoder could not decode and skipped, by stream.
     pub transcoder_decode_errors: IntCounterVec,
+    /// Failed attempts to save the API's changes to Redis.
+    pub config_store_failures: prometheus::IntCounter,
     /// Slave: 1 while linked to the master.
     pub link_connected: IntGauge,
     /// Slave: chunks received from the master.
@@ -245,6 +247,14 @@ impl Metrics {
                 let c = prometheus::CounterVec::new(
                     Opts::new("streammachine_listening_seconds_total", "Seconds listened."),
                     &["stream", "output"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            config_store_failures: {
+                let c = prometheus::IntCounter::new(
+                    "streammachine_config_store_failures_total",
+                    "Failed attempts to save the API's changes to Redis (while saving fails, API changes are refused with 503).",
                 )?;
                 r.register(Box::new(c.clone()))?;
                 c

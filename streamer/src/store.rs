@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use streammachine_config::{SourceMountConfig, StreamConfig};
-use tokio::sync::watch;
 
 /// A change made through the admin API, recorded in the config store.
 #[derive(Debug, Clone)]
@@ -71,6 +70,17 @@ pub enum StoreError {
         /// The parse error.
         error: serde_json::Error,
     },
+    /// Redis holds a newer revision than this server's: another server
+    /// writes the same key.
+    #[error("redis key {key} holds revision {stored}, newer than this server's {ours}: does another server use the same redis prefix?")]
+    Newer {
+        /// The key.
+        key: String,
+        /// The revision stored.
+        stored: u64,
+        /// The revision this server tried to save.
+        ours: u64,
+    },
     /// No answer in time.
     #[error("redis at {url}: no answer within {secs} s")]
     Timeout {
@@ -88,6 +98,11 @@ pub struct Overlay {
     /// Document version.
     #[serde(default)]
     pub version: u32,
+    /// Counts the saves: a write carrying an older revision than the one
+    /// stored is refused, so a write Redis executes late (it was paused
+    /// with the command in its socket) cannot bring back what was undone.
+    #[serde(default)]
+    pub revision: u64,
     /// Streams created or changed through the API, by key.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamConfig>,
@@ -232,7 +247,8 @@ impl Store {
         }
     }
 
-    /// Writes the overlay.
+    /// Writes the overlay unless Redis holds a newer revision of it (the
+    /// same revision counts as saved: an earlier attempt got there).
     pub async fn save(&self, overlay: &Overlay) -> Result<(), StoreError> {
         let mut doc = overlay.clone();
         doc.version = 1;
@@ -240,41 +256,49 @@ impl Store {
             key: self.key.clone(),
             error,
         })?;
+        let timeout = || StoreError::Timeout {
+            url: safe_url(&self.url),
+            secs: TIMEOUT.as_secs(),
+        };
         let mut con = self.connection().await?;
-        redis::cmd("SET")
-            .arg(&self.key)
-            .arg(text)
-            .query_async::<()>(&mut con)
-            .await
-            .map_err(|e| self.err(e))
-    }
-
-    /// Saves every new overlay sent on `rx`, in order, the latest winning;
-    /// while Redis is away it retries every 2 s (logging the failure once).
-    pub async fn run_writer(self, mut rx: watch::Receiver<Overlay>) {
-        while rx.changed().await.is_ok() {
-            let mut failing = false;
-            loop {
-                let overlay = rx.borrow_and_update().clone();
-                match self.save(&overlay).await {
-                    Ok(()) => {
-                        if failing {
-                            tracing::info!(key = %self.key, "configuration saved to redis again");
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        if !failing {
-                            tracing::error!(error = %e, "cannot save the configuration to redis; retrying");
-                            failing = true;
-                        }
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                }
-            }
+        let stored: u64 = tokio::time::timeout(
+            TIMEOUT,
+            redis::cmd("EVAL")
+                .arg(SAVE_IF_NEWER)
+                .arg(1)
+                .arg(&self.key)
+                .arg(text)
+                .arg(doc.revision)
+                .query_async(&mut con),
+        )
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|e| self.err(e))?;
+        if stored > doc.revision {
+            return Err(StoreError::Newer {
+                key: self.key.clone(),
+                stored,
+                ours: doc.revision,
+            });
         }
+        Ok(())
     }
 }
+
+/// Sets KEYS[1] to ARGV[1] unless the document there has a revision above
+/// ARGV[2]; returns the revision stored before (0 for none). A script, so
+/// the compare and the set are one step for Redis.
+const SAVE_IF_NEWER: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local rev = 0
+if cur then
+  local ok, doc = pcall(cjson.decode, cur)
+  if ok and type(doc) == 'table' and tonumber(doc.revision) then rev = tonumber(doc.revision) end
+end
+if rev > tonumber(ARGV[2]) then return rev end
+redis.call('SET', KEYS[1], ARGV[1])
+return rev
+";
 
 #[cfg(test)]
 mod tests {

@@ -69,6 +69,11 @@ impl RedisProcess {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Its process id (to pause it with `signal`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -112,6 +112,79 @@ fn api_changes_survive_a_restart_and_merge_with_the_file() {
     assert!(Source::connect(second.source, "from-file", "pw", SourceMethod::Ice, &[]).is_ok());
 }
 
+fn stored(redis: &RedisProcess, db: &str) -> Value {
+    let text = redis.cli(&["-n", db, "GET", "smtest:config"]);
+    serde_json::from_str(text.trim()).unwrap_or(Value::Null)
+}
+
+/// Issue 10, item 6: with Redis paused a created stream was answered 201 and
+/// was gone after a kill -9 and a restart.
+#[test]
+fn an_api_change_is_acknowledged_only_once_redis_has_it() {
+    let redis = RedisProcess::start();
+    let url = redis.url(4);
+    let first = ServerProcess::start(EXE, &config(&url, ""));
+    // Redis paused: the change cannot be stored, so it is refused and not made.
+    signal(redis.pid(), "STOP");
+    let asked = std::time::Instant::now();
+    let (status, v) = api(
+        &first,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "while-paused", "password": "pw"})),
+    );
+    let took = asked.elapsed();
+    signal(redis.pid(), "CONT");
+    assert_eq!(status, 503, "{v}");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("not made") && error.contains("redis"),
+        "{error}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert_eq!(api(&first, "GET", "/api/streams/while-paused", None).0, 404);
+    assert!(first.wait_metric_at_least(
+        "streammachine_config_store_failures_total",
+        1.0,
+        std::time::Duration::from_secs(5)
+    ));
+    // Redis back: a change is answered once it is stored, so it is in Redis
+    // when the answer comes; the refused one is not.
+    let (status, v) = api(
+        &first,
+        "POST",
+        "/api/streams",
+        Some(json!({"key": "after", "password": "pw"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let doc = stored(&redis, "4");
+    assert!(doc["streams"]["after"].is_object(), "{doc}");
+    assert!(!doc.to_string().contains("while-paused"), "{doc}");
+    // Killed without a chance to save anything more: the acknowledged change
+    // is there after the restart, the refused one is not.
+    signal(first.pid(), "KILL");
+    drop(first);
+    let second = ServerProcess::start(EXE, &config(&url, ""));
+    assert_eq!(keys(&second), ["after", "from-file", "removed-later"]);
+    // A newer revision in Redis than this server's (another server on the
+    // same prefix, or a late write): never overwritten, the change refused.
+    let mut doc = stored(&redis, "4");
+    let newer = doc["revision"].as_u64().unwrap() + 100;
+    doc["revision"] = json!(newer);
+    redis.cli(&["-n", "4", "SET", "smtest:config", &doc.to_string()]);
+    let (status, v) = api(&second, "DELETE", "/api/streams/after", None);
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another server"),
+        "{v}"
+    );
+    assert_eq!(stored(&redis, "4")["revision"], json!(newer));
+    assert_eq!(api(&second, "GET", "/api/streams/after", None).0, 200);
+}
+
 #[test]
 fn an_unreachable_redis_at_start_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -104,7 +104,42 @@ impl Reply {
     }
 }
 
-type Handler = fn(&dyn ApiHost, &[&str], &[u8]) -> Result<Reply, ApiError>;
+/// A route's function: the server, the path parameters, the body.
+type HandlerFn<T> = fn(&dyn ApiHost, &[&str], &[u8]) -> Result<T, ApiError>;
+
+/// What a route does with a request.
+#[derive(Clone, Copy)]
+enum Handler {
+    /// Answers at once (reads, titles, sources, rewind buffers).
+    Read(HandlerFn<Reply>),
+    /// Plans a change to the streams and mounts, which [`Route::call`]
+    /// stores and then puts in force (see [`crate::journal`]).
+    Change(HandlerFn<Plan>),
+}
+
+/// A change to the streams and mounts, as a handler planned it.
+pub(crate) struct Plan {
+    /// The mounts afterwards (the file's and the API's).
+    mounts: Vec<SourceMountConfig>,
+    /// The streams afterwards.
+    streams: Vec<StreamConfig>,
+    /// What to keep in the config store.
+    change: Change,
+    /// Where in the config an invalid setting is (`streams[2]`).
+    prefix: String,
+    /// The answer once it is in force.
+    answer: Answer,
+}
+
+/// The answer to a change once it is in force.
+enum Answer {
+    /// The stream, with this status.
+    Stream(u16, String),
+    /// The mount, with this status.
+    Mount(u16, String),
+    /// 204.
+    Empty,
+}
 
 /// One API route.
 pub struct Route {
@@ -134,28 +169,28 @@ const E404: (u16, &str) = (404, "no such stream, mount or source");
 
 /// Every route of the API.
 pub static ROUTES: &[Route] = &[
-    Route { method: "GET", path: "/api/openapi.json", summary: "This document", body: None, responses: &[(200, "OpenAPI 3.0 document")], auth: false, handler: get_openapi },
-    Route { method: "GET", path: "/api/status", summary: "Server status: streams, mounts, sources, listeners", body: None, responses: &[(200, "status"), E401], auth: true, handler: get_status },
-    Route { method: "GET", path: "/api/config", summary: "The configuration in force (passwords left out)", body: None, responses: &[(200, "configuration"), E401], auth: true, handler: get_config },
-    Route { method: "GET", path: "/api/slaves", summary: "Master: the connected slaves, their listeners and how far behind they are", body: None, responses: &[(200, "slaves"), E401], auth: true, handler: list_slaves },
-    Route { method: "GET", path: "/api/streams", summary: "All streams with their status", body: None, responses: &[(200, "streams"), E401], auth: true, handler: list_streams },
-    Route { method: "POST", path: "/api/streams", summary: "Create a stream (live)", body: Some(openapi::Body::Stream), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: create_stream },
-    Route { method: "GET", path: "/api/streams/{key}", summary: "One stream's status and settings", body: None, responses: &[(200, "stream"), E401, E404], auth: true, handler: get_stream },
-    Route { method: "PUT", path: "/api/streams/{key}", summary: "Replace a stream's settings (live; listeners stay). A missing password keeps the current one", body: Some(openapi::Body::Stream), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: update_stream },
-    Route { method: "DELETE", path: "/api/streams/{key}", summary: "Remove a stream (its listeners are disconnected)", body: None, responses: &[(204, "removed"), E401, E404], auth: true, handler: delete_stream },
-    Route { method: "POST", path: "/api/streams/{key}/metadata", summary: "Set the title (of the stream's mount, so every stream of that audio)", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: stream_metadata },
-    Route { method: "GET", path: "/api/streams/{key}/rewind", summary: "Export the rewind buffer as a dump (application/octet-stream, the format of persist::dump)", body: None, responses: &[(200, "the dump"), E401, E404], auth: true, handler: export_rewind },
-    Route { method: "PUT", path: "/api/streams/{key}/rewind", summary: "Import a dump into the rewind buffer (the stream must have no source and no listeners); it is numbered after what the stream served, so no HLS segment name is re-used", body: Some(openapi::Body::Dump), responses: &[(204, "imported"), (400, "not a valid dump"), E401, E404, (409, "stream in use"), (413, "too large")], auth: true, handler: import_rewind },
-    Route { method: "DELETE", path: "/api/streams/{key}/rewind", summary: "Empty the stream's rewind buffer (numbering continues)", body: None, responses: &[(204, "cleared"), E401, E404], auth: true, handler: clear_rewind },
-    Route { method: "GET", path: "/api/source-mounts", summary: "All source mounts with their sources", body: None, responses: &[(200, "mounts"), E401], auth: true, handler: list_mounts },
-    Route { method: "POST", path: "/api/source-mounts", summary: "Create a source mount (live)", body: Some(openapi::Body::SourceMount), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: create_mount },
-    Route { method: "GET", path: "/api/source-mounts/{key}", summary: "One source mount", body: None, responses: &[(200, "mount"), E401, E404], auth: true, handler: get_mount },
-    Route { method: "PUT", path: "/api/source-mounts/{key}", summary: "Replace a mount's settings (live). A missing password keeps the current one", body: Some(openapi::Body::SourceMount), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: update_mount },
-    Route { method: "DELETE", path: "/api/source-mounts/{key}", summary: "Remove a mount (its sources are disconnected)", body: None, responses: &[(204, "removed"), E401, E404, (409, "streams still use it")], auth: true, handler: delete_mount },
-    Route { method: "POST", path: "/api/source-mounts/{key}/metadata", summary: "Set the mount's title", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: mount_metadata },
-    Route { method: "GET", path: "/api/source-mounts/{key}/sources", summary: "The sources connected to a mount, the one on air first", body: None, responses: &[(200, "sources"), E401, E404], auth: true, handler: list_sources },
-    Route { method: "POST", path: "/api/source-mounts/{key}/sources/{id}/promote", summary: "Put a waiting source on air", body: None, responses: &[(200, "promoted"), E401, E404, (409, "already on air")], auth: true, handler: promote_source },
-    Route { method: "DELETE", path: "/api/source-mounts/{key}/sources/{id}", summary: "Disconnect a source (the next in line takes over)", body: None, responses: &[(204, "disconnected"), E401, E404], auth: true, handler: drop_source },
+    Route { method: "GET", path: "/api/openapi.json", summary: "This document", body: None, responses: &[(200, "OpenAPI 3.0 document")], auth: false, handler: Handler::Read(get_openapi) },
+    Route { method: "GET", path: "/api/status", summary: "Server status: streams, mounts, sources, listeners", body: None, responses: &[(200, "status"), E401], auth: true, handler: Handler::Read(get_status) },
+    Route { method: "GET", path: "/api/config", summary: "The configuration in force (passwords left out)", body: None, responses: &[(200, "configuration"), E401], auth: true, handler: Handler::Read(get_config) },
+    Route { method: "GET", path: "/api/slaves", summary: "Master: the connected slaves, their listeners and how far behind they are", body: None, responses: &[(200, "slaves"), E401], auth: true, handler: Handler::Read(list_slaves) },
+    Route { method: "GET", path: "/api/streams", summary: "All streams with their status", body: None, responses: &[(200, "streams"), E401], auth: true, handler: Handler::Read(list_streams) },
+    Route { method: "POST", path: "/api/streams", summary: "Create a stream (live)", body: Some(openapi::Body::Stream), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: Handler::Change(create_stream) },
+    Route { method: "GET", path: "/api/streams/{key}", summary: "One stream's status and settings", body: None, responses: &[(200, "stream"), E401, E404], auth: true, handler: Handler::Read(get_stream) },
+    Route { method: "PUT", path: "/api/streams/{key}", summary: "Replace a stream's settings (live; listeners stay). A missing password keeps the current one", body: Some(openapi::Body::Stream), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: Handler::Change(update_stream) },
+    Route { method: "DELETE", path: "/api/streams/{key}", summary: "Remove a stream (its listeners are disconnected)", body: None, responses: &[(204, "removed"), E401, E404], auth: true, handler: Handler::Change(delete_stream) },
+    Route { method: "POST", path: "/api/streams/{key}/metadata", summary: "Set the title (of the stream's mount, so every stream of that audio)", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: Handler::Read(stream_metadata) },
+    Route { method: "GET", path: "/api/streams/{key}/rewind", summary: "Export the rewind buffer as a dump (application/octet-stream, the format of persist::dump)", body: None, responses: &[(200, "the dump"), E401, E404], auth: true, handler: Handler::Read(export_rewind) },
+    Route { method: "PUT", path: "/api/streams/{key}/rewind", summary: "Import a dump into the rewind buffer (the stream must have no source and no listeners); it is numbered after what the stream served, so no HLS segment name is re-used", body: Some(openapi::Body::Dump), responses: &[(204, "imported"), (400, "not a valid dump"), E401, E404, (409, "stream in use"), (413, "too large")], auth: true, handler: Handler::Read(import_rewind) },
+    Route { method: "DELETE", path: "/api/streams/{key}/rewind", summary: "Empty the stream's rewind buffer (numbering continues)", body: None, responses: &[(204, "cleared"), E401, E404], auth: true, handler: Handler::Read(clear_rewind) },
+    Route { method: "GET", path: "/api/source-mounts", summary: "All source mounts with their sources", body: None, responses: &[(200, "mounts"), E401], auth: true, handler: Handler::Read(list_mounts) },
+    Route { method: "POST", path: "/api/source-mounts", summary: "Create a source mount (live)", body: Some(openapi::Body::SourceMount), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: Handler::Change(create_mount) },
+    Route { method: "GET", path: "/api/source-mounts/{key}", summary: "One source mount", body: None, responses: &[(200, "mount"), E401, E404], auth: true, handler: Handler::Read(get_mount) },
+    Route { method: "PUT", path: "/api/source-mounts/{key}", summary: "Replace a mount's settings (live). A missing password keeps the current one", body: Some(openapi::Body::SourceMount), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: Handler::Change(update_mount) },
+    Route { method: "DELETE", path: "/api/source-mounts/{key}", summary: "Remove a mount (its sources are disconnected)", body: None, responses: &[(204, "removed"), E401, E404, (409, "streams still use it")], auth: true, handler: Handler::Change(delete_mount) },
+    Route { method: "POST", path: "/api/source-mounts/{key}/metadata", summary: "Set the mount's title", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: Handler::Read(mount_metadata) },
+    Route { method: "GET", path: "/api/source-mounts/{key}/sources", summary: "The sources connected to a mount, the one on air first", body: None, responses: &[(200, "sources"), E401, E404], auth: true, handler: Handler::Read(list_sources) },
+    Route { method: "POST", path: "/api/source-mounts/{key}/sources/{id}/promote", summary: "Put a waiting source on air", body: None, responses: &[(200, "promoted"), E401, E404, (409, "already on air")], auth: true, handler: Handler::Read(promote_source) },
+    Route { method: "DELETE", path: "/api/source-mounts/{key}/sources/{id}", summary: "Disconnect a source (the next in line takes over)", body: None, responses: &[(204, "disconnected"), E401, E404], auth: true, handler: Handler::Read(drop_source) },
 ];
 
 /// Is this an API path (so the admin port answers in JSON)?
@@ -178,8 +213,14 @@ pub trait ApiHost: StatusHost {
         mounts: Vec<SourceMountConfig>,
         streams: Vec<StreamConfig>,
     ) -> Result<Applied, ServerError>;
-    /// Records a change made through the API in the config store.
-    fn record(&self, change: Change);
+    /// Whether [`ApiHost::apply`] would take these (nothing changes).
+    fn check(
+        &self,
+        mounts: Vec<SourceMountConfig>,
+        streams: Vec<StreamConfig>,
+    ) -> Result<(), ServerError>;
+    /// The API's changes, kept in the config store, one at a time.
+    fn journal(&self) -> &crate::journal::Journal;
     /// The configuration in force (static and live changes together).
     fn effective_config(&self) -> streammachine_config::Config;
     /// The bearer token the API requires.
@@ -227,12 +268,74 @@ impl Route {
         })
     }
 
-    /// Answers an authorized request with its path parameters and body.
-    pub fn call(&self, server: &dyn ApiHost, params: &[&str], body: &[u8]) -> Response {
-        match (self.handler)(server, params, body) {
+    /// Answers an authorized request with its path parameters and body. A
+    /// handler that moves a whole rewind buffer (hundreds of megabytes) lets
+    /// the runtime move other tasks off this worker meanwhile.
+    pub async fn call(&self, server: &dyn ApiHost, params: &[&str], body: &[u8]) -> Response {
+        let reply = match self.handler {
+            Handler::Read(handler) if self.is_heavy() => {
+                tokio::task::block_in_place(|| handler(server, params, body))
+            }
+            Handler::Read(handler) => handler(server, params, body),
+            Handler::Change(handler) => {
+                // One change at a time, from reading the config in force to
+                // putting the new one in force.
+                let mut guard = server.journal().begin().await;
+                match handler(server, params, body) {
+                    Ok(plan) => make(server, &mut guard, plan).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match reply {
             Ok(reply) => reply.into_response(),
             Err(e) => e.response(),
         }
+    }
+}
+
+/// Checks a planned change, stores it, and only then puts it in force: a
+/// change is acknowledged once it would survive a restart, and refused
+/// (503, nothing changed) when the config store cannot keep it.
+async fn make(
+    server: &dyn ApiHost,
+    guard: &mut crate::journal::ChangeGuard<'_>,
+    plan: Plan,
+) -> Result<Reply, ApiError> {
+    let Plan {
+        mounts,
+        streams,
+        change,
+        prefix,
+        answer,
+    } = plan;
+    server
+        .check(mounts.clone(), streams.clone())
+        .map_err(|e| apply_error(e, &prefix))?;
+    let before = guard.overlay().clone();
+    guard
+        .store(change)
+        .await
+        .map_err(|e| ApiError::new(503, e.to_string()))?;
+    if let Err(e) = server.apply(mounts, streams) {
+        // Checked above, so only a password file that changed meanwhile
+        // gets here: take the stored change back.
+        if let Err(undo) = guard.store_overlay(before).await {
+            tracing::error!(error = %undo, "a change that could not be applied stays in the config store");
+        }
+        return Err(apply_error(e, &prefix));
+    }
+    match answer {
+        Answer::Stream(status, key) => {
+            let s = server
+                .stream(&key)
+                .ok_or_else(|| ApiError::new(500, "stream vanished"))?;
+            Ok(Reply::Json(status, stream_json(server, &s)))
+        }
+        Answer::Mount(status, key) => mount_json(server, &key)
+            .map(|v| Reply::Json(status, v))
+            .ok_or_else(|| ApiError::new(500, "mount vanished")),
+        Answer::Empty => Ok(Reply::Empty),
     }
 }
 

@@ -81,7 +81,7 @@ pub(super) fn create_mount(
     server: &dyn ApiHost,
     _: &[&str],
     body: &[u8],
-) -> Result<Reply, ApiError> {
+) -> Result<Plan, ApiError> {
     let new: SourceMountConfig = parse(body)?;
     let c = server.effective_config();
     if server.mount(&new.key).is_some() {
@@ -92,23 +92,22 @@ pub(super) fn create_mount(
         ));
     }
     let key = new.key.clone();
-    let new_for_store = new.clone();
     let mut mounts = c.source_mounts;
-    mounts.push(new);
-    let prefix = format!("sourceMounts[{}]", mounts.len() - 1);
-    server
-        .apply(mounts, c.streams)
-        .map_err(|e| apply_error(e, &prefix))?;
-    server.record(Change::UpsertMount(new_for_store));
-    let v = mount_json(server, &key).ok_or_else(|| ApiError::new(500, "mount vanished"))?;
-    Ok(Reply::Json(201, v))
+    mounts.push(new.clone());
+    Ok(Plan {
+        prefix: format!("sourceMounts[{}]", mounts.len() - 1),
+        mounts,
+        streams: c.streams,
+        change: Change::UpsertMount(new),
+        answer: Answer::Mount(201, key),
+    })
 }
 
 pub(super) fn update_mount(
     server: &dyn ApiHost,
     p: &[&str],
     body: &[u8],
-) -> Result<Reply, ApiError> {
+) -> Result<Plan, ApiError> {
     let mut new: SourceMountConfig = parse(body)?;
     if new.key != p[0] {
         return Err(ApiError::field(
@@ -137,14 +136,16 @@ pub(super) fn update_mount(
     }
     let mut mounts = c.source_mounts;
     mounts[i] = new.clone();
-    server
-        .apply(mounts, c.streams)
-        .map_err(|e| apply_error(e, &format!("sourceMounts[{i}]")))?;
-    server.record(Change::UpsertMount(new));
-    get_mount(server, p, &[])
+    Ok(Plan {
+        prefix: format!("sourceMounts[{i}]"),
+        mounts,
+        streams: c.streams,
+        answer: Answer::Mount(200, new.key.clone()),
+        change: Change::UpsertMount(new),
+    })
 }
 
-pub(super) fn delete_mount(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn delete_mount(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Plan, ApiError> {
     let c = server.effective_config();
     if !c.source_mounts.iter().any(|m| m.key == p[0]) {
         return Err(if server.mount(p[0]).is_some() {
@@ -168,16 +169,17 @@ pub(super) fn delete_mount(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result
             format!("streams still use this mount: {}", users.join(", ")),
         ));
     }
-    let mounts = c
-        .source_mounts
-        .into_iter()
-        .filter(|m| m.key != p[0])
-        .collect();
-    server
-        .apply(mounts, c.streams)
-        .map_err(|e| apply_error(e, ""))?;
-    server.record(Change::DeleteMount(p[0].to_string()));
-    Ok(Reply::Empty)
+    Ok(Plan {
+        prefix: String::new(),
+        mounts: c
+            .source_mounts
+            .into_iter()
+            .filter(|m| m.key != p[0])
+            .collect(),
+        streams: c.streams,
+        change: Change::DeleteMount(p[0].to_string()),
+        answer: Answer::Empty,
+    })
 }
 
 pub(super) fn mount_metadata(

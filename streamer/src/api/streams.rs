@@ -87,7 +87,7 @@ pub(super) fn create_stream(
     server: &dyn ApiHost,
     _: &[&str],
     body: &[u8],
-) -> Result<Reply, ApiError> {
+) -> Result<Plan, ApiError> {
     let new: StreamConfig = parse(body)?;
     let c = server.effective_config();
     if c.streams.iter().any(|s| s.key == new.key) {
@@ -98,25 +98,22 @@ pub(super) fn create_stream(
         ));
     }
     let key = new.key.clone();
-    let new_for_store = new.clone();
     let mut streams = c.streams;
-    streams.push(new);
-    let prefix = format!("streams[{}]", streams.len() - 1);
-    server
-        .apply(c.source_mounts, streams)
-        .map_err(|e| apply_error(e, &prefix))?;
-    server.record(Change::UpsertStream(new_for_store));
-    let s = server
-        .stream(&key)
-        .ok_or_else(|| ApiError::new(500, "stream vanished"))?;
-    Ok(Reply::Json(201, stream_json(server, &s)))
+    streams.push(new.clone());
+    Ok(Plan {
+        prefix: format!("streams[{}]", streams.len() - 1),
+        mounts: c.source_mounts,
+        streams,
+        change: Change::UpsertStream(new),
+        answer: Answer::Stream(201, key),
+    })
 }
 
 pub(super) fn update_stream(
     server: &dyn ApiHost,
     p: &[&str],
     body: &[u8],
-) -> Result<Reply, ApiError> {
+) -> Result<Plan, ApiError> {
     let mut new: StreamConfig = parse(body)?;
     if new.key != p[0] {
         return Err(ApiError::field(422, "key", format!("the key cannot change ({:?} in the body, {:?} in the path): create the new stream and delete this one", new.key, p[0])));
@@ -131,24 +128,27 @@ pub(super) fn update_stream(
     }
     let mut streams = c.streams;
     streams[i] = new.clone();
-    server
-        .apply(c.source_mounts, streams)
-        .map_err(|e| apply_error(e, &format!("streams[{i}]")))?;
-    server.record(Change::UpsertStream(new));
-    get_stream(server, p, &[])
+    Ok(Plan {
+        prefix: format!("streams[{i}]"),
+        mounts: c.source_mounts,
+        streams,
+        answer: Answer::Stream(200, new.key.clone()),
+        change: Change::UpsertStream(new),
+    })
 }
 
-pub(super) fn delete_stream(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+pub(super) fn delete_stream(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Plan, ApiError> {
     let c = server.effective_config();
     if !c.streams.iter().any(|s| s.key == p[0]) {
         return Err(ApiError::not_found("stream", p[0]));
     }
-    let streams = c.streams.into_iter().filter(|s| s.key != p[0]).collect();
-    server
-        .apply(c.source_mounts, streams)
-        .map_err(|e| apply_error(e, ""))?;
-    server.record(Change::DeleteStream(p[0].to_string()));
-    Ok(Reply::Empty)
+    Ok(Plan {
+        prefix: String::new(),
+        mounts: c.source_mounts,
+        streams: c.streams.into_iter().filter(|s| s.key != p[0]).collect(),
+        change: Change::DeleteStream(p[0].to_string()),
+        answer: Answer::Empty,
+    })
 }
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]

@@ -234,8 +234,15 @@ impl crate::api::ApiHost for Server {
     ) -> Result<crate::store::Applied, crate::error::ServerError> {
         Server::apply(self, mounts, streams)
     }
-    fn record(&self, change: crate::store::Change) {
-        self.journal.record(change)
+    fn check(
+        &self,
+        mounts: Vec<streammachine_config::SourceMountConfig>,
+        streams: Vec<streammachine_config::StreamConfig>,
+    ) -> Result<(), crate::error::ServerError> {
+        Server::check(self, mounts, streams)
+    }
+    fn journal(&self) -> &crate::journal::Journal {
+        &self.journal
     }
     fn effective_config(&self) -> streammachine_config::Config {
         Server::effective_config(self)

@@ -3,7 +3,6 @@
 mod budget;
 mod dumps;
 mod hosts;
-mod journal;
 mod lifecycle;
 mod ports;
 mod registry;
@@ -11,10 +10,10 @@ mod slaves;
 
 pub use crate::error::ServerError;
 pub use crate::handoff::Parked;
+use crate::journal::Journal;
 pub use crate::store::{Applied, Change};
 use crate::sync::MutexExt;
 use dumps::Dumps;
-use journal::Journal;
 use lifecycle::Lifecycle;
 use registry::{read_password, Registry};
 use slaves::Slaves;
@@ -198,6 +197,16 @@ impl Server {
         self.registry.apply(&self.config, mounts, streams)
     }
 
+    /// Whether [`Server::apply`] would take `mounts` and `streams` (it
+    /// validates and reads password files; nothing changes).
+    pub fn check(
+        &self,
+        mounts: Vec<SourceMountConfig>,
+        streams: Vec<StreamConfig>,
+    ) -> Result<(), ServerError> {
+        registry::prepare(&self.config, mounts, streams).map(|_| ())
+    }
+
     /// Slave: makes the master's streams the ones served here (no mounts: a
     /// slave has no sources). New streams start from their dump, if any, and
     /// fill from the link; the config is kept with the dumps.
@@ -321,12 +330,13 @@ impl Server {
     /// Keeps the API's changes in `store` from now on (`overlay` is what it
     /// held at start). Call from within the runtime.
     pub fn use_store(&self, store: crate::store::Store, overlay: crate::store::Overlay) {
-        self.journal.use_store(store, overlay);
+        self.journal
+            .use_store(store, overlay, self.metrics.config_store_failures.clone());
     }
 
-    /// The API's changes held in Redis (empty without Redis).
-    pub fn overlay(&self) -> crate::store::Overlay {
-        self.journal.overlay()
+    /// The API's changes, one at a time (see [`Journal::begin`]).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The configuration in force: the file's ports and settings with the

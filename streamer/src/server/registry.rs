@@ -130,26 +130,7 @@ impl Registry {
         mounts: Vec<SourceMountConfig>,
         streams: Vec<StreamConfig>,
     ) -> Result<Applied, ServerError> {
-        let candidate = Config {
-            source_mounts: mounts,
-            streams,
-            ..base.clone()
-        };
-        candidate.validate().map_err(ServerError::Config)?;
-        // Resolve every password before touching anything.
-        let mut wanted = Vec::new();
-        for (i, m) in candidate.effective_mounts().into_iter().enumerate() {
-            let path = match candidate.source_mounts.get(i) {
-                Some(_) => format!("sourceMounts[{i}]"),
-                None => format!("streams[key={}]", m.key),
-            };
-            let password = match (&m.password, &m.password_file) {
-                (Some(p), _) => p.clone(),
-                (None, Some(f)) => read_password(&format!("{path}.passwordFile"), f)?,
-                (None, None) => return Err(ServerError::NoPassword { path }),
-            };
-            wanted.push((m, password));
-        }
+        let (candidate, wanted) = prepare(base, mounts, streams)?;
         let mut reg = self.entries.write_locked();
         let mut applied = Applied::default();
         // Mounts.
@@ -331,4 +312,35 @@ fn unwanted<'a, V>(
         .filter(|k| !wanted.contains(k.as_str()))
         .cloned()
         .collect()
+}
+
+/// The config `mounts` and `streams` make, validated, with every mount's
+/// password resolved: what [`Registry::apply`] needs before it touches
+/// anything.
+#[allow(clippy::type_complexity)]
+pub(super) fn prepare(
+    base: &Config,
+    mounts: Vec<SourceMountConfig>,
+    streams: Vec<StreamConfig>,
+) -> Result<(Config, Vec<(SourceMountConfig, Secret)>), ServerError> {
+    let candidate = Config {
+        source_mounts: mounts,
+        streams,
+        ..base.clone()
+    };
+    candidate.validate().map_err(ServerError::Config)?;
+    let mut wanted = Vec::new();
+    for (i, m) in candidate.effective_mounts().into_iter().enumerate() {
+        let path = match candidate.source_mounts.get(i) {
+            Some(_) => format!("sourceMounts[{i}]"),
+            None => format!("streams[key={}]", m.key),
+        };
+        let password = match (&m.password, &m.password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => read_password(&format!("{path}.passwordFile"), f)?,
+            (None, None) => return Err(ServerError::NoPassword { path }),
+        };
+        wanted.push((m, password));
+    }
+    Ok((candidate, wanted))
 }
