@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::api::{is_api, Route};
-use crate::http::{reason, Response};
+use crate::http::{reason, Response, WriteDeadline};
 
 /// How long a client may take to send a request's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,6 +32,13 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a client may take to send a request's body (a dump import can
 /// be a gigabyte).
 const BODY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a reply may wait for a client that reads nothing (a JSON reply,
+/// the metrics, a dump export) before the connection is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(20);
+
+/// The connection as hyper holds it.
+type Io = TokioIo<WriteDeadline<TcpStream>>;
 
 /// What the admin port needs from the server: the API, the status pages and
 /// the master's side of the link, which it serves. Any host of all three is
@@ -102,7 +109,7 @@ pub async fn handle_connection(router: Router, sock: TcpStream, peer: SocketAddr
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(crate::http::MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(sock), service)
+        .serve_connection(TokioIo::new(WriteDeadline::new(sock, WRITE_STALL)), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "admin connection ended with an error");
@@ -274,10 +281,12 @@ async fn link(State(host): State<Host>, mut req: Request) -> Response {
     }
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        match upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+        match upgrade.await.map(|u| u.downcast::<Io>()) {
             Ok(Ok(parts)) => {
                 let read = bytes::BytesMut::from(&parts.read_buf[..]);
-                crate::link::master::serve(host, parts.io.into_inner(), peer, read).await;
+                // The link keeps its own deadlines.
+                let sock = parts.io.into_inner().into_inner();
+                crate::link::master::serve(host, sock, peer, read).await;
             }
             Ok(Err(_)) => tracing::error!(%peer, "slave link: the upgraded connection is not TCP"),
             Err(e) => tracing::debug!(%peer, error = %e, "slave link: upgrade failed"),

@@ -775,3 +775,54 @@ fn removed_mounts_and_streams_take_their_series_along() {
     assert!(!m.contains(connected), "stale mount series");
     assert!(!m.contains("streammachine_sources{mount=\"extra\"}"));
 }
+
+/// Issue 10, item 3: a client that never reads its replies held its admin
+/// connection (and the reply's buffers) for good, so a few of them filled
+/// the port's budget and `/healthz` got `503` from then on. A reply that
+/// makes no progress for 20 s now drops the connection.
+#[test]
+fn clients_that_never_read_their_replies_are_let_go() {
+    let server = ServerProcess::start(
+        EXE,
+        &format!("admin: {{ token: {TOKEN}, maxConnections: 3 }}\nstreams: [{{key: main, password: pw}}]\n"),
+    );
+    // Many pipelined requests for a large reply, a small receive window, and
+    // no read: the server's writes stall.
+    let pipelined = b"GET /api/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    let stuck: Vec<socket2::Socket> = (0..3)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_recv_buffer_size(4096).unwrap();
+            s.connect(&server.admin.into()).unwrap();
+            s.set_write_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut sent = 0;
+            while sent < pipelined.len() {
+                match s.send(&pipelined[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            s
+        })
+        .collect();
+    let full = std::time::Instant::now();
+    assert_eq!(
+        http_get(server.admin, "/healthz", &[]).status,
+        503,
+        "the three stuck clients fill the budget"
+    );
+    let freed = loop {
+        if http_get(server.admin, "/healthz", &[]).status == 200 {
+            break full.elapsed();
+        }
+        assert!(
+            full.elapsed() < Duration::from_secs(45),
+            "the stuck clients are still held"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!("admin port: 3 clients that never read were let go after {freed:?}");
+    drop(stuck);
+}

@@ -7,9 +7,11 @@
 
 pub mod request;
 pub mod response;
+pub mod write_deadline;
 
 pub use request::{read_request, Request, RequestError};
 pub use response::Response;
+pub use write_deadline::WriteDeadline;
 
 /// Largest request head accepted from a listener or a source.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
