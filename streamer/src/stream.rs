@@ -40,6 +40,10 @@ pub fn segment_seconds(config: &StreamConfig) -> u32 {
         })
 }
 
+/// No source yet (source ids start at 1): the next chunk starts a new
+/// timeline piece.
+const NO_SOURCE: u64 = 0;
+
 /// One stream and its buffer.
 #[derive(Debug)]
 pub struct Stream {
@@ -108,7 +112,7 @@ impl Stream {
             byte_end: AtomicU64::new(0),
             audio_end: AtomicU64::new(0),
             first_seq: AtomicU64::new(0),
-            last_source: AtomicU64::new(0),
+            last_source: AtomicU64::new(NO_SOURCE),
             listeners: AtomicUsize::new(0),
             listener_peak: AtomicUsize::new(0),
             format_key: RwLock::new(None),
@@ -187,11 +191,13 @@ impl Stream {
     }
 
     /// Records the format key of the source feeding the stream.
-    pub fn set_format_key(&self, key: &str) {
+    /// Returns whether it replaced another key.
+    pub fn set_format_key(&self, key: &str) -> bool {
         let mut k = self.format_key.write_locked();
-        if k.as_deref() != Some(key) {
-            *k = Some(key.to_string());
+        if k.as_deref() == Some(key) {
+            return false;
         }
+        k.replace(key.to_string()).is_some()
     }
 
     /// Appends audio from source `source_id` with the mount's title (or the
@@ -247,7 +253,11 @@ impl Stream {
             t.feed(source_id, draft, title);
             return;
         }
-        self.set_format_key(format_key);
+        if self.set_format_key(format_key) {
+            // Another format (a source's sample rate or channels changed):
+            // a new timeline piece, which HLS marks as a discontinuity.
+            self.last_source.store(NO_SOURCE, Ordering::Relaxed);
+        }
         self.push(source_id, draft, title);
     }
 

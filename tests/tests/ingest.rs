@@ -930,3 +930,65 @@ fn source_password_guessing_is_slowed_per_address() {
     let logged = server.log_lines("source port").len();
     assert!(logged <= 12, "{logged} log lines for 201 failures");
 }
+
+/// Issue 10 (smaller defects): a source that changed its sample rate and
+/// channels mid-stream was passed on silently (HLS segments mixed both
+/// formats with no discontinuity), and its transcoded stream fell silent
+/// (every later frame a decode error).
+#[test]
+fn a_format_change_mid_stream_is_logged_marked_and_transcoded() {
+    let server = ServerProcess::start(
+        EXE,
+        "admin: { token: tok }\nsourceMounts: [{key: studio, password: pw}]\nstreams:\n  - key: raw\n    sourceMount: studio\n    hls: { segmentSeconds: 1 }\n  - key: aac\n    sourceMount: studio\n    hls: { segmentSeconds: 1 }\n    transcode: { format: aac, bitrate: 64 }\n",
+    );
+    let stereo = fixture("mp3/mp3-44100-128-s.mp3");
+    let low = fixture("mp3/mp3-22050-64-s.mp3");
+    let (a, b) = (frames_of(&stereo, Codec::Mp3), frames_of(&low, Codec::Mp3));
+    let mut src = Source::connect(server.source, "studio", "pw", SourceMethod::Ice, &[]).unwrap();
+    // 3 s at 44.1 kHz, then 3 s at 22.05 kHz, in real time.
+    src.send_realtime(&stereo, &a[..115], 44_100).unwrap();
+    src.send_realtime(&low, &b[..115], 22_050).unwrap();
+    let line = server
+        .wait_log("source format changed mid-stream", Duration::from_secs(10))
+        .expect("the change is logged");
+    assert!(
+        line.contains("mp3-44100-128-s") && line.contains("mp3-22050-64-s"),
+        "{line}"
+    );
+    // HLS: the new format starts a new timeline piece.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let playlist = loop {
+        let p = http_get(server.listen, "/raw.m3u8", &[]).text();
+        if p.contains("#EXT-X-DISCONTINUITY\n") || Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+    assert_eq!(
+        server.metric("streammachine_source_connected{mount=\"studio\"}"),
+        Some(1.0),
+        "marked at the change, not when the source ended"
+    );
+    // The transcoded stream goes on: once the source ends (and everything
+    // is flushed) its buffer holds both parts.
+    drop(src);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let secs = server
+            .metric("streammachine_buffer_seconds{stream=\"aac\"}")
+            .unwrap_or(0.0);
+        if secs >= 5.8 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transcoded stream stopped at {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let errors = server
+        .metric("streammachine_transcoder_decode_errors_total{stream=\"aac\"}")
+        .unwrap_or(0.0);
+    assert!(errors < 3.0, "{errors} frames not decoded");
+}

@@ -238,6 +238,15 @@ impl FrameHeader {
         f64::from(self.samples) * 1_000_000.0 / f64::from(self.sample_rate)
     }
 
+    /// Whether `other` has this frame's codec, sample rate and channels: what
+    /// a decoder is set up for (an MP3 stream's bitrate may change every
+    /// frame; these may not without a new decoder).
+    pub fn same_audio(&self, other: &FrameHeader) -> bool {
+        self.codec == other.codec
+            && self.sample_rate == other.sample_rate
+            && self.channels == other.channels
+    }
+
     /// Whether `next` can follow this frame in the same stream (same codec and
     /// the same fixed fields).
     pub fn same_stream(&self, next: &FrameHeader) -> bool {

@@ -440,6 +440,8 @@ async fn run(
     let mut eof = false;
     // Bytes received since the last frame: a stall with data is not a stall.
     let mut since_frame = 0u64;
+    // The last frame's header, to see the format change.
+    let mut last_header: Option<crate::format::FrameHeader> = None;
     let end = 'run: loop {
         if !pending.is_empty() {
             received.inc_by(pending.len() as u64);
@@ -459,6 +461,18 @@ async fn run(
             };
             deadline = Instant::now() + stall;
             since_frame = 0;
+            if last_header.is_some_and(|h| !h.same_audio(&frame.header)) {
+                // A new sample rate or channel count: chunks of their own,
+                // and the streams start a new timeline piece (an HLS
+                // discontinuity) when they see the new format key.
+                if let (Some(draft), Some(key)) = (chunker.flush(), format_key.as_deref()) {
+                    mount.push(id, draft, key);
+                }
+                tracing::warn!(mount = %mount.key(), source = id, from = %format_key.as_deref().unwrap_or_default(), to = %frame.header.format_key(),
+                    "source format changed mid-stream (sample rate or channels): raw listeners get the new format as is, HLS marks a discontinuity, transcoders restart their decoder");
+                format_key = None;
+            }
+            last_header = Some(frame.header);
             let key = format_key.get_or_insert_with(|| {
                 let k = frame.header.format_key();
                 tracing::info!(mount = %mount.key(), source = id, format = %k, "source format detected");

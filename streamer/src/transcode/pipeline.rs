@@ -132,6 +132,14 @@ impl Pipeline {
         let Some(first) = first else {
             return Ok(outputs);
         };
+        if let Some(run) = self.run.as_ref().filter(|r| {
+            r.decoder.sample_rate() != first.sample_rate || r.decoder.channels() != first.channels
+        }) {
+            // The source changed its sample rate or channels mid-stream: a
+            // decoder for the new format; the output stays as it was.
+            let id = run.source_id;
+            outputs.extend(self.end(id)?);
+        }
         if self.run.is_none() {
             self.run = Some(self.start(source_id, &first)?);
         }
@@ -485,6 +493,33 @@ mod tests {
         assert!(
             out.iter().all(|o| o.format_key == "aac-44100-2-2"),
             "the 22.05 kHz source is resampled to the stream's 44.1 kHz"
+        );
+    }
+
+    /// Issue 10: a source that changed its sample rate and channels
+    /// mid-stream made every later frame a decode error (silence).
+    #[test]
+    fn a_source_that_changes_its_format_mid_stream_gets_a_new_decoder() {
+        let first = drafts(&fixture("mp3/mp3-44100-128-s.mp3"), Codec::Mp3);
+        let then = drafts(&fixture("mp3/mp3-22050-64-s.mp3"), Codec::Mp3);
+        let mono = drafts(&fixture("mp3/mp3-44100-64-m.mp3"), Codec::Mp3);
+        let mut p = Pipeline::new(TranscodeConfig::new(AudioFormat::Aac, 64));
+        let mut out = Vec::new();
+        for d in first.iter().chain(&then).chain(&mono) {
+            out.extend(p.feed(1, d, None, 0).unwrap());
+        }
+        out.extend(p.end(1).unwrap());
+        assert!(
+            p.decode_errors < 3,
+            "{} frames not decoded",
+            p.decode_errors
+        );
+        let o: u64 = out.iter().map(|o| o.draft.duration_micros()).sum();
+        let i = micros(&first) + micros(&then) + micros(&mono);
+        assert!(o >= i, "all the audio came out: {o} of {i} µs");
+        assert!(
+            out.iter().all(|o| o.format_key == "aac-44100-2-2"),
+            "the output keeps its format"
         );
     }
 
