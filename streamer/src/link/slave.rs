@@ -184,8 +184,14 @@ async fn connected(
                     Frame::Config(c) => {
                         server.replica_activity();
                         let n = c.streams.len();
-                        server.apply_replica(c);
-                        tracing::info!(streams = n, "configuration from the master applied");
+                        // New streams restore their dumps and the config is
+                        // written to disk: file I/O, off the runtime's workers.
+                        let host = Arc::clone(server);
+                        if let Err(e) = tokio::task::spawn_blocking(move || host.apply_replica(c)).await {
+                            tracing::error!(error = %e, "applying the master's configuration failed");
+                        } else {
+                            tracing::info!(streams = n, "configuration from the master applied");
+                        }
                     }
                     Frame::Chunk(key, record) => {
                         server.replica_activity();
@@ -245,6 +251,93 @@ async fn send_back(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A slave whose disk is slow: applying a config takes a second.
+    struct SlowDisk {
+        secret: streammachine_config::Secret,
+        applied: AtomicBool,
+        shutdown: tokio::sync::watch::Sender<bool>,
+        metrics: crate::metrics::Metrics,
+    }
+
+    impl SlaveHost for SlowDisk {
+        fn link_secret(&self) -> Option<&streammachine_config::Secret> {
+            Some(&self.secret)
+        }
+        fn stream(&self, _: &str) -> Option<Arc<crate::stream::Stream>> {
+            None
+        }
+        fn streams(&self) -> Vec<Arc<crate::stream::Stream>> {
+            Vec::new()
+        }
+        fn apply_replica(&self, _: super::super::frame::LinkConfig) {
+            std::thread::sleep(Duration::from_secs(1));
+            self.applied.store(true, Ordering::SeqCst);
+        }
+        fn replica_activity(&self) {}
+        fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+            self.shutdown.subscribe()
+        }
+        fn metrics(&self) -> &crate::metrics::Metrics {
+            &self.metrics
+        }
+    }
+
+    /// Issue 10: the link task restored dumps and wrote the replica config
+    /// with blocking file I/O on a runtime worker, stalling the other tasks
+    /// there (here the only worker, so it shows every time).
+    #[tokio::test(flavor = "current_thread")]
+    async fn applying_the_masters_config_does_not_block_the_runtime() {
+        let master = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", master.local_addr().unwrap());
+        let host = Arc::new(SlowDisk {
+            secret: streammachine_config::Secret("s".into()),
+            applied: AtomicBool::new(false),
+            shutdown: tokio::sync::watch::channel(false).0,
+            metrics: crate::metrics::Metrics::new().unwrap(),
+        });
+        tokio::spawn(async move {
+            let (mut sock, _) = master.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                sock.read_exact(&mut b).await.unwrap();
+                head.push(b[0]);
+            }
+            sock.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .await
+                .unwrap();
+            let config = frame::LinkConfig {
+                streams: Vec::new(),
+                formats: Default::default(),
+            };
+            sock.write_all(&frame::config(&config)).await.unwrap();
+            // Hold the connection until the test ends.
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest).await;
+        });
+        let link = tokio::spawn(run(
+            Arc::clone(&host) as Arc<dyn SlaveHost>,
+            url,
+            "slave".into(),
+        ));
+        // A task beside the link: the longest it waited for its turn.
+        let mut worst = Duration::ZERO;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !host.applied.load(Ordering::SeqCst) {
+            assert!(tokio::time::Instant::now() < deadline, "never applied");
+            let asked = tokio::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            worst = worst.max(asked.elapsed());
+        }
+        assert!(
+            worst < Duration::from_millis(500),
+            "another task waited {worst:?} while the config was applied"
+        );
+        host.shutdown.send_replace(true);
+        link.await.unwrap();
+    }
 
     #[test]
     fn master_urls() {
