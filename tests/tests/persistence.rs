@@ -229,23 +229,33 @@ fn periodic_dumps_survive_a_kill_and_a_master_restores_them() {
         0.0,
         Duration::from_secs(15)
     ));
-    let before = status(&first, "keep")["buffer"].clone();
     // Written by the timer, not at shutdown: the process is killed after it.
-    // A dump written before the snapshot (the timer can fire while held
-    // audio is still being released) does not count.
-    let dumped = || {
+    // The dump must hold what the status shows: a dump taken while held
+    // audio was still being released (its line can come after any snapshot
+    // of ours) holds fewer chunks, so wait for one whose count matches a
+    // status read on both sides of it.
+    let dumped_chunks = || -> Vec<u64> {
         first
             .log_lines("rewind buffer dumped")
             .iter()
             .filter(|l| l.contains("\"stream\":\"keep\""))
-            .count()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["fields"]["chunks"].as_u64().or(v["chunks"].as_u64()))
+            .collect()
     };
-    let earlier = dumped();
-    let deadline = std::time::Instant::now() + Duration::from_secs(25);
-    while dumped() == earlier {
-        assert!(std::time::Instant::now() < deadline, "no timer dump");
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let before = loop {
+        let seen = status(&first, "keep")["buffer"].clone();
+        let chunks = seen["chunks"].as_u64().expect("chunks");
+        if dumped_chunks().contains(&chunks) && status(&first, "keep")["buffer"] == seen {
+            break seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timer dump of {chunks} chunks"
+        );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     drop(first); // SIGKILL: no dump at exit
     let second = ServerProcess::start(EXE, &cfg);
     assert!(second
