@@ -409,6 +409,13 @@ impl Stream {
         self.buffer.read_locked()
     }
 
+    /// Puts audio where this stream's buffer keeps it (for a dump being
+    /// read: its chunks are then appended without another copy).
+    pub fn audio_keeper(&self) -> impl FnMut(Vec<u8>) -> bytes::Bytes {
+        let arena = std::sync::Arc::clone(self.read_buffer().arena());
+        move |v| arena.store(bytes::Bytes::from(v))
+    }
+
     fn write_buffer(&self) -> std::sync::RwLockWriteGuard<'_, RewindBuffer> {
         self.buffer.write_locked()
     }

@@ -115,10 +115,9 @@ impl Chunker {
         if self.frames.is_empty() {
             return None;
         }
-        let mut data = std::mem::take(&mut self.data);
-        // Exact-size storage: hours of chunks must cost the audio bytes, not the
-        // allocator's growth slack.
-        data.shrink_to_fit();
+        // The buffer copies it into its arena (buffer/arena): this vector is
+        // short-lived, so its growth slack costs nothing.
+        let data = std::mem::take(&mut self.data);
         let frames = std::mem::take(&mut self.frames).into_boxed_slice();
         Some(ChunkDraft {
             data: Bytes::from(data),

@@ -1,5 +1,6 @@
 //! The rewind buffer and what goes into it (DESIGN.md §2).
 
+pub mod arena;
 pub mod chunk;
 pub mod chunker;
 pub mod rewind;

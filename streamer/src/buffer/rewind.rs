@@ -44,6 +44,8 @@ pub struct RewindBuffer {
     /// Replica chunks were appended: the segmenter resumes from them before
     /// numbering a chunk of our own.
     segmenter_stale: bool,
+    /// Where the chunks' audio is kept (see [`super::arena`]).
+    arena: Arc<super::arena::Arena>,
 }
 
 impl RewindBuffer {
@@ -62,6 +64,7 @@ impl RewindBuffer {
             segment_seconds: DEFAULT_SEGMENT_SECONDS,
             segmenter: Segmenter::new(DEFAULT_SEGMENT_SECONDS),
             segmenter_stale: false,
+            arena: Arc::new(super::arena::Arena::new()),
         }
     }
 
@@ -74,6 +77,12 @@ impl RewindBuffer {
                 None => Segmenter::new(seconds),
             };
         }
+    }
+
+    /// Where this buffer keeps its audio: bytes stored there ahead of an
+    /// append (a dump being read) are kept as they are, not copied again.
+    pub fn arena(&self) -> &Arc<super::arena::Arena> {
+        &self.arena
     }
 
     /// The HLS segment length.
@@ -131,7 +140,8 @@ impl RewindBuffer {
         self.next_seq = next_seq;
     }
 
-    fn push_stamped(&mut self, c: Chunk) {
+    fn push_stamped(&mut self, mut c: Chunk) {
+        c.draft.data = self.arena.store(std::mem::take(&mut c.draft.data));
         self.next_seq = c.seq + 1;
         self.audio_end = c.audio_end_micros();
         self.byte_end = c.byte_start + c.data().len() as u64;
@@ -157,6 +167,8 @@ impl RewindBuffer {
         now_micros: i64,
         continuous: bool,
     ) -> Arc<Chunk> {
+        let mut draft = draft;
+        draft.data = self.arena.store(std::mem::take(&mut draft.data));
         let d = i64::try_from(draft.duration_micros()).unwrap_or(i64::MAX);
         let had_any = self.last_end_ts != i64::MIN;
         let (start, discontinuity) = if had_any && continuous {

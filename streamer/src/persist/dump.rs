@@ -563,7 +563,7 @@ pub fn decode_record(record: &[u8], limits: &Limits) -> Result<DumpChunk, DumpEr
             )))
         }
     }
-    let chunk = read_chunk(&mut input, limits, 0)?;
+    let chunk = read_chunk(&mut input, limits, 0, &mut Bytes::from)?;
     if input.pos != record.len() as u64 {
         return Err(DumpError::Inconsistent(format!(
             "{} bytes after the chunk record",
@@ -676,6 +676,17 @@ pub fn read_dump<R: Read>(
     r: R,
     limits: &Limits,
 ) -> Result<(DumpHeader, Vec<DumpChunk>), DumpError> {
+    read_dump_with(r, limits, &mut Bytes::from)
+}
+
+/// [`read_dump`], with `keep` deciding where each chunk's audio goes (a
+/// stream's arena, so a restore or an import puts audio where it will stay
+/// instead of on the heap first).
+pub fn read_dump_with<R: Read>(
+    r: R,
+    limits: &Limits,
+    keep: &mut dyn FnMut(Vec<u8>) -> Bytes,
+) -> Result<(DumpHeader, Vec<DumpChunk>), DumpError> {
     let mut input = Input {
         inner: BufReader::with_capacity(IO_BUFFER, r),
         pos: 0,
@@ -701,7 +712,7 @@ pub fn read_dump<R: Read>(
                         header.chunks
                     )));
                 }
-                let chunk = read_chunk(&mut input, limits, at)?;
+                let chunk = read_chunk(&mut input, limits, at, keep)?;
                 if chunk.seq != expected_seq {
                     return Err(DumpError::Inconsistent(format!(
                         "chunk at byte {at} has seq {} where {expected_seq} was expected",
@@ -773,6 +784,7 @@ fn read_chunk<R: Read>(
     input: &mut Input<R>,
     limits: &Limits,
     at: u64,
+    keep: &mut dyn FnMut(Vec<u8>) -> Bytes,
 ) -> Result<DumpChunk, DumpError> {
     let seq = input.u64()?;
     let ts_micros = input.i64()?;
@@ -805,7 +817,7 @@ fn read_chunk<R: Read>(
     for b in raw_frames.chunks_exact(4) {
         frames.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     }
-    let data = Bytes::from(input.vec(data_len as usize)?);
+    let data = keep(input.vec(data_len as usize)?);
     let chunk = DumpChunk {
         seq,
         ts_micros,

@@ -16,7 +16,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::dump::{read_dump, write_dump, DumpChunk, DumpError, DumpHeader, DumpStats, Limits};
+use super::dump::{
+    read_dump_with, write_dump, DumpChunk, DumpError, DumpHeader, DumpStats, Limits,
+};
 
 /// A loaded dump: its header and its chunks, oldest first.
 pub type Loaded = (DumpHeader, Vec<DumpChunk>);
@@ -126,6 +128,16 @@ fn remove_stale_temps(dir: &Path, name: &[u8], pid: u32) {
 /// interrupted saves are never read. A damaged file is an error, never a
 /// partial result.
 pub fn load(path: &Path, limits: &Limits) -> Result<Option<Loaded>, DumpError> {
+    load_with(path, limits, &mut bytes::Bytes::from)
+}
+
+/// [`load`], with `keep` deciding where each chunk's audio goes (see
+/// [`super::dump::read_dump_with`]).
+pub fn load_with(
+    path: &Path,
+    limits: &Limits,
+    keep: &mut dyn FnMut(Vec<u8>) -> bytes::Bytes,
+) -> Result<Option<Loaded>, DumpError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -143,7 +155,7 @@ pub fn load(path: &Path, limits: &Limits) -> Result<Option<Loaded>, DumpError> {
         max_total_bytes: Some(limits.max_total_bytes.map_or(len, |max| max.min(len))),
         ..*limits
     };
-    read_dump(file, &limits).map(Some)
+    read_dump_with(file, &limits, keep).map(Some)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod file;
 pub mod rewind;
 
 pub use dump::{
-    decode_record, encode_record_head, read_dump, write_dump, DumpChunk, DumpError, DumpHeader,
-    DumpStats, DumpWriter, Limits, FORMAT_VERSION, MAGIC,
+    decode_record, encode_record_head, read_dump, read_dump_with, write_dump, DumpChunk, DumpError,
+    DumpHeader, DumpStats, DumpWriter, Limits, FORMAT_VERSION, MAGIC,
 };
-pub use file::{load, save, Loaded};
+pub use file::{load, load_with, save, Loaded};

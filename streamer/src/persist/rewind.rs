@@ -171,7 +171,8 @@ pub fn renumber_after(records: &mut [DumpChunk], next_seq: u64, last_segment: Op
 
 /// Loads a stream's dump file, if there is one, into its buffer. Blocking.
 pub fn restore_stream(stream: &Stream, dir: &Path) -> Result<Option<usize>, RestoreError> {
-    match super::load(&dump_path(dir, stream.key()), &Limits::default())? {
+    let mut keep = stream.audio_keeper();
+    match super::load_with(&dump_path(dir, stream.key()), &Limits::default(), &mut keep)? {
         None => Ok(None),
         Some((header, records)) => restore_into(stream, header, records, true).map(Some),
     }

@@ -85,6 +85,9 @@ pub struct Mount {
     source_count: IntGauge,
     /// The fallback in service and the tasks playing it.
     fallback: Mutex<(Option<FallbackConfig>, Vec<tokio::task::AbortHandle>)>,
+    /// Audio shared by several streams is kept once, here (a single
+    /// stream keeps it in its own buffer's arena).
+    arena: crate::buffer::arena::Arena,
 }
 
 impl Mount {
@@ -113,6 +116,7 @@ impl Mount {
             connected,
             source_count,
             fallback: Mutex::new((None, Vec::new())),
+            arena: crate::buffer::arena::Arena::new(),
         })
     }
 
@@ -395,10 +399,14 @@ impl Mount {
 
     /// Audio from source `id`: goes to every stream if that source is on air,
     /// else it is dropped. Returns whether it was used.
-    pub fn push(&self, id: u64, draft: ChunkDraft, format_key: &str) -> bool {
+    pub fn push(&self, id: u64, mut draft: ChunkDraft, format_key: &str) -> bool {
         let inner = self.lock();
         if inner.sources.first().is_none_or(|s| s.id != id) {
             return false;
+        }
+        if inner.streams.len() > 1 {
+            // Stored once for all of them (each buffer keeps what is stored).
+            draft.data = self.arena.store(std::mem::take(&mut draft.data));
         }
         for stream in &inner.streams {
             stream.feed(id, draft.clone(), inner.title.clone(), format_key);

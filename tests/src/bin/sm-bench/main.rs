@@ -23,6 +23,7 @@ use streammachine_tests::{fixture, frames_of, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod big;
 mod buffer;
 mod link;
 mod operator;
@@ -42,6 +43,7 @@ struct Args {
     link: bool,
     transcode: bool,
     operator: bool,
+    big: bool,
     handoff: Vec<usize>,
 }
 
@@ -53,6 +55,7 @@ fn only(a: &mut Args, part: &str) {
     a.link = part == "link";
     a.transcode = part == "transcode";
     a.operator = part == "operator";
+    a.big = part == "big";
     if part != "handoff" {
         a.handoff.clear();
     }
@@ -68,6 +71,7 @@ fn parse_args() -> Args {
         link: true,
         transcode: true,
         operator: true,
+        big: true,
         handoff: vec![1000, 5000],
     };
     let mut it = std::env::args().skip(1);
@@ -88,8 +92,9 @@ fn parse_args() -> Args {
             "--skip-link" => a.link = false,
             "--skip-transcode" => a.transcode = false,
             "--skip-operator" => a.operator = false,
+            "--skip-big" => a.big = false,
             "--only-hls" | "--only-link" | "--only-transcode" | "--only-operator"
-            | "--only-handoff" => only(&mut a, &arg["--only-".len()..]),
+            | "--only-handoff" | "--only-big" => only(&mut a, &arg["--only-".len()..]),
             "--handoff" => {
                 a.handoff = it
                     .next()
@@ -100,7 +105,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             other => {
-                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--skip-operator|--only-operator] [--handoff N,M|--only-handoff]");
+                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--skip-operator|--only-operator] [--skip-big|--only-big] [--handoff N,M|--only-handoff]");
                 std::process::exit(2);
             }
         }
@@ -185,6 +190,9 @@ fn main() {
     if args.transcode {
         eprintln!("sm-bench: transcoding speed and server cost…");
         rows.extend(transcode::bench());
+    }
+    if args.big {
+        rows.extend(big::bench_big());
     }
     for &n in &args.handoff {
         eprintln!("sm-bench: handoff with {n} listeners…");
