@@ -17,14 +17,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, Request, State};
 use axum::http::{header, HeaderMap, Method, Uri};
+use axum::response::IntoResponse;
 use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::api::{is_api, Route};
-use crate::http::{reason, Response, WriteDeadline};
+use crate::api::{is_api, ImportFn, Route, Transfer};
+use crate::http::{pipe, reason, Response, WriteDeadline};
 
 /// How long a client may take to send a request's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -134,7 +135,12 @@ impl axum::response::IntoResponse for Response {
 
 /// One API route: the token is checked before the body is read, so nobody
 /// unauthenticated can make the server hold a body.
-async fn api(route: &'static Route, host: Host, params: Vec<String>, req: Request) -> Response {
+async fn api(
+    route: &'static Route,
+    host: Host,
+    params: Vec<String>,
+    req: Request,
+) -> axum::response::Response {
     let peer = req.extensions().get::<Peer>().map(|p| p.0);
     let auth = req
         .headers()
@@ -142,22 +148,151 @@ async fn api(route: &'static Route, host: Host, params: Vec<String>, req: Reques
         .and_then(|v| v.to_str().ok());
     if route.auth {
         if let Err(refusal) = login(host.as_ref(), peer, || route.authorize(host.as_ref(), auth)) {
-            return refusal;
+            return refusal.into_response();
         }
     }
     if route.method != "GET" {
         tracing::info!(?peer, method = route.method, path = %req.uri().path(), "admin API change requested");
     }
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+    match route.transfer() {
+        Some(Transfer::Export(find)) => {
+            return match find(host.as_ref(), &params) {
+                Ok(stream) => export(stream),
+                Err(e) => e.response().into_response(),
+            }
+        }
+        Some(Transfer::Import(target, load)) => {
+            return match target(host.as_ref(), &params) {
+                Ok(stream) => import(host, stream, route.body_limit(), load, req).await,
+                Err(e) => e.response().into_response(),
+            }
+        }
+        None => {}
+    }
     let body = if route.body.is_some() {
         match read_body(route.body_limit(), req).await {
             Ok(b) => b,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.into_response(),
         }
     } else {
         Bytes::new()
     };
-    let params: Vec<&str> = params.iter().map(String::as_str).collect();
-    route.call(host.as_ref(), &params, &body).await
+    route
+        .call(host.as_ref(), &params, &body)
+        .await
+        .into_response()
+}
+
+/// Sends a stream's dump as it is written on a blocking thread, a few
+/// pieces ahead of the client ([`pipe`]): the export holds the buffer's
+/// chunks (shared) and a few pieces, never a copy of the buffer. A failure
+/// midway breaks the connection, so a client never takes a short dump for a
+/// whole one.
+fn export(stream: Arc<crate::stream::Stream>) -> axum::response::Response {
+    let (header, chunks) = crate::persist::rewind::snapshot(&stream);
+    let len = match crate::persist::rewind::snapshot_len(&header, &chunks) {
+        Ok(len) => len,
+        Err(e) => return crate::api::bad_body(500, e.to_string()).into_response(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(pipe::PIECES);
+    tokio::task::spawn_blocking(move || {
+        let mut w = pipe::ChannelWriter::new(tx);
+        match crate::persist::rewind::write_snapshot(&header, &chunks, &mut w) {
+            Ok(stats) => {
+                tracing::info!(stream = %stream.key(), chunks = stats.chunks, bytes = stats.dump_bytes, "rewind buffer exported through the API");
+            }
+            Err(crate::persist::DumpError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                tracing::info!(stream = %stream.key(), "rewind export ended early: the client left");
+            }
+            Err(e) => {
+                tracing::warn!(stream = %stream.key(), error = %e, "rewind export failed");
+                w.fail(std::io::Error::other(e.to_string()));
+            }
+        }
+    });
+    let pieces = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    let mut r = axum::response::Response::new(Body::from_stream(pieces));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    r
+}
+
+/// Reads a dump as it arrives: the body goes piece by piece ([`pipe`]) to
+/// `load` on a blocking thread, which parses it and puts the audio where
+/// the buffer keeps it. At most `limit` bytes, within [`BODY_TIMEOUT`].
+async fn import(
+    host: Host,
+    stream: Arc<crate::stream::Stream>,
+    limit: usize,
+    load: ImportFn,
+    req: Request,
+) -> axum::response::Response {
+    let too_large = || crate::api::bad_body(413, format!("request body larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large().into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(pipe::PIECES);
+    let job = tokio::task::spawn_blocking(move || {
+        load(
+            host.as_ref(),
+            &stream,
+            &mut pipe::ChannelReader::new(rx),
+            limit as u64,
+        )
+    });
+    // The body, piece by piece; what went wrong with it, if anything.
+    let feed = async move {
+        let mut body = Limited::new(req.into_body(), limit);
+        let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => {
+                    let _ = tx.send(Err(std::io::Error::other("body timeout"))).await;
+                    return Some(crate::api::bad_body(
+                        408,
+                        format!("request body not sent within {} s", BODY_TIMEOUT.as_secs()),
+                    ));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return Some(if e.downcast_ref::<LengthLimitError>().is_some() {
+                        too_large()
+                    } else {
+                        crate::api::bad_body(400, format!("request body not read: {e}"))
+                    });
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                if tx.send(Ok(data)).await.is_err() {
+                    // The import stopped reading (it failed): its answer says why.
+                    return None;
+                }
+            }
+        }
+    };
+    let (body_error, result) = tokio::join!(feed, job);
+    if let Some(refusal) = body_error {
+        return refusal.into_response();
+    }
+    match result {
+        Ok(Ok(reply)) => reply.into_response().into_response(),
+        Ok(Err(e)) => e.response().into_response(),
+        Err(e) => crate::api::bad_body(500, format!("import failed: {e}")).into_response(),
+    }
 }
 
 /// Runs `attempt` (a token or secret check) for `peer`, which must wait if

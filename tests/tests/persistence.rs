@@ -138,6 +138,18 @@ fn a_restart_keeps_the_buffer_and_the_numbering() {
     let r = import(&garbage);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("not a valid dump"), "{}", r.text());
+    // Imports are read as they arrive (issue 11): one cut short changes
+    // nothing, the buffer stays what the last good import made it.
+    let r = import(&export.body[..export.body.len() / 2]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("truncated"), "{}", r.text());
+    assert_eq!(
+        http_get(second.listen, "/other?pump=9999&offset=9999", &[]).body,
+        b
+    );
+    // The export is streamed but announces its exact length.
+    let len = export.body.len().to_string();
+    assert_eq!(export.header("content-length"), Some(len.as_str()));
     // A stream with listeners cannot be overwritten under them.
     let (_l, _, _, _) = request(second.listen, "GET", "/other", &[]);
     assert!(second.wait_metric(

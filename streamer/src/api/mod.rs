@@ -91,7 +91,8 @@ pub enum Reply {
 }
 
 impl Reply {
-    fn into_response(self) -> Response {
+    /// The HTTP response.
+    pub fn into_response(self) -> Response {
         match self {
             Reply::Json(status, v) => Response::new(status, crate::http::reason(status))
                 .header("Content-Type", "application/json")
@@ -115,7 +116,39 @@ enum Handler {
     /// Plans a change to the streams and mounts, which [`Route::call`]
     /// stores and then puts in force (see [`crate::journal`]).
     Change(HandlerFn<Plan>),
+    /// Moves a whole rewind buffer: the HTTP side streams it (see
+    /// [`Transfer`]).
+    Transfer(Transfer),
 }
+
+/// A route that moves a whole rewind buffer (hundreds of megabytes) as a
+/// stream of bytes, chunk by chunk, on a blocking thread: the admin port
+/// pipes the HTTP body to or from it ([`crate::http::pipe`]).
+#[derive(Clone, Copy)]
+pub enum Transfer {
+    /// The stream to export (or a 404); its dump is then written out.
+    Export(StreamFn),
+    /// The stream to import into (or a 404/409, before any body is read),
+    /// then the import itself, reading the body as it arrives (its length
+    /// limit given).
+    Import(StreamFn, ImportFn),
+}
+
+impl std::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transfer::Export(_) => "Transfer::Export",
+            Transfer::Import(..) => "Transfer::Import",
+        })
+    }
+}
+
+/// Finds a route's stream from its path parameters (or the error to answer).
+pub type StreamFn = fn(&dyn ApiHost, &[&str]) -> Result<Arc<Stream>, ApiError>;
+
+/// An import: the stream, the body as it arrives, its length limit.
+pub type ImportFn =
+    fn(&dyn ApiHost, &Stream, &mut dyn std::io::Read, u64) -> Result<Reply, ApiError>;
 
 /// A change to the streams and mounts, as a handler planned it.
 pub(crate) struct Plan {
@@ -179,8 +212,8 @@ pub static ROUTES: &[Route] = &[
     Route { method: "PUT", path: "/api/streams/{key}", summary: "Replace a stream's settings (live; listeners stay). A missing password keeps the current one", body: Some(openapi::Body::Stream), responses: &[(200, "updated"), (400, "malformed body"), E401, E404, (422, "invalid setting")], auth: true, handler: Handler::Change(update_stream) },
     Route { method: "DELETE", path: "/api/streams/{key}", summary: "Remove a stream (its listeners are disconnected)", body: None, responses: &[(204, "removed"), E401, E404], auth: true, handler: Handler::Change(delete_stream) },
     Route { method: "POST", path: "/api/streams/{key}/metadata", summary: "Set the title (of the stream's mount, so every stream of that audio)", body: Some(openapi::Body::Metadata), responses: &[(200, "title set"), (400, "malformed body"), E401, E404], auth: true, handler: Handler::Read(stream_metadata) },
-    Route { method: "GET", path: "/api/streams/{key}/rewind", summary: "Export the rewind buffer as a dump (application/octet-stream, the format of persist::dump)", body: None, responses: &[(200, "the dump"), E401, E404], auth: true, handler: Handler::Read(export_rewind) },
-    Route { method: "PUT", path: "/api/streams/{key}/rewind", summary: "Import a dump into the rewind buffer (the stream must have no source and no listeners); it is numbered after what the stream served, so no HLS segment name is re-used", body: Some(openapi::Body::Dump), responses: &[(204, "imported"), (400, "not a valid dump"), E401, E404, (409, "stream in use"), (413, "too large")], auth: true, handler: Handler::Read(import_rewind) },
+    Route { method: "GET", path: "/api/streams/{key}/rewind", summary: "Export the rewind buffer as a dump (application/octet-stream, the format of persist::dump)", body: None, responses: &[(200, "the dump"), E401, E404], auth: true, handler: Handler::Transfer(Transfer::Export(export_rewind)) },
+    Route { method: "PUT", path: "/api/streams/{key}/rewind", summary: "Import a dump into the rewind buffer (the stream must have no source and no listeners); it is numbered after what the stream served, so no HLS segment name is re-used", body: Some(openapi::Body::Dump), responses: &[(204, "imported"), (400, "not a valid dump"), E401, E404, (409, "stream in use"), (413, "too large")], auth: true, handler: Handler::Transfer(Transfer::Import(import_target, import_rewind)) },
     Route { method: "DELETE", path: "/api/streams/{key}/rewind", summary: "Empty the stream's rewind buffer (numbering continues)", body: None, responses: &[(204, "cleared"), E401, E404], auth: true, handler: Handler::Read(clear_rewind) },
     Route { method: "GET", path: "/api/source-mounts", summary: "All source mounts with their sources", body: None, responses: &[(200, "mounts"), E401], auth: true, handler: Handler::Read(list_mounts) },
     Route { method: "POST", path: "/api/source-mounts", summary: "Create a source mount (live)", body: Some(openapi::Body::SourceMount), responses: &[(201, "created"), (400, "malformed body"), E401, (409, "exists already"), (422, "invalid setting")], auth: true, handler: Handler::Change(create_mount) },
@@ -242,15 +275,16 @@ impl Route {
         }
     }
 
-    /// Whether it moves a whole rewind buffer (hundreds of megabytes), so it
-    /// should run where it cannot hold up other tasks.
-    pub fn is_heavy(&self) -> bool {
-        self.path.ends_with("/rewind")
+    /// How it moves a whole rewind buffer, if it does.
+    pub fn transfer(&self) -> Option<Transfer> {
+        match self.handler {
+            Handler::Transfer(t) => Some(t),
+            _ => None,
+        }
     }
 
     /// Checks the bearer token when the route needs one (before its body is
     /// read, so nobody unauthenticated can make the server hold a body);
-    /// `Err` is the refusal to send.
     /// `Err` is the failure's metric label and the refusal to send.
     pub fn authorize(
         &self,
@@ -268,15 +302,15 @@ impl Route {
         })
     }
 
-    /// Answers an authorized request with its path parameters and body. A
-    /// handler that moves a whole rewind buffer (hundreds of megabytes) lets
-    /// the runtime move other tasks off this worker meanwhile.
+    /// Answers an authorized request with its path parameters and body (a
+    /// [`Transfer`] route is the HTTP side's to stream: a 500 here).
     pub async fn call(&self, server: &dyn ApiHost, params: &[&str], body: &[u8]) -> Response {
         let reply = match self.handler {
-            Handler::Read(handler) if self.is_heavy() => {
-                tokio::task::block_in_place(|| handler(server, params, body))
-            }
             Handler::Read(handler) => handler(server, params, body),
+            Handler::Transfer(_) => Err(ApiError::new(
+                500,
+                "a streamed route called with a whole body",
+            )),
             Handler::Change(handler) => {
                 // One change at a time, from reading the config in force to
                 // putting the new one in force.

@@ -506,6 +506,25 @@ where
     writer.finish()
 }
 
+/// The exact length of the dump [`write_dump`] writes for `header` and
+/// records of these sizes (title bytes, frames, audio bytes): an export can
+/// announce its `Content-Length` before writing a byte.
+pub fn dump_len<I>(header: &DumpHeader, records: I) -> Result<u64, DumpError>
+where
+    I: IntoIterator<Item = (usize, usize, usize)>,
+{
+    let json = serde_json::to_vec(header)
+        .map_err(|e| DumpError::Inconsistent(format!("header cannot be encoded: {e}")))?;
+    let body: u64 = records
+        .into_iter()
+        .map(|(title, frames, data)| (RECORD_FIXED_LEN + title + 4 * frames + data) as u64)
+        .sum();
+    Ok(16 + json.len() as u64 + body + TRAILER_LEN)
+}
+
+/// The trailer: tag, record count, CRC.
+const TRAILER_LEN: u64 = 13;
+
 /// Encodes a chunk record without its audio bytes (tag, fixed fields, title,
 /// frame table) into `out` (cleared first); the record is `out` followed by
 /// `chunk.data`. The master↔slave link sends chunks with this same encoding,
@@ -840,6 +859,15 @@ fn read_chunk<R: Read>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn dump_len_is_what_write_dump_writes() {
+        let (header, chunks, out) = small_dump();
+        let sizes = chunks
+            .iter()
+            .map(|c| (c.title.len(), c.frames.len(), c.data.len()));
+        assert_eq!(dump_len(&header, sizes).unwrap(), out.len() as u64);
+    }
 
     /// A small deterministic PRNG (xorshift64*), so tests need no extra crate.
     pub(crate) struct Rng(u64);

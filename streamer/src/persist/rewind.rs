@@ -92,12 +92,38 @@ pub fn save_stream(stream: &Stream, dir: &Path) -> Result<DumpStats, DumpError> 
     )
 }
 
-/// Writes a stream's dump into memory (the admin API's export). Blocking.
+/// Writes a stream's dump into memory (a handoff's buffer message). Blocking.
 pub fn export_stream(stream: &Stream) -> Result<Vec<u8>, DumpError> {
-    let (header, chunks) = snapshot(stream);
     let mut out = Vec::new();
-    super::write_dump(&mut out, &header, chunks.iter().map(|c| record_of(c)))?;
+    write_stream(stream, &mut out)?;
     Ok(out)
+}
+
+/// Writes a stream's dump to `w` chunk by chunk. Blocking.
+pub fn write_stream(stream: &Stream, w: impl std::io::Write) -> Result<DumpStats, DumpError> {
+    let (header, chunks) = snapshot(stream);
+    write_snapshot(&header, &chunks, w)
+}
+
+/// Writes a [`snapshot`] to `w` chunk by chunk (the admin API's export):
+/// the chunks are shared, not copied, so this holds one record at a time.
+/// Blocking.
+pub fn write_snapshot(
+    header: &DumpHeader,
+    chunks: &[Arc<Chunk>],
+    w: impl std::io::Write,
+) -> Result<DumpStats, DumpError> {
+    super::write_dump(w, header, chunks.iter().map(|c| record_of(c)))
+}
+
+/// The exact length [`write_snapshot`] writes.
+pub fn snapshot_len(header: &DumpHeader, chunks: &[Arc<Chunk>]) -> Result<u64, DumpError> {
+    super::dump::dump_len(
+        header,
+        chunks
+            .iter()
+            .map(|c| (c.title.text().len(), c.frame_count(), c.data().len())),
+    )
 }
 
 /// Why a dump was not restored.

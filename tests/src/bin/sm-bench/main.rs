@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 mod big;
 mod buffer;
 mod link;
+mod moving;
 mod operator;
 mod server;
 mod transcode;
@@ -193,6 +194,8 @@ fn main() {
     }
     if args.big {
         rows.extend(big::bench_big());
+        eprintln!("sm-bench: 4 streams × 8 h: export, import and handoff…");
+        rows.extend(moving::bench_moving());
     }
     for &n in &args.handoff {
         eprintln!("sm-bench: handoff with {n} listeners…");
