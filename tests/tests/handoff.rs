@@ -337,6 +337,13 @@ fn every_listener_and_the_source_continue_at_the_next_byte() {
     // The buffer came along: the new process serves the whole of it.
     let all = http_get(new.listen, "/live?pump=999&offset=999", &[]).body;
     assert!(all == audio, "the buffer moved with the listeners");
+    // Its memory was passed, not copied (issue 11).
+    assert!(
+        new.log_lines("buffer taken over in place")
+            .iter()
+            .any(|l| l.contains("\"stream\":\"live\"")),
+        "the buffer's memory was passed"
+    );
 }
 
 /// An authenticated admin API call.

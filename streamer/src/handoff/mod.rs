@@ -12,14 +12,17 @@
 //! before the acknowledgement, it resumes as if nothing happened.
 //!
 //! Messages on the handoff socket: a kind byte (carrying descriptors), then a
-//! length-prefixed payload — `H` hello (JSON), `B` a stream's buffer (dump
-//! format), `L` the listening sockets, `S` a source, `C` a listener (JSON
-//! state + its descriptor), `E` end; the successor prepares everything and
+//! length-prefixed payload — `H` hello (JSON), `M` memory files holding the
+//! buffers' audio (their descriptors), `R` a stream's buffer by reference
+//! into them, or `B` a stream's buffer copied (dump format) where its audio
+//! is in no memory file (see [`buffers`]), `L` the listening sockets, `S` a
+//! source, `C` a listener (JSON state + its descriptor), `E` end; the successor prepares everything and
 //! answers `A` (ack) or `X` (refused); on `A` the predecessor, parked for
 //! good, sends `C` (commit) and only then does the successor start driving
 //! the sockets (`X` from the predecessor: it resumes, the successor drops
 //! what it prepared).
 
+mod buffers;
 mod control;
 pub mod fd;
 mod receive;
@@ -294,7 +297,10 @@ pub async fn hand_off(
             streams: c.streams,
         }
     });
-    let (result, parked, sock) = tokio::task::spawn_blocking(move || {
+    // From here the buffers' memory may be mapped by the successor: nothing
+    // of it is given back (or reused) unless the handoff fails.
+    let frozen = transfer_buffers.then(crate::buffer::arena::freeze);
+    let (result, parked, sock, frozen) = tokio::task::spawn_blocking(move || {
         let r = (|| -> Result<Summary, HandoffError> {
             let mut summary = Summary::default();
             fd::send(
@@ -308,16 +314,11 @@ pub async fn hand_off(
                     running,
                 })?,
             )?;
-            if transfer_buffers {
-                for s in &streams {
-                    let dump = crate::persist::rewind::export_stream(s)
-                        .map_err(|e| HandoffError::Buffer(e.to_string()))?;
-                    let mut payload = Vec::with_capacity(2 + s.key().len() + dump.len());
-                    payload.extend_from_slice(&(s.key().len() as u16).to_le_bytes());
-                    payload.extend_from_slice(s.key().as_bytes());
-                    payload.extend_from_slice(&dump);
-                    fd::send(&mut sock, b'B', &[], &payload)?;
-                    summary.buffers += 1;
+            if let Some(frozen) = &frozen {
+                let (sent, copied) = buffers::send(&mut sock, &streams, frozen)?;
+                summary.buffers += sent;
+                if copied > 0 {
+                    tracing::warn!(copied, "handoff: buffers outside memory files were copied");
                 }
             }
             let kinds: Vec<String> = listening.iter().map(|(k, _)| k.to_string()).collect();
@@ -376,7 +377,7 @@ pub async fn hand_off(
             let _ = fd::send(&mut sock, b'C', &[], &[]);
             Ok(summary)
         })();
-        (r, parked, sock)
+        (r, parked, sock, frozen)
     })
     .await
     .map_err(|e| HandoffError::Protocol(e.to_string()))?;
@@ -386,11 +387,16 @@ pub async fn hand_off(
             tracing::info!(%summary, took_ms = started.elapsed().as_millis() as u64, "handed off to the successor");
             // Our copies of the descriptors close without a FIN: the successor holds them.
             drop(parked);
+            // The buffers' memory is the successor's now: never given back here.
+            drop(frozen);
             server.mark_handed_off();
             Ok(summary)
         }
         Err(e) => {
             tracing::error!(error = %e, "handoff failed; resuming here, nothing lost");
+            if let Some(f) = frozen {
+                f.thaw();
+            }
             Arc::clone(server).resume_parked(parked);
             server.end_parking();
             server.set_accepting(true);

@@ -6,7 +6,11 @@ use super::*;
 /// What a successor received, before adopting it.
 pub(super) struct Received {
     hello: Hello,
+    /// Buffers copied (dumps).
     buffers: Vec<(String, Vec<u8>)>,
+    /// The predecessor's memory files, and buffers by reference into them.
+    imported: crate::buffer::arena::Imported,
+    by_reference: Vec<(String, Vec<u8>)>,
     listening: Vec<(String, OwnedFd)>,
     sources: Vec<(SourceMsg, OwnedFd)>,
     listeners: Vec<(ListenerMsg, OwnedFd)>,
@@ -22,6 +26,8 @@ pub(super) fn receive(sock: &mut UnixStream) -> Result<Received, HandoffError> {
     let mut r = Received {
         hello,
         buffers: Vec::new(),
+        imported: crate::buffer::arena::Imported::new(),
+        by_reference: Vec::new(),
         listening: Vec::new(),
         sources: Vec::new(),
         listeners: Vec::new(),
@@ -29,18 +35,16 @@ pub(super) fn receive(sock: &mut UnixStream) -> Result<Received, HandoffError> {
     loop {
         let (kind, mut fds, payload) = fd::recv(sock, MAX_MESSAGE)?;
         match kind {
-            b'B' => {
-                if payload.len() < 2 {
-                    return Err(HandoffError::Protocol("short buffer message".into()));
+            b'B' | b'R' => {
+                let (key, rest) = buffers::split_key(&payload)?;
+                let rest = rest.to_vec();
+                if kind == b'B' {
+                    r.buffers.push((key, rest));
+                } else {
+                    r.by_reference.push((key, rest));
                 }
-                let klen = u16::from_le_bytes([payload[0], payload[1]]) as usize;
-                let key = payload
-                    .get(2..2 + klen)
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .ok_or_else(|| HandoffError::Protocol("bad stream name".into()))?
-                    .to_string();
-                r.buffers.push((key, payload[2 + klen..].to_vec()));
             }
+            b'M' => buffers::receive_files(&mut r.imported, &payload, fds)?,
             b'L' => {
                 let msg: ListeningMsg = serde_json::from_slice(&payload)?;
                 if msg.kinds.len() != fds.len() {
@@ -83,6 +87,11 @@ pub(super) fn output_name(s: &str) -> &'static str {
 /// What a successor has made ready to run, not yet running: nothing drives a
 /// socket until the predecessor confirms it has let go ([`commit`]).
 pub(super) struct Prepared {
+    /// The predecessor's memory files: adopted at commit.
+    imported: crate::buffer::arena::Imported,
+    /// Streams holding audio in them: emptied if the handoff does not happen
+    /// (the predecessor goes on using and freeing that memory).
+    borrowed: Vec<Arc<crate::stream::Stream>>,
     listening: Vec<(String, tokio::net::TcpListener)>,
     sources: Vec<crate::source::icecast::ParkedSource>,
     listeners: Vec<crate::output::listener::ParkedListener>,
@@ -97,6 +106,8 @@ pub(super) fn prepare(
 ) -> Result<Prepared, HandoffError> {
     let mut summary = Summary::default();
     let mut ready = Prepared {
+        imported: crate::buffer::arena::Imported::new(),
+        borrowed: Vec::new(),
         listening: Vec::new(),
         sources: Vec::new(),
         listeners: Vec::new(),
@@ -132,6 +143,21 @@ pub(super) fn prepare(
             .map_err(|e| HandoffError::Buffer(e.to_string()))?;
         summary.buffers += 1;
     }
+    let mut imported = r.imported;
+    for (key, payload) in r.by_reference {
+        let Some(stream) = server.stream(&key) else {
+            tracing::warn!(stream = %key, "handoff: no such stream here; its buffer is skipped");
+            continue;
+        };
+        let (header, records) = buffers::decode(&mut imported, &payload)?;
+        stream.clear_buffer();
+        ready.borrowed.push(Arc::clone(&stream));
+        let n = crate::persist::rewind::restore_into(&stream, header, records, true)
+            .map_err(|e| HandoffError::Buffer(e.to_string()))?;
+        tracing::info!(stream = %key, chunks = n, "handoff: buffer taken over in place (its memory passed, not copied)");
+        summary.buffers += 1;
+    }
+    ready.imported = imported;
     // The predecessor's buffers are the truth: nothing to wait for.
     server.release_resync_hold("buffers handed over by the predecessor");
     for (kind, fd) in r.listening {
@@ -213,17 +239,29 @@ pub(super) fn prepare(
 }
 
 /// Starts everything prepared: from here on this process drives the sockets.
-pub(super) fn commit(server: &Arc<dyn HandoffHost>, ready: Prepared) -> Summary {
-    for (kind, l) in ready.listening {
+pub(super) fn commit(server: &Arc<dyn HandoffHost>, mut ready: Prepared) -> Summary {
+    std::mem::take(&mut ready.imported).adopt();
+    ready.borrowed.clear();
+    for (kind, l) in std::mem::take(&mut ready.listening) {
         Arc::clone(server).adopt_listening(&kind, l);
     }
-    for src in ready.sources {
+    for src in std::mem::take(&mut ready.sources) {
         src.resume(&Arc::clone(server).source_host());
     }
-    for l in ready.listeners {
+    for l in std::mem::take(&mut ready.listeners) {
         crate::output::listener::resume(&Arc::clone(server).output_host(), l);
     }
     ready.summary
+}
+
+impl Drop for Prepared {
+    /// Not committed: the predecessor goes on using (and freeing) the memory
+    /// the borrowed buffers point into, so they are emptied.
+    fn drop(&mut self) {
+        for s in &self.borrowed {
+            s.clear_buffer();
+        }
+    }
 }
 
 /// Listens on the Unix socket `path`, replacing a stale one a previous process

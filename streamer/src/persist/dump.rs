@@ -805,6 +805,20 @@ fn read_chunk<R: Read>(
     at: u64,
     keep: &mut dyn FnMut(Vec<u8>) -> Bytes,
 ) -> Result<DumpChunk, DumpError> {
+    let (mut chunk, data_len) = read_chunk_head(input, limits, at)?;
+    input.check_room(u64::from(data_len))?;
+    chunk.data = keep(input.vec(data_len as usize)?);
+    validate_chunk(&chunk, limits)?;
+    Ok(chunk)
+}
+
+/// Reads a chunk record's head after its tag: the chunk without its audio
+/// (`data` empty), and the audio's length.
+fn read_chunk_head<R: Read>(
+    input: &mut Input<R>,
+    limits: &Limits,
+    at: u64,
+) -> Result<(DumpChunk, u32), DumpError> {
     let seq = input.u64()?;
     let ts_micros = input.i64()?;
     let audio_start_micros = input.u64()?;
@@ -826,7 +840,7 @@ fn read_chunk<R: Read>(
     check_len("frame count", frame_count as usize, limits.max_frames)?;
     check_len("chunk data", data_len as usize, limits.max_chunk_bytes)?;
     let frame_bytes = u64::from(frame_count) * 4;
-    input.check_room(u64::from(title_len) + frame_bytes + u64::from(data_len))?;
+    input.check_room(u64::from(title_len) + frame_bytes)?;
 
     let title = String::from_utf8(input.vec(title_len as usize)?).map_err(|_| {
         DumpError::Inconsistent(format!("chunk at byte {at} has a title that is not UTF-8"))
@@ -836,7 +850,6 @@ fn read_chunk<R: Read>(
     for b in raw_frames.chunks_exact(4) {
         frames.push(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     }
-    let data = keep(input.vec(data_len as usize)?);
     let chunk = DumpChunk {
         seq,
         ts_micros,
@@ -850,10 +863,42 @@ fn read_chunk<R: Read>(
         sample_rate,
         frames,
         title,
-        data,
+        data: Bytes::new(),
     };
-    validate_chunk(&chunk, limits)?;
-    Ok(chunk)
+    Ok((chunk, data_len))
+}
+
+/// Decodes a chunk record's head alone (as [`encode_record_head`] wrote it,
+/// without the audio after it): the chunk with `data` empty, and the audio's
+/// length. Whoever supplies the audio checks the whole with [`check_record`].
+pub fn decode_record_head(head: &[u8], limits: &Limits) -> Result<(DumpChunk, u32), DumpError> {
+    let mut input = Input {
+        inner: BufReader::with_capacity(256, head),
+        pos: 0,
+        crc: crc32fast::Hasher::new(),
+        end: Some(head.len() as u64),
+    };
+    match input.u8()? {
+        TAG_CHUNK => {}
+        t => {
+            return Err(DumpError::Inconsistent(format!(
+                "record tag {t:#04x} is not a chunk"
+            )))
+        }
+    }
+    let r = read_chunk_head(&mut input, limits, 0)?;
+    if input.pos != head.len() as u64 {
+        return Err(DumpError::Inconsistent(format!(
+            "{} bytes after the chunk record's head",
+            head.len() as u64 - input.pos
+        )));
+    }
+    Ok(r)
+}
+
+/// Checks a chunk as a reader does (lengths, frame table against the audio).
+pub fn check_record(chunk: &DumpChunk, limits: &Limits) -> Result<(), DumpError> {
+    validate_chunk(chunk, limits)
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@
 //! mappings: the memory behaviour is the same, a handoff copies.
 
 mod memory;
+mod pass;
+
+pub use pass::{freeze, Frozen, Imported, PassedFile};
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -55,16 +58,39 @@ struct FileState {
 
 impl MemFile {
     fn create() -> std::io::Result<Arc<MemFile>> {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let fd = memory::memfd("streammachine-audio")?;
         let file = Arc::new(MemFile {
             fd,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             state: Mutex::new(FileState::default()),
             punch: AtomicBool::new(true),
             sealed: AtomicBool::new(false),
         });
-        files().locked().push(Arc::downgrade(&file));
+        let mut all = files().locked();
+        all.retain(|f| f.strong_count() > 0);
+        all.push(Arc::downgrade(&file));
+        Ok(file)
+    }
+
+    /// A memory file another process passed on: nothing new is cut from it,
+    /// and nothing is given back until [`Imported::adopt`] (before that, the
+    /// pages may still be the sender's).
+    fn received(fd: OwnedFd) -> std::io::Result<Arc<MemFile>> {
+        let file = std::fs::File::from(fd);
+        let len = file.metadata()?.len();
+        let file = Arc::new(MemFile {
+            fd: OwnedFd::from(file),
+            id: next_id(),
+            state: Mutex::new(FileState {
+                len,
+                ..FileState::default()
+            }),
+            punch: AtomicBool::new(false),
+            sealed: AtomicBool::new(true),
+        });
+        let mut all = files().locked();
+        all.retain(|f| f.strong_count() > 0);
+        all.push(Arc::downgrade(&file));
         Ok(file)
     }
 
@@ -83,24 +109,31 @@ impl MemFile {
         Ok(off)
     }
 
-    /// A block's range is no longer used here.
+    /// A block's range is no longer used here. (Decided under the state
+    /// lock, which [`Frozen`] and [`Imported`] take to turn punching off or on.)
     fn release(&self, offset: u64, len: u64) {
+        let mut st = self.state.locked();
         if !self.punch.load(Ordering::Acquire) {
-            self.state.locked().deferred.push((offset, len));
+            st.deferred.push((offset, len));
             return;
         }
-        self.give_back(offset, len);
+        self.give_back(&mut st, offset, len);
     }
 
-    fn give_back(&self, offset: u64, len: u64) {
+    fn give_back(&self, st: &mut FileState, offset: u64, len: u64) {
         if let Err(e) = memory::punch(self.fd.as_fd(), offset, len) {
             tracing::warn!(error = %e, "cannot free a block of audio memory");
             return;
         }
         if len == BLOCK_BYTES as u64 && !self.sealed.load(Ordering::Acquire) {
-            self.state.locked().free.push(offset);
+            st.free.push(offset);
         }
     }
+}
+
+fn next_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Every memory file alive in the process (what a handoff passes on).
@@ -109,9 +142,17 @@ fn files() -> &'static Mutex<Vec<Weak<MemFile>>> {
     FILES.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Each live block by the address it is mapped at: (length, file id, file
-/// offset).
-type BlockMap = BTreeMap<usize, (usize, u64, u64)>;
+/// A live block as the registry knows it.
+#[derive(Debug, Clone)]
+struct Entry {
+    len: usize,
+    file: u64,
+    offset: u64,
+    block: Weak<Block>,
+}
+
+/// Each live block by the address it is mapped at.
+type BlockMap = BTreeMap<usize, Entry>;
 
 /// Where each live block is mapped: finds the block of a chunk from its bytes.
 fn blocks() -> &'static Mutex<BlockMap> {
@@ -128,7 +169,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(file: Option<&Arc<MemFile>>, len: usize) -> std::io::Result<Block> {
+    fn new(file: Option<&Arc<MemFile>>, len: usize) -> std::io::Result<Arc<Block>> {
         let (map, file, offset) = match file {
             Some(f) => {
                 let offset = f.allocate(len)?;
@@ -137,11 +178,20 @@ impl Block {
             }
             None => (memory::Mapping::anonymous(len)?, None, 0),
         };
-        let id = file.as_ref().map_or(0, |f| f.id);
-        blocks()
-            .locked()
-            .insert(map.addr(), (map.len(), id, offset));
-        Ok(Block { map, file, offset })
+        Ok(Block::register(Block { map, file, offset }))
+    }
+
+    /// Makes a block findable by the address of its bytes.
+    fn register(block: Block) -> Arc<Block> {
+        let block = Arc::new(block);
+        let entry = Entry {
+            len: block.map.len(),
+            file: block.file.as_ref().map_or(0, |f| f.id),
+            offset: block.offset,
+            block: Arc::downgrade(&block),
+        };
+        blocks().locked().insert(block.map.addr(), entry);
+        block
     }
 }
 
@@ -182,10 +232,10 @@ pub struct Place {
 pub fn place_of(data: &[u8]) -> Option<Place> {
     let addr = data.as_ptr() as usize;
     let map = blocks().locked();
-    let (&base, &(len, file, offset)) = map.range(..=addr).next_back()?;
-    (addr + data.len() <= base + len).then_some(Place {
-        file,
-        offset: offset + (addr - base) as u64,
+    let (&base, e) = map.range(..=addr).next_back()?;
+    (addr + data.len() <= base + e.len).then_some(Place {
+        file: e.file,
+        offset: e.offset + (addr - base) as u64,
     })
 }
 
@@ -252,7 +302,7 @@ impl Arena {
                 }
             }
         }
-        let block = Arc::new(Block::new(inner.file.as_ref(), len)?);
+        let block = Block::new(inner.file.as_ref(), len)?;
         let start = block
             .map
             .append(data)
@@ -274,7 +324,7 @@ fn slice(block: &Arc<Block>, start: usize, len: usize) -> Bytes {
 /// Memory held in blocks across the process: (mapped bytes, blocks).
 pub fn mapped() -> (usize, usize) {
     let map = blocks().locked();
-    (map.values().map(|(len, _, _)| *len).sum(), map.len())
+    (map.values().map(|e| e.len).sum(), map.len())
 }
 
 #[cfg(test)]
