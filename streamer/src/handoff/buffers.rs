@@ -36,9 +36,26 @@ pub(super) fn send(
         let fds: Vec<_> = group.iter().map(|(_, f)| f.as_raw_fd()).collect();
         fd::send(sock, b'M', &fds, &serde_json::to_vec(&files)?)?;
     }
+    // Encoded side by side (O(chunks) each), then sent in order.
+    let encoded: Vec<Result<Option<Vec<u8>>, HandoffError>> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = streams
+            .iter()
+            .map(|s| {
+                let ids = &ids;
+                scope.spawn(move || by_reference(s, ids))
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                j.join().unwrap_or_else(|_| {
+                    Err(HandoffError::Buffer("a buffer's thread panicked".into()))
+                })
+            })
+            .collect()
+    });
     let (mut sent, mut copied) = (0, 0);
-    for s in streams {
-        match by_reference(s, &ids)? {
+    for (s, payload) in streams.iter().zip(encoded) {
+        match payload? {
             Some(payload) => fd::send(sock, b'R', &[], &payload)?,
             None => {
                 let dump = crate::persist::rewind::export_stream(s)
@@ -122,7 +139,7 @@ pub(super) fn split_key(payload: &[u8]) -> Result<(String, &[u8]), HandoffError>
 /// Decodes an `R` payload (after its key) into the dump header and chunks
 /// whose audio is the passed files' memory.
 pub(super) fn decode(
-    imported: &mut Imported,
+    imported: &Imported,
     payload: &[u8],
 ) -> Result<(DumpHeader, Vec<DumpChunk>), HandoffError> {
     let bad = |why: &str| HandoffError::Buffer(format!("buffer by reference: {why}"));

@@ -143,18 +143,46 @@ pub(super) fn prepare(
             .map_err(|e| HandoffError::Buffer(e.to_string()))?;
         summary.buffers += 1;
     }
-    let mut imported = r.imported;
+    let imported = r.imported;
+    // Each stream on its own thread: decoding O(chunks) records and filling a
+    // buffer is all a by-reference handoff costs.
+    let mut targets = Vec::new();
     for (key, payload) in r.by_reference {
-        let Some(stream) = server.stream(&key) else {
-            tracing::warn!(stream = %key, "handoff: no such stream here; its buffer is skipped");
-            continue;
-        };
-        let (header, records) = buffers::decode(&mut imported, &payload)?;
+        match server.stream(&key) {
+            Some(stream) => targets.push((stream, payload)),
+            None => {
+                tracing::warn!(stream = %key, "handoff: no such stream here; its buffer is skipped")
+            }
+        }
+    }
+    for (stream, _) in &targets {
         stream.clear_buffer();
-        ready.borrowed.push(Arc::clone(&stream));
-        let n = crate::persist::rewind::restore_into(&stream, header, records, true)
-            .map_err(|e| HandoffError::Buffer(e.to_string()))?;
-        tracing::info!(stream = %key, chunks = n, "handoff: buffer taken over in place (its memory passed, not copied)");
+        ready.borrowed.push(Arc::clone(stream));
+    }
+    let results: Vec<Result<usize, HandoffError>> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = targets
+            .iter()
+            .map(|(stream, payload)| {
+                let imported = &imported;
+                scope.spawn(move || {
+                    let (header, records) = buffers::decode(imported, payload)?;
+                    let n = crate::persist::rewind::restore_into(stream, header, records, true)
+                        .map_err(|e| HandoffError::Buffer(e.to_string()))?;
+                    tracing::info!(stream = %stream.key(), chunks = n, "handoff: buffer taken over in place (its memory passed, not copied)");
+                    Ok(n)
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                j.join().unwrap_or_else(|_| {
+                    Err(HandoffError::Buffer("a buffer's thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
         summary.buffers += 1;
     }
     ready.imported = imported;
@@ -365,7 +393,14 @@ pub async fn receive_loop(server: Arc<dyn HandoffHost>, offer: Offer) {
         let Ok((received, mut std_sock)) = got else {
             continue;
         };
-        let outcome = received.and_then(|r| prepare(&server, r));
+        let host = Arc::clone(&server);
+        let outcome =
+            match tokio::task::spawn_blocking(move || received.and_then(|r| prepare(&host, r)))
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => Err(HandoffError::Protocol(e.to_string())),
+            };
         match outcome {
             Ok(ready) => {
                 // Acknowledge, then start only once the predecessor confirms

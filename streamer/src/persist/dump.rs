@@ -569,7 +569,7 @@ pub fn encode_record_head(
 /// own consistency; trailing bytes are an error.
 pub fn decode_record(record: &[u8], limits: &Limits) -> Result<DumpChunk, DumpError> {
     let mut input = Input {
-        inner: BufReader::with_capacity(256, record),
+        inner: record,
         pos: 0,
         crc: crc32fast::Hasher::new(),
         end: Some(record.len() as u64),
@@ -594,14 +594,14 @@ pub fn decode_record(record: &[u8], limits: &Limits) -> Result<DumpChunk, DumpEr
 
 /// The reading side: a buffered reader that counts bytes, feeds the CRC and
 /// turns a short read into [`DumpError::Truncated`].
-struct Input<R: Read> {
-    inner: BufReader<R>,
+struct Input<R: BufRead> {
+    inner: R,
     pos: u64,
     crc: crc32fast::Hasher,
     end: Option<u64>,
 }
 
-impl<R: Read> Input<R> {
+impl<R: BufRead> Input<R> {
     /// Fills `buf` completely.
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), DumpError> {
         self.check_room(buf.len() as u64)?;
@@ -772,7 +772,7 @@ pub fn read_dump_with<R: Read>(
 }
 
 /// Reads and checks magic, version and the JSON header.
-fn read_header<R: Read>(input: &mut Input<R>, limits: &Limits) -> Result<DumpHeader, DumpError> {
+fn read_header<R: BufRead>(input: &mut Input<R>, limits: &Limits) -> Result<DumpHeader, DumpError> {
     // Read the magic byte by byte so that garbage is `BadMagic` even when short.
     for expected in MAGIC {
         if input.u8()? != expected {
@@ -799,7 +799,7 @@ fn read_header<R: Read>(input: &mut Input<R>, limits: &Limits) -> Result<DumpHea
 }
 
 /// Reads one chunk record after its tag (which sat at byte `at`).
-fn read_chunk<R: Read>(
+fn read_chunk<R: BufRead>(
     input: &mut Input<R>,
     limits: &Limits,
     at: u64,
@@ -814,7 +814,7 @@ fn read_chunk<R: Read>(
 
 /// Reads a chunk record's head after its tag: the chunk without its audio
 /// (`data` empty), and the audio's length.
-fn read_chunk_head<R: Read>(
+fn read_chunk_head<R: BufRead>(
     input: &mut Input<R>,
     limits: &Limits,
     at: u64,
@@ -873,7 +873,7 @@ fn read_chunk_head<R: Read>(
 /// length. Whoever supplies the audio checks the whole with [`check_record`].
 pub fn decode_record_head(head: &[u8], limits: &Limits) -> Result<(DumpChunk, u32), DumpError> {
     let mut input = Input {
-        inner: BufReader::with_capacity(256, head),
+        inner: head,
         pos: 0,
         crc: crc32fast::Hasher::new(),
         end: Some(head.len() as u64),

@@ -32,17 +32,28 @@ pub fn record_of(c: &Chunk) -> DumpChunk {
     }
 }
 
-/// Turns records back into chunks; consecutive equal titles share one `Title`.
+/// Turns records back into chunks; equal titles share one `Title`.
 pub fn from_records(records: Vec<DumpChunk>) -> Vec<Chunk> {
     let mut titles: HashMap<String, Arc<Title>> = HashMap::new();
+    let mut last: Option<Arc<Title>> = None;
     records
         .into_iter()
         .map(|r| {
-            let title = Arc::clone(
-                titles
-                    .entry(r.title.clone())
-                    .or_insert_with(|| Title::new(r.title.clone())),
-            );
+            let title = match &last {
+                Some(t) if t.text() == r.title => Arc::clone(t),
+                _ => {
+                    let t = match titles.get(&r.title) {
+                        Some(t) => Arc::clone(t),
+                        None => {
+                            let t = Title::new(r.title.clone());
+                            titles.insert(r.title, Arc::clone(&t));
+                            t
+                        }
+                    };
+                    last = Some(Arc::clone(&t));
+                    t
+                }
+            };
             Chunk {
                 seq: r.seq,
                 ts_micros: r.ts_micros,

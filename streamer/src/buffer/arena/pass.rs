@@ -97,7 +97,7 @@ type PassedBlocks = BTreeMap<u64, (u64, u64)>;
 pub struct Imported {
     files: HashMap<u64, (Arc<MemFile>, PassedBlocks)>,
     /// Blocks mapped so far, by (sender's file id, offset).
-    mapped: HashMap<(u64, u64), Arc<Block>>,
+    mapped: std::sync::Mutex<HashMap<(u64, u64), Arc<Block>>>,
 }
 
 /// Why a passed chunk cannot be found.
@@ -137,7 +137,7 @@ impl Imported {
     }
 
     /// The `len` bytes at `offset` of the sender's file `file`, without a copy.
-    pub fn bytes(&mut self, file: u64, offset: u64, len: u64) -> Result<Bytes, PassError> {
+    pub fn bytes(&self, file: u64, offset: u64, len: u64) -> Result<Bytes, PassError> {
         let missing = PassError::NoBlock { file, offset, len };
         let Some((mem, blocks)) = self.files.get(&file) else {
             return Err(missing);
@@ -151,7 +151,8 @@ impl Imported {
         if end > start + filled {
             return Err(missing);
         }
-        let block = match self.mapped.get(&(file, start)) {
+        let mut mapped = self.mapped.locked();
+        let block = match mapped.get(&(file, start)) {
             Some(b) => Arc::clone(b),
             None => {
                 let (Ok(map_len), Ok(map_filled)) =
@@ -165,7 +166,7 @@ impl Imported {
                     file: Some(Arc::clone(mem)),
                     offset: start,
                 });
-                self.mapped.insert((file, start), Arc::clone(&b));
+                mapped.insert((file, start), Arc::clone(&b));
                 b
             }
         };
