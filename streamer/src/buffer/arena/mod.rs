@@ -122,13 +122,22 @@ impl MemFile {
 
     fn give_back(&self, st: &mut FileState, offset: u64, len: u64) {
         if let Err(e) = memory::punch(self.fd.as_fd(), offset, len) {
-            tracing::warn!(error = %e, "cannot free a block of audio memory");
+            if worth_logging() {
+                tracing::warn!(error = %e, "cannot free a block of audio memory");
+            }
             return;
         }
         if len == BLOCK_BYTES as u64 && !self.sealed.load(Ordering::Acquire) {
             st.free.push(offset);
         }
     }
+}
+
+/// Memory failures are logged at the 1st, 2nd, 4th, 8th… (one per chunk
+/// would flood the log while memory is short).
+fn worth_logging() -> bool {
+    static FAILURES: AtomicU64 = AtomicU64::new(0);
+    (FAILURES.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two()
 }
 
 fn next_id() -> u64 {
@@ -273,7 +282,9 @@ impl Arena {
         match self.copy_in(&data) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot map memory for audio; keeping it on the heap");
+                if worth_logging() {
+                    tracing::warn!(error = %e, "cannot map memory for audio; keeping it on the heap");
+                }
                 data
             }
         }

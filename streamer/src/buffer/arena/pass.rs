@@ -210,6 +210,64 @@ mod tests {
     use super::super::{place_of, Arena};
     use super::*;
 
+    /// Pages the memory file behind `a` holds (its allocated blocks).
+    fn pages_held(a: &Arena) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let file = a.inner.locked().file.clone().unwrap();
+        let f = std::fs::File::from(file.fd.try_clone().unwrap());
+        f.metadata().unwrap().blocks()
+    }
+
+    #[test]
+    fn a_frozen_file_gives_nothing_back_until_thawed() {
+        let a = Arena::new();
+        let chunks: Vec<Bytes> = (0..30u8)
+            .map(|i| a.store(Bytes::from(vec![i; 200_000])))
+            .collect();
+        let full = pages_held(&a);
+        let file = a.inner.locked().file.clone().unwrap();
+        let frozen = freeze_these(vec![file]);
+        drop(chunks);
+        assert_eq!(pages_held(&a), full, "frozen: freed blocks are only noted");
+        frozen.thaw();
+        assert!(
+            pages_held(&a) < full / 4,
+            "thawed: {} of {full}",
+            pages_held(&a)
+        );
+    }
+
+    #[test]
+    fn a_successor_frees_only_once_it_adopts_and_then_what_it_does_not_use() {
+        let a = Arena::new();
+        let chunks: Vec<Bytes> = (0..30u8)
+            .map(|i| a.store(Bytes::from(vec![i; 200_000])))
+            .collect();
+        let full = pages_held(&a);
+        let file = a.inner.locked().file.clone().unwrap();
+        let frozen = freeze_these(vec![file]);
+        let passed: Vec<(PassedFile, OwnedFd)> = frozen
+            .describe()
+            .into_iter()
+            .map(|(p, fd)| (p, fd.try_clone_to_owned().unwrap()))
+            .collect();
+        let mut imported = Imported::new();
+        for (p, fd) in passed {
+            imported.add_file(p, fd).unwrap();
+        }
+        // The successor keeps only the last chunk; the sender lets go of all.
+        let last = chunks.last().unwrap();
+        let p = place_of(last).unwrap();
+        let kept = imported.bytes(p.file, p.offset, last.len() as u64).unwrap();
+        drop(chunks);
+        drop(frozen);
+        assert_eq!(pages_held(&a), full, "nothing freed before adoption");
+        imported.adopt();
+        let after = pages_held(&a);
+        assert!(after < full / 4, "adopted: {after} of {full}");
+        assert!(kept.iter().all(|b| *b == 29), "the kept chunk is intact");
+    }
+
     /// A handoff within one process: the "successor" maps the passed files
     /// through new descriptors (as SCM_RIGHTS gives them) and sees the same
     /// bytes; nothing is freed under either side until adoption.

@@ -3,11 +3,8 @@
 
 use crate::*;
 
-/// A source that sends `seconds` of the 128 kbit/s fixture as fast as the
-/// server takes it, then leaves. Returns the audio bytes sent.
-async fn fast_source(addr: std::net::SocketAddr, mount: &str, seconds: u64) -> u64 {
-    let data = fixture("mp3/mp3-44100-128-s.mp3");
-    let frames = frames_of(&data, Codec::Mp3);
+/// An Icecast source connection on `mount` (password `bench`), accepted.
+pub(crate) async fn connect_source(addr: std::net::SocketAddr, mount: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.unwrap();
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("source:bench");
@@ -19,9 +16,22 @@ async fn fast_source(addr: std::net::SocketAddr, mount: &str, seconds: u64) -> u
     let mut reply = [0u8; 19];
     s.read_exact(&mut reply).await.unwrap();
     assert_eq!(&reply, b"HTTP/1.0 200 OK\r\n\r\n", "source refused");
+    s
+}
+
+/// A source that sends `seconds` of `data` (44.1 kHz MP3, looped) as fast
+/// as the server takes it, then leaves. Returns the audio bytes sent.
+pub(crate) async fn fast_source(
+    addr: std::net::SocketAddr,
+    mount: &str,
+    data: &[u8],
+    seconds: u64,
+) -> u64 {
+    let frames = frames_of(data, Codec::Mp3);
+    let mut s = connect_source(addr, mount).await;
     let frame_us = 1152.0 * 1e6 / 44100.0;
     let total = (seconds as f64 * 1e6 / frame_us) as usize;
-    // Whole fixture passes at a time (fewer, larger writes).
+    // Whole passes at a time (fewer, larger writes).
     let mut pass = Vec::new();
     for &(o, l, _) in &frames {
         pass.extend_from_slice(&data[o..o + l]);
@@ -54,9 +64,12 @@ fn steady_state(hours: u64, fed_hours: u64) -> Vec<(String, String)> {
     let server = ServerProcess::try_start(exe.to_str().unwrap(), &cfg, &[])
         .unwrap_or_else(|log| panic!("server did not start:\n{log}"));
     let pid = server.pid();
+    let server_source = server.source;
     let idle = rss(pid);
     let bytes_metric = "streammachine_buffer_bytes{stream=\"big\"}";
-    let feeder = rt.spawn(fast_source(server.source, "big", fed_hours * 3600));
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    let feeder =
+        rt.spawn(async move { fast_source(server_source, "big", &data, fed_hours * 3600).await });
     let started = Instant::now();
     // (rss, raw held) every 250 ms until the source is done and the buffer
     // settled.

@@ -30,45 +30,10 @@ fn clip(kbps: u32, dir: &Path) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-/// Sends `seconds` of `data` (MP3) to `mount` as fast as the server takes it.
-async fn fast_source(addr: std::net::SocketAddr, mount: String, data: Vec<u8>, seconds: u64) {
-    let frames = frames_of(&data, Codec::Mp3);
-    let mut pass = Vec::new();
-    for &(o, l, _) in &frames {
-        pass.extend_from_slice(&data[o..o + l]);
-    }
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("source:{TOKEN}"));
-    s.write_all(
-        format!("SOURCE /{mount} ICE/1.0\r\nAuthorization: Basic {auth}\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut reply = [0u8; 19];
-    s.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply, b"HTTP/1.0 200 OK\r\n\r\n", "source refused");
-    let frame_us = 1152.0 * 1e6 / 44100.0;
-    let passes = (seconds as f64 * 1e6 / frame_us / frames.len() as f64).ceil() as usize;
-    for _ in 0..passes {
-        s.write_all(&pass).await.unwrap();
-    }
-    s.shutdown().await.unwrap();
-}
-
 /// Sends `data` (MP3) to `mount` in real time, forever (aborted at the end).
 async fn paced_source(addr: std::net::SocketAddr, mount: String, data: Vec<u8>) {
     let frames = frames_of(&data, Codec::Mp3);
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("source:{TOKEN}"));
-    s.write_all(
-        format!("SOURCE /{mount} ICE/1.0\r\nAuthorization: Basic {auth}\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut reply = [0u8; 19];
-    s.read_exact(&mut reply).await.unwrap();
+    let mut s = crate::big::connect_source(addr, &mount).await;
     let frame_us = 1152.0 * 1e6 / 44100.0;
     let start = Instant::now();
     let mut sent = 0usize;
@@ -255,12 +220,10 @@ pub(crate) fn bench_moving() -> Vec<(String, String)> {
         let feeds: Vec<_> = clips
             .iter()
             .map(|(r, data)| {
-                tokio::spawn(fast_source(
-                    old.source,
-                    format!("s{r}"),
-                    data.clone(),
-                    HOURS * 3600 + 120,
-                ))
+                let (addr, mount, data) = (old.source, format!("s{r}"), data.clone());
+                tokio::spawn(async move {
+                    crate::big::fast_source(addr, &mount, &data, HOURS * 3600 + 120).await
+                })
             })
             .collect();
         for f in feeds {
