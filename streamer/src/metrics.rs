@@ -116,7 +116,7 @@ impl Metrics {
             listener_sent_bytes: counter_vec(
                 r,
                 "streammachine_listener_sent_bytes_total",
-                "Bytes written to listeners.",
+                "Bytes written to listeners (HLS: the segments served).",
                 &["stream", "output"],
             )?,
             source_connected: gauge_vec(

@@ -169,7 +169,9 @@ pub fn icestats(server: &dyn StatusHost, host: Option<&str>) -> Value {
             entry.insert("genre".into(), json!(g));
         }
         entry.insert("listener_peak".into(), json!(stream.listener_peak()));
-        entry.insert("listeners".into(), json!(stream.listener_count()));
+        // Connections and HLS sessions active just now alike.
+        let hls = server.analytics().hls_active(stream.key());
+        entry.insert("listeners".into(), json!(stream.listener_count() + hls));
         entry.insert(
             "listenurl".into(),
             json!(format!("{base}/{}", stream.key())),
@@ -238,7 +240,7 @@ pub fn index(server: &dyn StatusHost) -> Response {
             stream.key(),
             stream.format(),
             if on_air { "connected" } else { "absent" },
-            stream.listener_count(),
+            stream.listener_count() + server.analytics().hls_active(stream.key()),
             buffered
         ));
     }

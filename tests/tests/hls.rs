@@ -56,6 +56,50 @@ fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
         &[("Authorization", &auth)],
     );
     assert_eq!(r.status, 200);
+    // Issue 16: a live playlist's whole life passes the RFC 8216 check
+    // (fetched every 300 ms while the sources play): target duration
+    // constant, numbering monotonic, PDT continuous, segments within target.
+    let mut lives: Vec<Vec<hls_check::MediaPlaylist>> = vec![Vec::new(); 3];
+    // This test is an HLS listener meanwhile (it fetches the newest segment):
+    // /status-json.xsl counts it with the others (issue 16).
+    let mut counted = 0;
+    while !mp3.is_finished() {
+        for (i, q) in ["", "?window=2", "?offset=4"].iter().enumerate() {
+            let text = http_get(server.listen, &format!("/music.m3u8{q}"), &[]).text();
+            let p = hls_check::check_media(&text).unwrap_or_else(|e| panic!("{q}: {e}\n{text}"));
+            if let Some(prev) = lives[i].last() {
+                hls_check::check_successive(prev, &p).unwrap_or_else(|e| panic!("{q}: {e}"));
+            }
+            lives[i].push(p);
+        }
+        if let Some(newest) = lives[0].last().and_then(|p| p.segments.last()) {
+            assert_eq!(
+                http_get(server.listen, &format!("/{}", newest.uri), &[]).status,
+                200
+            );
+            let stats: serde_json::Value =
+                serde_json::from_slice(&http_get(server.listen, "/status-json.xsl", &[]).body)
+                    .unwrap();
+            let sources = &stats["icestats"]["source"];
+            counted = sources
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(std::iter::once(sources))
+                .find(|s| {
+                    s["listenurl"]
+                        .as_str()
+                        .is_some_and(|u| u.ends_with("/music"))
+                })
+                .and_then(|s| s["listeners"].as_u64())
+                .unwrap_or(0)
+                .max(counted);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(lives[0].len() >= 5, "{} fetches", lives[0].len());
+    assert_eq!(counted, 1, "the HLS listener in /status-json.xsl");
+    assert_eq!(lives[0][0].target, 3, "segment length 2 s + 1");
     mp3.join().unwrap();
     aac.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -134,6 +178,15 @@ fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
         last_pts = Some(pts);
         joined.extend_from_slice(&b[10 + size..]);
     }
+    // HLS bytes are counted like the others' (issue 16).
+    let sent = server
+        .metric("streammachine_listener_sent_bytes_total{output=\"hls\",stream=\"music\"}")
+        .unwrap_or(0.0);
+    assert!(
+        sent >= joined.len() as f64,
+        "hls bytes {sent} < {}",
+        joined.len()
+    );
     let at = find(&audio, &joined[..2048]).expect("segments carry the source audio");
     assert!(
         audio[at..].starts_with(&joined),

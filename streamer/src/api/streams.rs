@@ -20,7 +20,8 @@ pub(super) fn stream_json(server: &dyn ApiHost, s: &Stream) -> Value {
             )
         })
         .collect();
-    by_output.insert("hls".into(), json!(server.analytics().hls_active(s.key())));
+    let hls = server.analytics().hls_active(s.key());
+    by_output.insert("hls".into(), json!(hls));
     let (seconds, bytes, chunks, first_seq, next_seq, oldest, newest) = {
         let b = s.read_buffer();
         (
@@ -48,7 +49,7 @@ pub(super) fn stream_json(server: &dyn ApiHost, s: &Stream) -> Value {
         "sourceMount": cfg.mount_key(),
         "sourceConnected": mount.as_ref().is_some_and(|m| m.active_source().is_some()),
         "title": server.current_title(s),
-        "listeners": s.listener_count(),
+        "listeners": s.listener_count() + hls,
         "listenersByOutput": by_output,
         "listenerPeak": s.listener_peak(),
         "buffer": {

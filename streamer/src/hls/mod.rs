@@ -7,7 +7,8 @@
 //!   appended on the master, and carried with the chunk to the slaves, so every
 //!   process serves the same segment numbers and boundaries. Boundaries follow
 //!   wall-clock windows of the configured length, title changes, source
-//!   discontinuities, and a cap of 1.5 × the length (a source burst).
+//!   discontinuities, and a cap of the length + 1.49 s (a source burst), so
+//!   `EXT-X-TARGETDURATION` is the length + 1 for a playlist's whole life.
 //! * **Segment list and playlists** ([`segments`], [`render_media`],
 //!   [`render_multivariant`]): the chunks grouped by segment number, rendered as
 //!   a live media playlist (`/<stream>.m3u8`) and a multivariant playlist

@@ -74,8 +74,9 @@ impl<'a> MediaOptions<'a> {
 /// Every segment gets its `EXT-X-PROGRAM-DATE-TIME` (players map the audio to
 /// wall-clock time, and `?at=` works in them too), an `EXT-X-DISCONTINUITY`
 /// when its discontinuity sequence is above the previous one's, and its title
-/// in `EXTINF`. `EXT-X-TARGETDURATION` is the longest duration held (listed
-/// or not) rounded up, never below the configured length.
+/// in `EXTINF`. `EXT-X-TARGETDURATION` is the segment length + 1
+/// ([`super::segmenter::target_seconds`]), raised only by a longer segment
+/// held (cut by another rule).
 pub fn render_media(segments: &[SegmentInfo], opts: &MediaOptions<'_>) -> String {
     let complete = segments
         .iter()
@@ -85,15 +86,17 @@ pub fn render_media(segments: &[SegmentInfo], opts: &MediaOptions<'_>) -> String
         Some(n) => &complete[complete.len().saturating_sub(n.max(1))..],
         None => complete,
     };
-    // Over every segment held, not just the listed window: a short live
-    // window's target then does not move as the window slides (RFC 8216:
-    // it must not change).
+    // Fixed by the segment length, not by what is held: it must not change
+    // over a playlist's life (RFC 8216 §4.3.3.1), and the segmenter never
+    // cuts a longer segment. Only segments cut otherwise (an older server's
+    // dump, a changed segment length) can raise it, rounded as the RFC
+    // compares (EXTINF rounded to the nearest integer).
     let target = complete
         .iter()
-        .map(|s| extinf_millis(s).div_ceil(1000))
+        .map(|s| (extinf_millis(s) + 500) / 1000)
         .max()
         .unwrap_or(0)
-        .max(u64::from(opts.segment_seconds.max(1)));
+        .max(super::segmenter::target_seconds(opts.segment_seconds));
     // An empty list still says where numbering stands.
     let (media_seq, disc_seq) = listed
         .first()
@@ -439,7 +442,7 @@ live/seg/103.aac?sid=ab%20c
 ";
         assert_eq!(render_media(&list(), &opts), expected);
 
-        // The window shrinks to what exists; TARGETDURATION keeps the configured floor.
+        // The window shrinks to what exists; TARGETDURATION is the length + 1.
         let opts = MediaOptions {
             window: Some(1),
             segment_seconds: 12,
@@ -447,7 +450,7 @@ live/seg/103.aac?sid=ab%20c
             ..MediaOptions::new("live", Codec::Mp3, 10)
         };
         let text = render_media(&list(), &opts);
-        assert!(text.contains("#EXT-X-TARGETDURATION:12\n#EXT-X-MEDIA-SEQUENCE:103\n"));
+        assert!(text.contains("#EXT-X-TARGETDURATION:13\n#EXT-X-MEDIA-SEQUENCE:103\n"));
         assert!(text.ends_with("live/seg/103.mp3\n#EXT-X-ENDLIST\n"));
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
     }
@@ -515,29 +518,34 @@ live/seg/103.aac?sid=ab%20c
             start: Some(StartAt::BehindLive { micros: 0 }),
             ..MediaOptions::new("s", Codec::Mp3, 10)
         };
-        let head0 = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n\
+        let head0 = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:11\n\
                      #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n";
         assert_eq!(render_media(&[], &opts), head0);
         let growing = &list()[4..];
         assert_eq!(
             render_media(growing, &opts),
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n\
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:11\n\
              #EXT-X-MEDIA-SEQUENCE:104\n#EXT-X-DISCONTINUITY-SEQUENCE:8\n"
         );
     }
 
     #[test]
-    fn target_duration_rounds_up_the_printed_value() {
+    fn target_duration_is_the_length_plus_one_and_rises_only_for_a_longer_segment() {
+        // Empty, growing or full: the same target (RFC 8216: it must not change).
+        let opts = MediaOptions::new("s", Codec::Mp3, 10);
+        for n in 0..=5 {
+            let text = render_media(&list()[..n], &opts);
+            assert!(text.contains("#EXT-X-TARGETDURATION:11\n"), "{n}: {text}");
+        }
+        // Compared as the RFC does: EXTINF rounded to the nearest integer.
         let mut v = list();
-        v[0].duration_micros = 11_000_499; // prints 11.000 → 11
-        v[1].duration_micros = 10_999_500; // prints 11.000 → 11
+        v[0].duration_micros = 11_499_000; // 11.499 → 11
         v.truncate(3);
-        let text = render_media(&v, &MediaOptions::new("s", Codec::Mp3, 10));
+        let text = render_media(&v, &opts);
         assert!(text.contains("#EXT-X-TARGETDURATION:11\n"), "{text}");
-        v[0].duration_micros = 11_000_500; // prints 11.001 → 12
-        let text = render_media(&v, &MediaOptions::new("s", Codec::Mp3, 10));
+        v[0].duration_micros = 11_500_000; // 11.500 → 12 (cut by another rule)
+        let text = render_media(&v, &opts);
         assert!(text.contains("#EXT-X-TARGETDURATION:12\n"), "{text}");
-        assert!(text.contains("#EXTINF:11.001,Song 100\n"), "{text}");
     }
 
     #[test]

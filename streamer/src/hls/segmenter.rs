@@ -67,6 +67,16 @@ impl ResumePoint {
     }
 }
 
+/// How much longer than its configured length a segment may get (a window's
+/// last chunk runs past the window's end by up to a chunk, ~1.03 s).
+pub const OVERSHOOT_MICROS: u64 = 1_490_000;
+
+/// The `EXT-X-TARGETDURATION` of a stream with segments of `segment_seconds`:
+/// every segment the [`Segmenter`] cuts rounds to at most this.
+pub fn target_seconds(segment_seconds: u32) -> u64 {
+    u64::from(segment_seconds.max(1)) + 1
+}
+
 /// Assigns segment numbers to chunks as they are appended.
 ///
 /// A chunk starts a new segment when it is the first; when it follows a
@@ -75,9 +85,12 @@ impl ResumePoint {
 /// up with the clock, so they are the same whichever process computes them);
 /// when its title differs from the previous chunk's (each segment has one
 /// title, so players show the title of the audio they play); or when the
-/// segment would otherwise hold more than 1.5 × L of audio (a source bursting
-/// faster than real time gets squeezed timestamps that would otherwise pile
-/// into one window).
+/// segment would otherwise hold more than L + [`OVERSHOOT_MICROS`] of audio
+/// (a source bursting faster than real time gets squeezed timestamps that
+/// would otherwise pile into one window). So no segment lasts more than
+/// L + 1.49 s: its duration rounds to at most L + 1, and the playlists can
+/// announce that target from the start and never change it (RFC 8216
+/// §4.3.3.1).
 ///
 /// A brand-new stream's first segment is numbered `floor(ts / L)` of its first
 /// chunk, so numbers are large and do not repeat across streams started at
@@ -135,7 +148,7 @@ impl Segmenter {
         title: &str,
     ) -> Assigned {
         let window = self.window(ts_micros);
-        let max_micros = self.segment_micros.saturating_mul(3) / 2;
+        let max_micros = self.segment_micros.saturating_add(OVERSHOOT_MICROS);
         match &mut self.last {
             None => {
                 let segment = u64::try_from(window).unwrap_or(0);
@@ -263,20 +276,22 @@ mod tests {
     }
 
     #[test]
-    fn burst_with_equal_timestamps_is_split_at_one_and_a_half_lengths() {
+    fn burst_with_equal_timestamps_is_split_past_the_length_plus_the_overshoot() {
         let mut seg = Segmenter::new(10);
         let a = run(&mut seg, T0 + S, 0, 30, "t");
-        assert_eq!(starts(&a), vec![0, 15]);
-        assert_eq!(a[29].segment, a[0].segment + 1);
+        assert_eq!(starts(&a), vec![0, 11, 22]);
+        assert_eq!(a[29].segment, a[0].segment + 2);
         // Real time resumes in the next window.
         let b = seg.assign(T0 + 10 * S, 1_000_000, false, "t");
-        assert_eq!((b.segment, b.segment_start), (a[0].segment + 2, true));
-        // Chunks slightly over 1 s: 14 fit, the 15th would pass 15 s.
+        assert_eq!((b.segment, b.segment_start), (a[0].segment + 3, true));
+        // Chunks slightly over 1 s: 11 fit (11.33 s), the 12th would pass 11.49 s.
         let mut seg = Segmenter::new(10);
         let a: Vec<_> = (0..20)
             .map(|_| seg.assign(T0, 1_030_000, false, ""))
             .collect();
-        assert_eq!(starts(&a), vec![0, 14]);
+        assert_eq!(starts(&a), vec![0, 11]);
+        // So every segment rounds to at most the target duration.
+        assert_eq!(target_seconds(10), 11);
     }
 
     #[test]

@@ -30,13 +30,6 @@ fn codec(stream: &Stream) -> Codec {
     }
 }
 
-/// `EXT-X-TARGETDURATION` floor: one second above the segment length, which
-/// is what a segment cut at a window boundary lasts at most with ~1 s chunks,
-/// so the target stays put (RFC 8216 wants it constant).
-fn target_floor(segment_seconds: u32) -> u32 {
-    segment_seconds + 1
-}
-
 /// The media playlist of a stream. `?offset=` / `?at=` add `EXT-X-START`
 /// (timeshift); `?window=N` lists only the newest N segments (a short live
 /// window); the session (see [`session_for`]) is carried into the segment URIs.
@@ -79,7 +72,7 @@ pub fn media_playlist(
         }),
         _ => None,
     };
-    let mut opts = MediaOptions::new(stream.key(), codec(stream), target_floor(seconds));
+    let mut opts = MediaOptions::new(stream.key(), codec(stream), seconds);
     opts.window = window;
     opts.start = start_at;
     opts.query = query.as_deref();
@@ -198,6 +191,11 @@ pub fn segment(
         server.listeners_config().cors_origin,
     );
     let audio_micros: u64 = run.iter().map(|c| c.duration_micros()).sum();
+    server
+        .metrics()
+        .listener_sent_bytes
+        .with_label_values(&[stream.key(), "hls"])
+        .inc_by(len as u64);
     let behind = stream.audio_end().saturating_sub(first.audio_start_micros) as f64 / 1e6;
     match session_for(req, peer) {
         Some(id) => {
