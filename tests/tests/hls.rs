@@ -340,3 +340,162 @@ fn a_source_gap_is_a_discontinuity() {
     assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
     assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0"), "{text}");
 }
+
+/// The audio elementary stream of TS bytes (PID 0x100), PES headers removed,
+/// and every PES's PTS.
+fn ts_audio(ts: &[u8]) -> (Vec<u8>, Vec<u64>) {
+    assert_eq!(ts.len() % 188, 0, "whole packets");
+    let (mut pes, mut audio, mut pts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut flush = |pes: &mut Vec<u8>| {
+        if pes.len() >= 14 {
+            let hlen = pes[8] as usize;
+            let p = &pes[9..14];
+            pts.push(
+                (u64::from(p[0] >> 1) & 7) << 30
+                    | u64::from(p[1]) << 22
+                    | u64::from(p[2] >> 1) << 15
+                    | u64::from(p[3]) << 7
+                    | u64::from(p[4] >> 1),
+            );
+            audio.extend_from_slice(&pes[9 + hlen..]);
+        }
+        pes.clear();
+    };
+    for p in ts.chunks(188) {
+        assert_eq!(p[0], 0x47);
+        let pid = (u16::from(p[1] & 0x1F) << 8) | u16::from(p[2]);
+        if pid != 0x100 {
+            continue;
+        }
+        let start = if p[3] & 0x20 != 0 {
+            5 + p[4] as usize
+        } else {
+            4
+        };
+        if p[1] & 0x40 != 0 {
+            flush(&mut pes);
+        }
+        pes.extend_from_slice(&p[start..]);
+    }
+    flush(&mut pes);
+    (audio, pts)
+}
+
+/// Issue 16: MPEG-TS segments (`?container=ts`) carry the same audio byte for
+/// byte, with timestamps that run on across segments, and the titles as timed
+/// ID3 metadata; ffmpeg decodes them with no warning at all and sees the titles.
+#[test]
+fn ts_segments_carry_the_audio_exactly_with_titles_as_timed_metadata() {
+    require("ffmpeg");
+    let server = ServerProcess::start(EXE, &config());
+    let mp3 = feed(
+        &server,
+        "music",
+        "pw",
+        fixture("mp3/mp3-44100-128-s.mp3"),
+        Codec::Mp3,
+        9.0,
+    );
+    let aac = feed(
+        &server,
+        "music-aac",
+        "pw2",
+        fixture("aac-256.aac"),
+        Codec::Aac,
+        9.0,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    use base64::Engine as _;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("source:pw")
+    );
+    let r = http_get(
+        server.source,
+        "/admin/metadata?mount=/music&mode=updinfo&song=Second+Song",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200);
+    mp3.join().unwrap();
+    aac.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let text = http_get(server.listen, "/music.m3u8?container=ts", &[]).text();
+    let playlist = hls_check::check_media(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(playlist.segments.len() >= 3, "{text}");
+    let audio = audio_of(&fixture("mp3/mp3-44100-128-s.mp3"), Codec::Mp3);
+    let (mut joined, mut last_pts) = (Vec::new(), None::<u64>);
+    for s in &playlist.segments {
+        assert!(s.uri.ends_with(".ts"), "{}", s.uri);
+        let seg = http_get(server.listen, &format!("/{}", s.uri), &[]);
+        assert_eq!(seg.status, 200);
+        assert_eq!(seg.header("content-type"), Some("video/mp2t"));
+        let (a, pts) = ts_audio(&seg.body);
+        for p in pts {
+            if let Some(prev) = last_pts {
+                assert!(p > prev, "PTS grows across segments: {prev} then {p}");
+            }
+            last_pts = Some(p);
+        }
+        joined.extend_from_slice(&a);
+    }
+    let at = find(&audio, &joined[..2048]).expect("TS segments carry the source audio");
+    assert!(
+        audio[at..].starts_with(&joined),
+        "TS segments join without gap or overlap"
+    );
+
+    for stream in ["music", "music-aac"] {
+        let url = format!("http://{}/{stream}.m3u8?container=ts", server.listen);
+        let out = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-v",
+                "warning",
+                "-live_start_index",
+                "0",
+                "-i",
+                &url,
+            ])
+            .args(["-map", "0:a", "-t", "6", "-f", "null", "-"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "ffmpeg {stream}: {err}"
+        );
+    }
+    // The titles, as ffmpeg reads them from the timed ID3 stream.
+    let ids = scratch_dir("hls-ts").join("id3.bin");
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-live_start_index",
+            "0",
+            "-i",
+        ])
+        .arg(format!("http://{}/music.m3u8?container=ts", server.listen))
+        .args(["-map", "0:d", "-c", "copy", "-t", "6", "-f", "data", "-y"])
+        .arg(&ids)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id3 = std::fs::read(&ids).unwrap();
+    assert!(find(&id3, b"Station").is_some() && find(&id3, b"Second Song").is_some());
+    // Unknown containers are refused.
+    assert_eq!(
+        http_get(server.listen, "/music.m3u8?container=mp4", &[]).status,
+        400
+    );
+    let mv = http_get(server.listen, "/sg/main.m3u8?container=ts", &[]).text();
+    assert!(mv.contains("container=ts"), "{mv}");
+}

@@ -67,6 +67,21 @@ pub fn segment_head(audio_start_micros: u64, title: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// An ID3 tag with the title alone (TIT2): the timed metadata of an MPEG-TS
+/// segment, whose timestamp is the PES packet's.
+pub fn title_tag(title: &str) -> Bytes {
+    let title = tit2_text(title);
+    let frame = HEADER_LEN + 1 + title.len();
+    let mut out = Vec::with_capacity(HEADER_LEN + frame);
+    out.extend_from_slice(b"ID3\x04\x00\x00");
+    out.extend_from_slice(&sync_safe(frame));
+    out.extend_from_slice(b"TIT2");
+    out.extend_from_slice(&sync_safe(1 + title.len()));
+    out.extend_from_slice(&[0, 0, UTF8]);
+    out.extend_from_slice(title.as_bytes());
+    Bytes::from(out)
+}
+
 /// Length of [`segment_head`]'s tag for `title`, without building it (for
 /// `Content-Length` and bandwidth figures).
 pub fn head_len(title: &str) -> usize {

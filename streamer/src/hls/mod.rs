@@ -47,6 +47,7 @@ mod id3;
 mod playlist;
 mod segment;
 mod segmenter;
+pub mod ts;
 
 #[cfg(test)]
 mod player_tests;

@@ -50,6 +50,8 @@ pub struct MediaOptions<'a> {
     /// Emit `EXT-X-ENDLIST`: the stream has ended and will not grow (an
     /// archive, or a test). Live playlists leave it out.
     pub end_list: bool,
+    /// Segments as MPEG-TS (`.ts`) instead of packed audio.
+    pub ts: bool,
 }
 
 impl<'a> MediaOptions<'a> {
@@ -63,6 +65,7 @@ impl<'a> MediaOptions<'a> {
             start: None,
             query: None,
             end_list: false,
+            ts: false,
         }
     }
 }
@@ -140,7 +143,8 @@ pub fn render_media(segments: &[SegmentInfo], opts: &MediaOptions<'_>) -> String
             Millis(extinf_millis(s)),
             clean_title(&s.title)
         );
-        let _ = writeln!(out, "{stream}/seg/{}.{}{query}", s.number, opts.codec.ext());
+        let ext = if opts.ts { "ts" } else { opts.codec.ext() };
+        let _ = writeln!(out, "{stream}/seg/{}.{ext}{query}", s.number);
     }
     if opts.end_list {
         out.push_str("#EXT-X-ENDLIST\n");

@@ -72,7 +72,19 @@ pub fn media_playlist(
         }),
         _ => None,
     };
+    let ts = match req.query_param("container").as_deref() {
+        None | Some("packed") => false,
+        Some("ts") => true,
+        Some(other) => {
+            return Response::text(
+                400,
+                reason(400),
+                format!("container={other}: expected ts or packed"),
+            )
+        }
+    };
     let mut opts = MediaOptions::new(stream.key(), codec(stream), seconds);
+    opts.ts = ts;
     opts.window = window;
     opts.start = start_at;
     opts.query = query.as_deref();
@@ -163,7 +175,14 @@ pub fn segment(
     peer: Option<std::net::SocketAddr>,
 ) -> Result<SegmentReply, Response> {
     let not_found = |msg: String| Response::text(404, reason(404), msg);
-    let (number, ext) = hls::parse_segment_name(name).map_err(|e| not_found(e.to_string()))?;
+    let ts_number = name
+        .strip_suffix(".ts")
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u64>().ok());
+    let (number, ext) = match ts_number {
+        Some(n) => (n, codec(stream)),
+        None => hls::parse_segment_name(name).map_err(|e| not_found(e.to_string()))?,
+    };
     if ext != codec(stream) {
         return Err(not_found(format!(
             "stream {:?} has .{} segments",
@@ -183,11 +202,27 @@ pub fn segment(
     ) else {
         return Err(not_found(format!("segment {number} is empty")));
     };
-    let id3 = hls::segment_head(first.audio_start_micros, &title);
-    let len = id3.len() + run.iter().map(|c| c.data().len()).sum::<usize>();
+    let mut parts = Vec::with_capacity(run.len() + 1);
+    let content_type = if ts_number.is_some() {
+        let pieces: Vec<hls::ts::Piece<'_>> = run
+            .iter()
+            .map(|c| hls::ts::Piece {
+                audio_start_micros: c.audio_start_micros,
+                data: c.data(),
+                frames: &c.draft.frames,
+                frame_micros: c.frames_micros(1) as f64,
+            })
+            .collect();
+        parts.push(hls::ts::segment(number, codec(stream), &title, &pieces));
+        "video/mp2t"
+    } else {
+        parts.push(hls::segment_head(first.audio_start_micros, &title));
+        parts.extend(run.iter().map(|c| c.data().clone()));
+        codec(stream).content_type()
+    };
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {len}\r\nCache-Control: public, max-age=86400, immutable\r\nAccess-Control-Allow-Origin: {}\r\nAccept-Ranges: none\r\n",
-        codec(stream).content_type(),
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nCache-Control: public, max-age=86400, immutable\r\nAccess-Control-Allow-Origin: {}\r\nAccept-Ranges: none\r\n",
         server.listeners_config().cors_origin,
     );
     let audio_micros: u64 = run.iter().map(|c| c.duration_micros()).sum();
@@ -221,9 +256,6 @@ pub fn segment(
             .with_label_values(&[stream.key(), "hls"])
             .inc_by(audio_micros as f64 / 1e6),
     }
-    let mut parts = Vec::with_capacity(run.len() + 1);
-    parts.push(id3);
-    parts.extend(run.iter().map(|c| c.data().clone()));
     Ok(SegmentReply { head, parts })
 }
 
@@ -267,7 +299,24 @@ pub fn multivariant(
     if members.is_empty() {
         return Response::text(404, reason(404), format!("no stream group {group:?}"));
     }
-    let session = session_for(req, peer).map(|s| format!("session={s}"));
+    // The container asked for goes on to the media playlists.
+    let container = match req.query_param("container").as_deref() {
+        None | Some("packed") => "",
+        Some("ts") => "container=ts",
+        Some(other) => {
+            return Response::text(
+                400,
+                reason(400),
+                format!("container={other}: expected ts or packed"),
+            )
+        }
+    };
+    let session = match (session_for(req, peer), container) {
+        (Some(s), "") => Some(format!("session={s}")),
+        (Some(s), c) => Some(format!("session={s}&{c}")),
+        (None, "") => None,
+        (None, c) => Some(c.to_string()),
+    };
     let mut rows = Vec::new();
     for s in &members {
         let list = {
