@@ -234,14 +234,9 @@ async fn import(
     load: ImportFn,
     req: Request,
 ) -> axum::response::Response {
-    let too_large = || crate::api::bad_body(413, format!("request body larger than {limit} bytes"));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return too_large().into_response();
+    let too_large = || too_large(limit);
+    if let Err(refusal) = declared_within(&req, limit) {
+        return refusal.into_response();
     }
     let (tx, rx) = tokio::sync::mpsc::channel(pipe::PIECES);
     let job = tokio::task::spawn_blocking(move || {
@@ -345,18 +340,29 @@ fn login(
     }
 }
 
-/// Reads a request body of at most `limit` bytes: a declared length beyond
-/// it is refused before anything is read.
-async fn read_body(limit: usize, req: Request) -> Result<Bytes, Response> {
-    let too_large = || crate::api::bad_body(413, format!("request body larger than {limit} bytes"));
+/// The 413 for a body beyond `limit`.
+fn too_large(limit: usize) -> Response {
+    crate::api::bad_body(413, format!("request body larger than {limit} bytes"))
+}
+
+/// Refuses a declared `Content-Length` beyond `limit` before anything is read.
+fn declared_within(req: &Request, limit: usize) -> Result<(), Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+    match declared {
+        Some(n) if n > limit as u64 => Err(too_large(limit)),
+        _ => Ok(()),
     }
+}
+
+/// Reads a request body of at most `limit` bytes: a declared length beyond
+/// it is refused before anything is read.
+async fn read_body(limit: usize, req: Request) -> Result<Bytes, Response> {
+    let too_large = || too_large(limit);
+    declared_within(&req, limit)?;
     let collect = Limited::new(req.into_body(), limit).collect();
     match tokio::time::timeout(BODY_TIMEOUT, collect).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),

@@ -24,12 +24,13 @@ fn segment_uris(playlist: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
-    require("ffmpeg");
-    let server = ServerProcess::start(EXE, &config());
+/// Feeds 9 s of MP3 to `music` and of AAC to `music-aac` in real time, and
+/// changes `music`'s title to "Second Song" 3 s in (from "Station").
+fn feed_both_with_a_title_change(
+    server: &ServerProcess,
+) -> (std::thread::JoinHandle<()>, std::thread::JoinHandle<()>) {
     let mp3 = feed(
-        &server,
+        server,
         "music",
         "pw",
         fixture("mp3/mp3-44100-128-s.mp3"),
@@ -37,7 +38,7 @@ fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
         9.0,
     );
     let aac = feed(
-        &server,
+        server,
         "music-aac",
         "pw2",
         fixture("aac-256.aac"),
@@ -56,6 +57,14 @@ fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
         &[("Authorization", &auth)],
     );
     assert_eq!(r.status, 200);
+    (mp3, aac)
+}
+
+#[test]
+fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
+    require("ffmpeg");
+    let server = ServerProcess::start(EXE, &config());
+    let (mp3, aac) = feed_both_with_a_title_change(&server);
     // Issue 16: a live playlist's whole life passes the RFC 8216 check
     // (fetched every 300 ms while the sources play): target duration
     // constant, numbering monotonic, PDT continuous, segments within target.
@@ -388,34 +397,7 @@ fn ts_audio(ts: &[u8]) -> (Vec<u8>, Vec<u64>) {
 fn ts_segments_carry_the_audio_exactly_with_titles_as_timed_metadata() {
     require("ffmpeg");
     let server = ServerProcess::start(EXE, &config());
-    let mp3 = feed(
-        &server,
-        "music",
-        "pw",
-        fixture("mp3/mp3-44100-128-s.mp3"),
-        Codec::Mp3,
-        9.0,
-    );
-    let aac = feed(
-        &server,
-        "music-aac",
-        "pw2",
-        fixture("aac-256.aac"),
-        Codec::Aac,
-        9.0,
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    use base64::Engine as _;
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("source:pw")
-    );
-    let r = http_get(
-        server.source,
-        "/admin/metadata?mount=/music&mode=updinfo&song=Second+Song",
-        &[("Authorization", &auth)],
-    );
-    assert_eq!(r.status, 200);
+    let (mp3, aac) = feed_both_with_a_title_change(&server);
     mp3.join().unwrap();
     aac.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -37,22 +37,7 @@ pub(super) fn send(
         fd::send(sock, b'M', &fds, &serde_json::to_vec(&files)?)?;
     }
     // Encoded side by side (O(chunks) each), then sent in order.
-    let encoded: Vec<Result<Option<Vec<u8>>, HandoffError>> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = streams
-            .iter()
-            .map(|s| {
-                let ids = &ids;
-                scope.spawn(move || by_reference(s, ids))
-            })
-            .collect();
-        jobs.into_iter()
-            .map(|j| {
-                j.join().unwrap_or_else(|_| {
-                    Err(HandoffError::Buffer("a buffer's thread panicked".into()))
-                })
-            })
-            .collect()
-    });
+    let encoded = on_threads(streams, |s| by_reference(s, &ids));
     let (mut sent, mut copied) = (0, 0);
     for (s, payload) in streams.iter().zip(encoded) {
         match payload? {
@@ -69,6 +54,24 @@ pub(super) fn send(
         sent += 1;
     }
     Ok((sent, copied))
+}
+
+/// `f` over `items`, one thread each (a buffer apiece: O(chunks) work that
+/// should not wait for the other streams'), results in order.
+pub(super) fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, HandoffError> + Sync,
+) -> Vec<Result<R, HandoffError>> {
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = items.iter().map(|x| scope.spawn(|| f(x))).collect();
+        jobs.into_iter()
+            .map(|j| {
+                j.join().unwrap_or_else(|_| {
+                    Err(HandoffError::Buffer("a buffer's thread panicked".into()))
+                })
+            })
+            .collect()
+    })
 }
 
 fn key_prefix(key: &str) -> Vec<u8> {

@@ -159,27 +159,12 @@ pub(super) fn prepare(
         stream.clear_buffer();
         ready.borrowed.push(Arc::clone(stream));
     }
-    let results: Vec<Result<usize, HandoffError>> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = targets
-            .iter()
-            .map(|(stream, payload)| {
-                let imported = &imported;
-                scope.spawn(move || {
-                    let (header, records) = buffers::decode(imported, payload)?;
-                    let n = crate::persist::rewind::restore_into(stream, header, records, true)
-                        .map_err(|e| HandoffError::Buffer(e.to_string()))?;
-                    tracing::info!(stream = %stream.key(), chunks = n, "handoff: buffer taken over in place (its memory passed, not copied)");
-                    Ok(n)
-                })
-            })
-            .collect();
-        jobs.into_iter()
-            .map(|j| {
-                j.join().unwrap_or_else(|_| {
-                    Err(HandoffError::Buffer("a buffer's thread panicked".into()))
-                })
-            })
-            .collect()
+    let results = buffers::on_threads(&targets, |(stream, payload)| {
+        let (header, records) = buffers::decode(&imported, payload)?;
+        let n = crate::persist::rewind::restore_into(stream, header, records, true)
+            .map_err(|e| HandoffError::Buffer(e.to_string()))?;
+        tracing::info!(stream = %stream.key(), chunks = n, "handoff: buffer taken over in place (its memory passed, not copied)");
+        Ok(n)
     });
     for r in results {
         r?;

@@ -210,6 +210,18 @@ mod tests {
     use super::super::{place_of, Arena};
     use super::*;
 
+    /// What a successor makes of `frozen`, the descriptors duplicated as
+    /// SCM_RIGHTS would.
+    fn pass_within_the_process(frozen: &Frozen) -> Imported {
+        let mut imported = Imported::new();
+        for (p, fd) in frozen.describe() {
+            imported
+                .add_file(p, fd.try_clone_to_owned().unwrap())
+                .unwrap();
+        }
+        imported
+    }
+
     /// Pages the memory file behind `a` holds (its allocated blocks).
     fn pages_held(a: &Arena) -> u64 {
         use std::os::unix::fs::MetadataExt;
@@ -246,15 +258,7 @@ mod tests {
         let full = pages_held(&a);
         let file = a.inner.locked().file.clone().unwrap();
         let frozen = freeze_these(vec![file]);
-        let passed: Vec<(PassedFile, OwnedFd)> = frozen
-            .describe()
-            .into_iter()
-            .map(|(p, fd)| (p, fd.try_clone_to_owned().unwrap()))
-            .collect();
-        let mut imported = Imported::new();
-        for (p, fd) in passed {
-            imported.add_file(p, fd).unwrap();
-        }
+        let imported = pass_within_the_process(&frozen);
         // The successor keeps only the last chunk; the sender lets go of all.
         let last = chunks.last().unwrap();
         let p = place_of(last).unwrap();
@@ -281,15 +285,7 @@ mod tests {
         // (Only this arena's file: other tests' arenas live in this process.)
         let file = a.inner.locked().file.clone().unwrap();
         let frozen = freeze_these(vec![file]);
-        let passed: Vec<(PassedFile, OwnedFd)> = frozen
-            .describe()
-            .into_iter()
-            .map(|(p, fd)| (p, fd.try_clone_to_owned().unwrap()))
-            .collect();
-        let mut imported = Imported::new();
-        for (p, fd) in passed {
-            imported.add_file(p, fd).unwrap();
-        }
+        let imported = pass_within_the_process(&frozen);
         let again: Vec<Bytes> = chunks
             .iter()
             .map(|c| {
