@@ -473,6 +473,50 @@ fn ts_segments_carry_the_audio_exactly_with_titles_as_timed_metadata() {
     );
     let id3 = std::fs::read(&ids).unwrap();
     assert!(find(&id3, b"Station").is_some() && find(&id3, b"Second Song").is_some());
+    // Timeshift in every player (issue 16): ?offset=6 is a delayed live
+    // playlist whose third segment from the end holds the point 6 s back, so
+    // ffmpeg, starting three from the end as players do, starts there.
+    let delayed = hls_check::check_media(
+        &http_get(server.listen, "/music.m3u8?container=ts&offset=6", &[]).text(),
+    )
+    .unwrap();
+    let live_end: f64 = playlist.segments.iter().map(|s| s.duration).sum();
+    let k = delayed.segments.len() - 3;
+    let start: f64 = delayed.segments[..k].iter().map(|s| s.duration).sum();
+    let point = live_end - 6.0;
+    assert!(
+        start <= point && point < start + delayed.segments[k].duration,
+        "point {point} s not in segment {k} ({start} s + {})",
+        delayed.segments[k].duration
+    );
+    assert!(
+        delayed.segments.len() < playlist.segments.len(),
+        "the edge is delayed"
+    );
+    let seg_k = http_get(server.listen, &format!("/{}", delayed.segments[k].uri), &[]);
+    let (seg_k_audio, _) = ts_audio(&seg_k.body);
+    let first = scratch_dir("hls-ts-offset").join("first.mp3");
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(format!(
+            "http://{}/music.m3u8?container=ts&offset=6",
+            server.listen
+        ))
+        .args(["-map", "0:a", "-c", "copy", "-t", "1", "-f", "mp3"])
+        .args(["-write_xing", "0", "-id3v2_version", "0", "-y"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read(&first).unwrap();
+    assert!(
+        got.len() >= 1024 && find(&seg_k_audio, &got[..1024]).is_some(),
+        "ffmpeg starts in the segment holding the requested point"
+    );
     // Unknown containers are refused.
     assert_eq!(
         http_get(server.listen, "/music.m3u8?container=mp4", &[]).status,

@@ -81,10 +81,22 @@ impl<'a> MediaOptions<'a> {
 /// ([`super::segmenter::target_seconds`]), raised only by a longer segment
 /// held (cut by another rule).
 pub fn render_media(segments: &[SegmentInfo], opts: &MediaOptions<'_>) -> String {
-    let complete = segments
+    let mut complete = segments
         .iter()
         .position(|s| !s.complete)
         .map_or(segments, |i| &segments[..i]);
+    // `?offset=`: a delayed live playlist. Its live edge is two segments
+    // after the one holding the requested point, so a player that starts
+    // three segments from the end (ffmpeg, VLC, hls.js, native players, as
+    // RFC 8216 §6.3.3 advises) starts there, with or without EXT-X-START;
+    // the edge moves on in real time as new audio comes.
+    if let Some(StartAt::BehindLive { micros }) = opts.start {
+        let live = segments.last().map_or(0, SegmentInfo::audio_end_micros);
+        let point = live.saturating_sub(micros);
+        if let Some(k) = complete.iter().rposition(|s| s.audio_start_micros <= point) {
+            complete = &complete[..(k + 3).min(complete.len())];
+        }
+    }
     let listed = match opts.window {
         Some(n) => &complete[complete.len().saturating_sub(n.max(1))..],
         None => complete,
@@ -531,6 +543,32 @@ live/seg/103.aac?sid=ab%20c
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:11\n\
              #EXT-X-MEDIA-SEQUENCE:104\n#EXT-X-DISCONTINUITY-SEQUENCE:8\n"
         );
+    }
+
+    #[test]
+    fn an_offset_gives_a_delayed_live_playlist() {
+        // Live edge 92.43 s; 40 s back is 52.43 s, in segment 100: the
+        // playlist ends two segments later, so players that start three from
+        // the end start at 100.
+        let opts = MediaOptions {
+            start: Some(StartAt::BehindLive { micros: 40_000_000 }),
+            ..MediaOptions::new("s", Codec::Mp3, 10)
+        };
+        let text = render_media(&list(), &opts);
+        assert!(
+            text.contains("s/seg/102.mp3\n") && !text.contains("seg/103"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#EXT-X-START:TIME-OFFSET=0.000,PRECISE=YES\n"),
+            "{text}"
+        );
+        // A point in the last three segments: the whole live playlist.
+        let opts = MediaOptions {
+            start: Some(StartAt::BehindLive { micros: 5_000_000 }),
+            ..MediaOptions::new("s", Codec::Mp3, 10)
+        };
+        assert!(render_media(&list(), &opts).contains("seg/103"));
     }
 
     #[test]
