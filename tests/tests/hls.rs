@@ -476,23 +476,50 @@ fn ts_segments_carry_the_audio_exactly_with_titles_as_timed_metadata() {
     // Timeshift in every player (issue 16): ?offset=6 is a delayed live
     // playlist whose third segment from the end holds the point 6 s back, so
     // ffmpeg, starting three from the end as players do, starts there.
-    let delayed = hls_check::check_media(
-        &http_get(server.listen, "/music.m3u8?container=ts&offset=6", &[]).text(),
-    )
-    .unwrap();
-    let live_end: f64 = playlist.segments.iter().map(|s| s.duration).sum();
-    let k = delayed.segments.len() - 3;
-    let start: f64 = delayed.segments[..k].iter().map(|s| s.duration).sum();
+    // (Compared with the live playlist of the same moment: one fetched just
+    // before and just after, equal, once the ended source's edge is closed.)
+    let fetch = |q: &str| {
+        hls_check::check_media(&http_get(server.listen, &format!("/music.m3u8?{q}"), &[]).text())
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (live, delayed) = loop {
+        let before = fetch("container=ts");
+        let delayed = fetch("container=ts&offset=6");
+        if fetch("container=ts") == before {
+            break (before, delayed);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live playlist never settled"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let live_end: f64 = live.segments.iter().map(|s| s.duration).sum();
     let point = live_end - 6.0;
-    assert!(
-        start <= point && point < start + delayed.segments[k].duration,
-        "point {point} s not in segment {k} ({start} s + {})",
-        delayed.segments[k].duration
+    // The segment of the live playlist holding the point…
+    let mut start = 0.0;
+    let k = live
+        .segments
+        .iter()
+        .position(|s| {
+            let holds = start <= point && point < start + s.duration;
+            start += s.duration;
+            holds
+        })
+        .unwrap();
+    // …is the third from the end of the delayed one, a prefix of the live one
+    // (all of it when the point is within the live playlist's last three).
+    assert_eq!(
+        delayed.segments.len(),
+        (k + 3).min(live.segments.len()),
+        "{point} s"
     );
-    assert!(
-        delayed.segments.len() < playlist.segments.len(),
-        "the edge is delayed"
+    assert_eq!(
+        delayed.segments[..],
+        live.segments[..delayed.segments.len()]
     );
+    let k = delayed.segments.len() - 3;
     let seg_k = http_get(server.listen, &format!("/{}", delayed.segments[k].uri), &[]);
     let (seg_k_audio, _) = ts_audio(&seg_k.body);
     let first = scratch_dir("hls-ts-offset").join("first.mp3");
