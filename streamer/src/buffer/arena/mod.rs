@@ -66,9 +66,7 @@ impl MemFile {
             punch: AtomicBool::new(true),
             sealed: AtomicBool::new(false),
         });
-        let mut all = files().locked();
-        all.retain(|f| f.strong_count() > 0);
-        all.push(Arc::downgrade(&file));
+        register_file(&file);
         Ok(file)
     }
 
@@ -88,9 +86,7 @@ impl MemFile {
             punch: AtomicBool::new(false),
             sealed: AtomicBool::new(true),
         });
-        let mut all = files().locked();
-        all.retain(|f| f.strong_count() > 0);
-        all.push(Arc::downgrade(&file));
+        register_file(&file);
         Ok(file)
     }
 
@@ -138,6 +134,13 @@ impl MemFile {
 fn worth_logging() -> bool {
     static FAILURES: AtomicU64 = AtomicU64::new(0);
     (FAILURES.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two()
+}
+
+/// Lists a memory file among the process's (forgetting dead ones).
+fn register_file(file: &Arc<MemFile>) {
+    let mut all = files().locked();
+    all.retain(|f| f.strong_count() > 0);
+    all.push(Arc::downgrade(file));
 }
 
 fn next_id() -> u64 {

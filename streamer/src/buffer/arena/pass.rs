@@ -230,8 +230,9 @@ mod tests {
         f.metadata().unwrap().blocks()
     }
 
-    #[test]
-    fn a_frozen_file_gives_nothing_back_until_thawed() {
+    /// An arena holding 30 chunks of 200 kB, the pages its file holds, and
+    /// its file frozen.
+    fn six_megabytes_frozen() -> (Arena, Vec<Bytes>, u64, Frozen) {
         let a = Arena::new();
         let chunks: Vec<Bytes> = (0..30u8)
             .map(|i| a.store(Bytes::from(vec![i; 200_000])))
@@ -239,6 +240,12 @@ mod tests {
         let full = pages_held(&a);
         let file = a.inner.locked().file.clone().unwrap();
         let frozen = freeze_these(vec![file]);
+        (a, chunks, full, frozen)
+    }
+
+    #[test]
+    fn a_frozen_file_gives_nothing_back_until_thawed() {
+        let (a, chunks, full, frozen) = six_megabytes_frozen();
         drop(chunks);
         assert_eq!(pages_held(&a), full, "frozen: freed blocks are only noted");
         frozen.thaw();
@@ -251,13 +258,7 @@ mod tests {
 
     #[test]
     fn a_successor_frees_only_once_it_adopts_and_then_what_it_does_not_use() {
-        let a = Arena::new();
-        let chunks: Vec<Bytes> = (0..30u8)
-            .map(|i| a.store(Bytes::from(vec![i; 200_000])))
-            .collect();
-        let full = pages_held(&a);
-        let file = a.inner.locked().file.clone().unwrap();
-        let frozen = freeze_these(vec![file]);
+        let (a, chunks, full, frozen) = six_megabytes_frozen();
         let imported = pass_within_the_process(&frozen);
         // The successor keeps only the last chunk; the sender lets go of all.
         let last = chunks.last().unwrap();

@@ -3,24 +3,27 @@
 
 use super::*;
 
+/// An input over one record's bytes, past its chunk tag.
+fn chunk_record(bytes: &[u8]) -> Result<Input<&[u8]>, DumpError> {
+    let mut input = Input {
+        inner: bytes,
+        pos: 0,
+        crc: crc32fast::Hasher::new(),
+        end: Some(bytes.len() as u64),
+    };
+    match input.u8()? {
+        TAG_CHUNK => Ok(input),
+        t => Err(DumpError::Inconsistent(format!(
+            "record tag {t:#04x} is not a chunk"
+        ))),
+    }
+}
+
 /// Decodes one complete chunk record (as written by [`encode_record_head`]
 /// plus the data), checking every length against `limits` and the record's
 /// own consistency; trailing bytes are an error.
 pub fn decode_record(record: &[u8], limits: &Limits) -> Result<DumpChunk, DumpError> {
-    let mut input = Input {
-        inner: record,
-        pos: 0,
-        crc: crc32fast::Hasher::new(),
-        end: Some(record.len() as u64),
-    };
-    match input.u8()? {
-        TAG_CHUNK => {}
-        t => {
-            return Err(DumpError::Inconsistent(format!(
-                "record tag {t:#04x} is not a chunk"
-            )))
-        }
-    }
+    let mut input = chunk_record(record)?;
     let chunk = read_chunk(&mut input, limits, 0, &mut Bytes::from)?;
     if input.pos != record.len() as u64 {
         return Err(DumpError::Inconsistent(format!(
@@ -311,20 +314,7 @@ fn read_chunk_head<R: BufRead>(
 /// without the audio after it): the chunk with `data` empty, and the audio's
 /// length. Whoever supplies the audio checks the whole with [`check_record`].
 pub fn decode_record_head(head: &[u8], limits: &Limits) -> Result<(DumpChunk, u32), DumpError> {
-    let mut input = Input {
-        inner: head,
-        pos: 0,
-        crc: crc32fast::Hasher::new(),
-        end: Some(head.len() as u64),
-    };
-    match input.u8()? {
-        TAG_CHUNK => {}
-        t => {
-            return Err(DumpError::Inconsistent(format!(
-                "record tag {t:#04x} is not a chunk"
-            )))
-        }
-    }
+    let mut input = chunk_record(head)?;
     let r = read_chunk_head(&mut input, limits, 0)?;
     if input.pos != head.len() as u64 {
         return Err(DumpError::Inconsistent(format!(
