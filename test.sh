@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every StreamMachine test: format, lints, unit tests, the
 # cross-component tests (real server processes, ffmpeg as encoder and decoder,
-# promtool, hls.js in headless Chromium, Icecast 2 as a relay upstream), and the
+# promtool, hls.js and the native HLS player in headless Chromium, VLC, Icecast 2
+# as a relay upstream), and the
 # end-to-end tests on a real Kubernetes (tests/k8s/run.sh: images built with
 # buildah, the one-node kit of ../shared/k8s/ or any KUBECONFIG). Installs the Debian packages those use
 # when they are missing, and hls.js (pinned in tests/web) with npm.
@@ -15,6 +16,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
+command -v cvlc >/dev/null 2>&1 || need+=(vlc-bin vlc-plugin-base)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use streamer::format::{Codec, Framer};
 
+pub mod browser;
 pub mod hls_check;
 mod http;
 mod redis;

@@ -27,6 +27,12 @@ pub struct Position {
 /// timeline (and an HLS discontinuity) instead of being stitched on.
 const GAP_TOLERANCE_MICROS: i64 = 2_000_000;
 
+/// How far a chunk's end may run ahead of the wall clock before timestamps
+/// are compressed: a real-time source's chunk often completes a few ms
+/// before its audio clock says (network and encoder jitter), and clamping
+/// those to "now" made the timeline (HLS `PROGRAM-DATE-TIME`) jump back.
+const AHEAD_TOLERANCE_MICROS: i64 = 1_000_000;
+
 /// One stream's chunks, oldest first.
 #[derive(Debug)]
 pub struct RewindBuffer {
@@ -156,9 +162,10 @@ impl RewindBuffer {
     ///
     /// Time comes from the audio clock: a chunk follows the previous one
     /// (`continuous`, same source) at exactly the previous one's end, as long as
-    /// that is not in the future (a source bursting faster than real time gets
-    /// compressed timestamps, never future ones) and not more than a gap
-    /// tolerance in the past (a stalled source leaves a gap). A chunk from a new
+    /// that is not more than [`AHEAD_TOLERANCE_MICROS`] in the future (a source
+    /// bursting faster than real time gets compressed timestamps beyond that)
+    /// and not more than a gap tolerance in the past (a stalled source leaves
+    /// a gap). A chunk from a new
     /// source starts `duration` before `now_micros`, never before the previous end.
     pub fn append(
         &mut self,
@@ -171,17 +178,18 @@ impl RewindBuffer {
         draft.data = self.arena.store(std::mem::take(&mut draft.data));
         let d = i64::try_from(draft.duration_micros()).unwrap_or(i64::MAX);
         let had_any = self.last_end_ts != i64::MIN;
+        let limit = now_micros + AHEAD_TOLERANCE_MICROS;
         let (start, discontinuity) = if had_any && continuous {
             let on_clock = self.last_end_ts;
             if now_micros - (on_clock + d) > GAP_TOLERANCE_MICROS {
                 (now_micros - d, true)
             } else {
-                (on_clock.min(now_micros), false)
+                (on_clock.min(limit), false)
             }
         } else {
             ((now_micros - d).max(self.last_end_ts), had_any)
         };
-        let end = (start + d).min(now_micros).max(start);
+        let end = (start + d).min(limit).max(start);
         if self.segmenter_stale {
             self.segmenter_stale = false;
             if let Some(p) = ResumePoint::from_chunks(self.chunks.iter().map(|c| c.hls_view())) {
@@ -433,6 +441,14 @@ impl RewindBuffer {
         self.frame_position(c, c.frame_at_micros(within))
     }
 
+    /// Audio (µs) between the frame playing at wall-clock `ts_micros` and the
+    /// live edge: the `?offset=` that starts, now, where `?at=` does.
+    pub fn behind_live_at_time(&self, ts_micros: i64) -> u64 {
+        let pos = self.position_at_time(ts_micros);
+        self.audio_pos(pos)
+            .map_or(0, |a| self.audio_end.saturating_sub(a))
+    }
+
     /// The frame-aligned position `span_micros` of audio after `from` (rounded up
     /// to whole frames, capped at the live edge). With `from`, it delimits a pump.
     pub fn position_after(&self, from: Position, span_micros: u64) -> Position {
@@ -515,7 +531,7 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_follow_the_audio_clock_and_never_the_future() {
+    fn timestamps_follow_the_audio_clock_and_not_far_into_the_future() {
         let mut b = RewindBuffer::new(3600, 0);
         let t0 = 1_700_000_000_000_000i64;
         // Real-time source: chunk k arrives at t0 + (k+1)*d.
@@ -525,13 +541,17 @@ mod tests {
             assert_eq!(c.ts_micros, t0 + k * d + 300);
             assert!(!c.discontinuity || k == 0);
         }
-        // A burst: ten chunks at one instant are squeezed, not pushed into the future.
-        let now = t0 + 6 * d;
+        // A chunk a little early (jitter) still follows on exactly.
+        let c = b.append(draft(38, 417, 0), title(), t0 + 6 * d + 300 - 20_000, true);
+        assert_eq!(c.ts_micros, t0 + 5 * d + 300);
+        // A burst: ten chunks at one instant are squeezed, not pushed more
+        // than the tolerance into the future.
+        let now = t0 + 7 * d;
         for _ in 0..10 {
             let c = b.append(draft(38, 417, 0), title(), now, true);
-            assert!(c.ts_micros <= now);
+            assert!(c.ts_micros <= now + AHEAD_TOLERANCE_MICROS);
         }
-        assert!(b.last_end_ts().unwrap() <= now);
+        assert!(b.last_end_ts().unwrap() <= now + AHEAD_TOLERANCE_MICROS);
         // A stall of 10 s leaves a gap.
         let later = now + 10_000_000;
         let c = b.append(draft(38, 417, 0), title(), later, true);
@@ -630,6 +650,12 @@ mod tests {
         );
         assert!(b.time_of(p).unwrap() <= t0 + 3 * d + 10 * FRAME_US + 1000);
         assert_eq!(b.position_at_time(t0 + 100 * d), b.live());
+        // The offset that starts there now: chunks 3..10 less 10 frames.
+        let back = b.behind_live_at_time(t0 + 3 * d + 10 * FRAME_US + 1000);
+        assert_eq!(back, b.audio_end - b.audio_pos(p).unwrap());
+        assert!(back.abs_diff((7 * d - 10 * FRAME_US) as u64) < 10, "{back}");
+        assert_eq!(b.behind_live_at_time(t0 + 100 * d), 0);
+        assert_eq!(b.behind_live_at_time(t0 - 5), 10 * d as u64);
     }
 
     #[test]

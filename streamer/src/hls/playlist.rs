@@ -179,12 +179,13 @@ pub struct Variant<'a> {
     pub query: Option<&'a str>,
 }
 
-/// Renders the multivariant playlist of a stream group (`/sg/<group>.m3u8`),
-/// variants in the order given (players usually start with the first).
+/// Renders a multivariant playlist, variants in the order given (players
+/// usually start with the first).
 ///
-/// Variant URIs are `../<stream>.m3u8`: relative to `/sg/`, so they reach
-/// `/<stream>.m3u8` on this server, behind a path-prefixing proxy too.
-pub fn render_multivariant(variants: &[Variant<'_>]) -> String {
+/// Variant URIs are `<base><stream>.m3u8`, relative so that they work behind
+/// a path-prefixing proxy too: `base` is `../` for a stream group's
+/// `/sg/<group>.m3u8`, empty for a playlist at `/<stream>.m3u8` itself.
+pub fn render_multivariant(variants: &[Variant<'_>], base: &str) -> String {
     let mut out = String::with_capacity(64 + variants.len() * 128);
     out.push_str("#EXTM3U\n");
     let _ = writeln!(out, "#EXT-X-VERSION:{VERSION}");
@@ -205,7 +206,7 @@ pub fn render_multivariant(variants: &[Variant<'_>]) -> String {
             let _ = write!(out, ",CODECS=\"{codecs}\"");
         }
         out.push('\n');
-        let _ = write!(out, "../{}.m3u8", encode(v.stream, is_segment_char));
+        let _ = write!(out, "{base}{}.m3u8", encode(v.stream, is_segment_char));
         if let Some(q) = v.query.filter(|q| !q.is_empty()) {
             let _ = write!(out, "?{}", encode(q, is_query_char));
         }
@@ -248,18 +249,24 @@ pub fn codecs(codec: Codec, adts_profile: u8, extension: AacExtension) -> &'stat
 }
 
 /// Peak and average bit rate (bit/s) of the complete segments, as served:
-/// audio bytes plus each segment's ID3 head, over the segment's duration.
+/// audio bytes plus each segment's ID3 head (packed audio), or the MPEG-TS
+/// size bound ([`super::ts::max_len`]) when `ts`, over the segment's duration.
 /// Peak is the highest segment's rate (`BANDWIDTH`), average the total over
 /// the total duration (`AVERAGE-BANDWIDTH`); both rounded up. Without a
 /// complete segment both are `nominal_bps` (the configured bit rate). Never 0.
-pub fn bandwidth(segments: &[SegmentInfo], nominal_bps: u64) -> (u64, u64) {
+pub fn bandwidth(segments: &[SegmentInfo], nominal_bps: u64, ts: bool) -> (u64, u64) {
     let mut peak = 0u64;
     let (mut bits, mut micros) = (0u128, 0u128);
     for s in segments
         .iter()
         .filter(|s| s.complete && s.duration_micros > 0)
     {
-        let b = (u128::from(s.bytes) + head_len(&s.title) as u128) * 8;
+        let served = if ts {
+            super::ts::max_len(s.bytes, s.chunks, &s.title)
+        } else {
+            s.bytes + head_len(&s.title) as u64
+        };
+        let b = u128::from(served) * 8;
         let d = u128::from(s.duration_micros);
         peak = peak.max(rate(b, d));
         bits += b;
@@ -644,7 +651,7 @@ live/seg/103.aac?sid=ab%20c
             },
         ];
         assert_eq!(
-            render_multivariant(&v),
+            render_multivariant(&v, "../"),
             "#EXTM3U\n#EXT-X-VERSION:3\n\
              #EXT-X-STREAM-INF:BANDWIDTH=133000,AVERAGE-BANDWIDTH=130500,CODECS=\"mp4a.40.34\"\n\
              ../radio-128.m3u8\n\
@@ -680,12 +687,17 @@ live/seg/103.aac?sid=ab%20c
         assert_eq!(head, 73 + 10 + 1 + 6);
         let peak = (100_000 + head) * 8 / 5;
         let avg = ((260_000 + 2 * head) * 8).div_ceil(15);
-        assert_eq!(bandwidth(&v, 999), (peak, avg));
-        assert_eq!(bandwidth(&v[2..], 128_000), (128_000, 128_000));
-        assert_eq!(bandwidth(&[], 0), (1, 1));
+        assert_eq!(bandwidth(&v, 999, false), (peak, avg));
+        let (ts_peak, ts_avg) = bandwidth(&v, 999, true);
+        assert!(
+            ts_peak > peak && ts_avg > avg && ts_avg < avg * 11 / 10,
+            "{ts_peak} {ts_avg}"
+        );
+        assert_eq!(bandwidth(&v[2..], 128_000, true), (128_000, 128_000));
+        assert_eq!(bandwidth(&[], 0, false), (1, 1));
         v[0].duration_micros = 0;
         v[1].duration_micros = 0;
-        assert_eq!(bandwidth(&v, 64_000), (64_000, 64_000));
+        assert_eq!(bandwidth(&v, 64_000, false), (64_000, 64_000));
     }
 
     #[test]

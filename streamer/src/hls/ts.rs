@@ -88,6 +88,19 @@ pub fn segment(number: u64, codec: Codec, title: &str, pieces: &[Piece<'_>]) -> 
     Bytes::from(out)
 }
 
+/// An upper bound of the bytes [`segment`] writes for `audio_bytes` of audio
+/// in `chunks` pieces under `title`, within a few packets of the real size:
+/// for `BANDWIDTH` without building the segment.
+pub fn max_len(audio_bytes: u64, chunks: u64, title: &str) -> u64 {
+    // A piece splits into a PES per MAX_PES_PAYLOAD bytes at most, plus one.
+    let pes = chunks.max(1) + audio_bytes / MAX_PES_PAYLOAD as u64;
+    // Each PES: a 14-byte header, and at most one part-filled packet; the
+    // first carries the PCR (8 bytes); then padding to a multiple of 16.
+    let audio_packets = (audio_bytes + 14 * pes + 8).div_ceil(184) + pes + 15;
+    let id3_packets = packets_needed(id3::title_tag(title).len() + 14, false) as u64;
+    (2 + id3_packets + audio_packets) * PACKET_LEN as u64
+}
+
 /// Cuts a piece into PES packets that fit the length field, at frame
 /// boundaries.
 fn split(p: &Piece<'_>, out: &mut Vec<Vec<u8>>) {
@@ -322,6 +335,37 @@ mod tests {
                 (pid, p[3] & 0x0F, p[1] & 0x40 != 0)
             })
             .collect()
+    }
+
+    #[test]
+    fn max_len_bounds_the_segment_closely() {
+        for (bytes, frame, per_chunk) in [
+            (40_000u32, 417u32, 96u32),
+            (200_000, 1044, 200),
+            (300, 100, 3),
+        ] {
+            let data: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+            let frames: Vec<u32> = (0..per_chunk)
+                .map(|i| i * frame)
+                .filter(|&o| o < bytes)
+                .collect();
+            let pieces: Vec<Piece<'_>> = (0..3)
+                .map(|i| Piece {
+                    audio_start_micros: 5_000_000 + i * 1_000_000,
+                    data: &data,
+                    frames: &frames,
+                    frame_micros: 26_122.0,
+                })
+                .collect();
+            let real = segment(9, Codec::Mp3, "A title", &pieces).len() as u64;
+            let bound = max_len(3 * u64::from(bytes), 3, "A title");
+            assert!(real <= bound, "{real} > {bound}");
+            // Within 1 % and a few packets.
+            assert!(
+                bound - real <= real / 100 + 24 * PACKET_LEN as u64,
+                "{real} vs {bound}"
+            );
+        }
     }
 
     #[test]

@@ -30,9 +30,48 @@ fn codec(stream: &Stream) -> Codec {
     }
 }
 
-/// The media playlist of a stream. `?offset=` / `?at=` add `EXT-X-START`
-/// (timeshift); `?window=N` lists only the newest N segments (a short live
-/// window); the session (see [`session_for`]) is carried into the segment URIs.
+/// Segment container of a playlist request: `?container=ts` (the default:
+/// every player takes MPEG-TS, Chromium's native player no packed MP3) or
+/// `?container=packed` (packed audio, RFC 8216 §3.4: smaller, for hls.js and
+/// Apple's players).
+fn wants_ts(req: &Request) -> Result<bool, Response> {
+    match req.query_param("container").as_deref() {
+        None | Some("ts") => Ok(true),
+        Some("packed") => Ok(false),
+        Some(other) => Err(Response::text(
+            400,
+            reason(400),
+            format!("container={other}: expected ts or packed"),
+        )),
+    }
+}
+
+/// `?window=N`, checked.
+fn window(req: &Request) -> Result<Option<usize>, Response> {
+    match req.query_param("window").map(|w| w.parse::<usize>()) {
+        None => Ok(None),
+        Some(Ok(n)) if n > 0 => Ok(Some(n)),
+        Some(_) => Err(Response::text(
+            400,
+            reason(400),
+            "window=N: expected a number of segments >= 1",
+        )),
+    }
+}
+
+fn playlist_reply(body: String) -> Response {
+    Response::new(200, "OK")
+        .header("Content-Type", hls::PLAYLIST_CONTENT_TYPE)
+        .header("Cache-Control", "no-cache")
+        .body(body.into_bytes())
+}
+
+/// The media playlist of a stream. `?offset=N` is a delayed live playlist
+/// (its edge N s of audio behind live, advancing in real time, with
+/// `EXT-X-START`); `?window=N` lists only the newest N segments; the session
+/// (see [`session_for`]) is carried into the segment URIs. `?at=T` answers
+/// with a one-variant multivariant playlist naming this playlist at the
+/// `offset=` that starts at T now ([`at_as_offset`]).
 pub fn media_playlist(
     stream: &Arc<Stream>,
     req: &Request,
@@ -42,17 +81,21 @@ pub fn media_playlist(
         Ok(s) => s,
         Err(e) => return Response::text(400, reason(400), e.to_string()),
     };
-    let window = match req.query_param("window").map(|w| w.parse::<usize>()) {
-        None => None,
-        Some(Ok(n)) if n > 0 => Some(n),
-        Some(_) => {
-            return Response::text(
-                400,
-                reason(400),
-                "window=N: expected a number of segments >= 1",
-            )
-        }
+    let (ts, window) = match (wants_ts(req), window(req)) {
+        (Ok(t), Ok(w)) => (t, w),
+        (Err(r), _) | (_, Err(r)) => return r,
     };
+    if let Some(at) = start.at {
+        let group = [Arc::clone(stream)];
+        let query = VariantQuery {
+            ts,
+            window,
+            at: Some(at),
+            offset: None,
+            session: session_for(req, peer),
+        };
+        return playlist_reply(render_variants(&group, &query, ""));
+    }
     // The session id travels in the segment URIs, so segment requests can be
     // stitched into a session.
     let query = session_for(req, peer).map(|s| format!("session={s}"));
@@ -65,33 +108,26 @@ pub fn media_playlist(
         }
         (list, b.segment_seconds())
     };
-    let start_at = match (start.at, start.offset) {
-        (Some(ts), _) => Some(StartAt::At { ts_micros: ts }),
-        (None, Some(off)) => Some(StartAt::BehindLive {
-            micros: (off * 1e6) as u64,
-        }),
-        _ => None,
-    };
-    let ts = match req.query_param("container").as_deref() {
-        None | Some("packed") => false,
-        Some("ts") => true,
-        Some(other) => {
-            return Response::text(
-                400,
-                reason(400),
-                format!("container={other}: expected ts or packed"),
-            )
-        }
-    };
     let mut opts = MediaOptions::new(stream.key(), codec(stream), seconds);
     opts.ts = ts;
     opts.window = window;
-    opts.start = start_at;
+    opts.start = start.offset.map(|off| StartAt::BehindLive {
+        micros: (off * 1e6) as u64,
+    });
     opts.query = query.as_deref();
-    Response::new(200, "OK")
-        .header("Content-Type", hls::PLAYLIST_CONTENT_TYPE)
-        .header("Cache-Control", "no-cache")
-        .body(hls::render_media(&list, &opts).into_bytes())
+    playlist_reply(hls::render_media(&list, &opts))
+}
+
+/// `?at=T` as the `?offset=` (s, to the millisecond) that starts at T now.
+///
+/// A playlist URL with `?at=` cannot advance by itself (a player reloads the
+/// same URL, and T stays T), and a redirect does not help (ffmpeg reloads the
+/// URL it was given): so `?at=` answers with a multivariant playlist, fetched
+/// once, whose variant is the delayed live playlist `?offset=`, which every
+/// player reloads and which advances in real time.
+fn at_as_offset(stream: &Stream, at: i64) -> f64 {
+    let micros = stream.read_buffer().behind_live_at_time(at);
+    (micros / 1000) as f64 / 1000.0
 }
 
 /// The HLS session of a playlist request: the player's own
@@ -284,7 +320,64 @@ fn adts_profile(stream: &Stream) -> u8 {
         .map_or(1, |object_type| object_type.saturating_sub(1))
 }
 
-/// The multivariant playlist of a stream group.
+/// What the variant URIs of a multivariant playlist carry on to the media
+/// playlists.
+struct VariantQuery {
+    ts: bool,
+    window: Option<usize>,
+    at: Option<i64>,
+    offset: Option<f64>,
+    session: Option<String>,
+}
+
+/// The multivariant playlist of `streams`, variant URIs `<base><stream>.m3u8`
+/// with the container, window, session and start (`?at=` turned into each
+/// stream's own `offset=`) in their query.
+fn render_variants(streams: &[Arc<Stream>], q: &VariantQuery, base: &str) -> String {
+    let mut rows = Vec::new();
+    for s in streams {
+        let list = {
+            let b = s.read_buffer();
+            hls::segments(b.iter().map(|c| c.hls_view()))
+        };
+        let (peak, avg) = hls::bandwidth(&list, nominal_bps(s), q.ts);
+        // HE-AAC signals SBR/PS implicitly (ADTS shows the AAC-LC core), so
+        // the transcode settings tell what the stream really is.
+        let extension = match s.config().transcode.as_ref().and_then(|t| t.profile) {
+            Some(AacProfile::He) => hls::AacExtension::He,
+            Some(AacProfile::HeV2) => hls::AacExtension::HeV2,
+            _ => hls::AacExtension::Plain,
+        };
+        let codecs = hls::codecs(codec(s), adts_profile(s), extension);
+        let mut query = vec![format!("container={}", if q.ts { "ts" } else { "packed" })];
+        if let Some(n) = q.window {
+            query.push(format!("window={n}"));
+        }
+        match (q.at, q.offset) {
+            (Some(at), _) => query.push(format!("offset={}", at_as_offset(s, at))),
+            (None, Some(off)) => query.push(format!("offset={off}")),
+            (None, None) => {}
+        }
+        if let Some(id) = &q.session {
+            query.push(format!("session={id}"));
+        }
+        rows.push((s.key().to_string(), peak, avg, codecs, query.join("&")));
+    }
+    let variants: Vec<Variant<'_>> = rows
+        .iter()
+        .map(|(key, peak, avg, codecs, query)| Variant {
+            stream: key,
+            bandwidth: *peak,
+            average_bandwidth: *avg,
+            codecs,
+            query: Some(query),
+        })
+        .collect();
+    hls::render_multivariant(&variants, base)
+}
+
+/// The multivariant playlist of a stream group; `?container=`, `?window=`,
+/// `?offset=` and `?at=` go on to every variant.
 pub fn multivariant(
     server: &dyn OutputHost,
     group: &str,
@@ -299,53 +392,20 @@ pub fn multivariant(
     if members.is_empty() {
         return Response::text(404, reason(404), format!("no stream group {group:?}"));
     }
-    // The container asked for goes on to the media playlists.
-    let container = match req.query_param("container").as_deref() {
-        None | Some("packed") => "",
-        Some("ts") => "container=ts",
-        Some(other) => {
-            return Response::text(
-                400,
-                reason(400),
-                format!("container={other}: expected ts or packed"),
-            )
-        }
+    let start = match StartRequest::from_request(req) {
+        Ok(s) => s,
+        Err(e) => return Response::text(400, reason(400), e.to_string()),
     };
-    let session = match (session_for(req, peer), container) {
-        (Some(s), "") => Some(format!("session={s}")),
-        (Some(s), c) => Some(format!("session={s}&{c}")),
-        (None, "") => None,
-        (None, c) => Some(c.to_string()),
+    let (ts, window) = match (wants_ts(req), window(req)) {
+        (Ok(t), Ok(w)) => (t, w),
+        (Err(r), _) | (_, Err(r)) => return r,
     };
-    let mut rows = Vec::new();
-    for s in &members {
-        let list = {
-            let b = s.read_buffer();
-            hls::segments(b.iter().map(|c| c.hls_view()))
-        };
-        let (peak, avg) = hls::bandwidth(&list, nominal_bps(s));
-        // HE-AAC signals SBR/PS implicitly (ADTS shows the AAC-LC core), so
-        // the transcode settings tell what the stream really is.
-        let extension = match s.config().transcode.as_ref().and_then(|t| t.profile) {
-            Some(AacProfile::He) => hls::AacExtension::He,
-            Some(AacProfile::HeV2) => hls::AacExtension::HeV2,
-            _ => hls::AacExtension::Plain,
-        };
-        let codecs = hls::codecs(codec(s), adts_profile(s), extension);
-        rows.push((s.key().to_string(), peak, avg, codecs));
-    }
-    let variants: Vec<Variant<'_>> = rows
-        .iter()
-        .map(|(key, peak, avg, codecs)| Variant {
-            stream: key,
-            bandwidth: *peak,
-            average_bandwidth: *avg,
-            codecs,
-            query: session.as_deref(),
-        })
-        .collect();
-    Response::new(200, "OK")
-        .header("Content-Type", hls::PLAYLIST_CONTENT_TYPE)
-        .header("Cache-Control", "no-cache")
-        .body(hls::render_multivariant(&variants).into_bytes())
+    let query = VariantQuery {
+        ts,
+        window,
+        at: start.at,
+        offset: start.offset,
+        session: session_for(req, peer),
+    };
+    playlist_reply(render_variants(&members, &query, "../"))
 }

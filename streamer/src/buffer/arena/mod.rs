@@ -335,12 +335,6 @@ fn slice(block: &Arc<Block>, start: usize, len: usize) -> Bytes {
     })
 }
 
-/// Memory held in blocks across the process: (mapped bytes, blocks).
-pub fn mapped() -> (usize, usize) {
-    let map = blocks().locked();
-    (map.values().map(|e| e.len).sum(), map.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
