@@ -765,6 +765,12 @@ fn a_transcoded_stream_goes_on_after_a_handoff() {
         playlist.contains("#EXT-X-DISCONTINUITY\n"),
         "a new encoder is a new timeline piece:\n{playlist}"
     );
+    // The successor's playlist passes the RFC 8216 check, and follows on
+    // from a later fetch without going back (issue 16).
+    let checked = hls_check::check_media(&playlist).unwrap_or_else(|e| panic!("{e}\n{playlist}"));
+    let later = http_get(new.listen, "/aac.m3u8", &[]).text();
+    let later = hls_check::check_media(&later).unwrap_or_else(|e| panic!("{e}\n{later}"));
+    hls_check::check_successive(&checked, &later).unwrap();
     let path = dir.join("aac.aac");
     std::fs::write(&path, &all).unwrap();
     let errors = ffmpeg_decode_errors(&path);

@@ -13,13 +13,14 @@
 //!   [`render_multivariant`]): the chunks grouped by segment number, rendered as
 //!   a live media playlist (`/<stream>.m3u8`) and a multivariant playlist
 //!   (`/sg/<group>.m3u8`).
-//! * **Segment bytes** ([`segment_head`]): a packed-audio segment (RFC 8216
-//!   §3.4) is an ID3 tag carrying the first sample's MPEG-2 timestamp, followed
-//!   by the segment's chunks unchanged. Only the tag is built; the server writes
+//! * **Segment bytes**: MPEG-TS ([`ts::segment`], the server's default: every
+//!   player takes it), or packed audio ([`segment_head`], RFC 8216 §3.4): an
+//!   ID3 tag carrying the first sample's MPEG-2 timestamp, followed by the
+//!   segment's chunks unchanged; only the tag is built, and the server writes
 //!   it and the chunk bytes with one vectored write.
 //!
 //! URLs: the media playlist `/<stream>.m3u8` lists segments as
-//! `<stream>/seg/<number>.<mp3|aac>` (relative, so `/<stream>/seg/…`);
+//! `<stream>/seg/<number>.<ts|mp3|aac>` (relative, so `/<stream>/seg/…`);
 //! [`parse_segment_name`] reads the last path element back. The multivariant
 //! playlist `/sg/<group>.m3u8` lists `../<stream>.m3u8`.
 //!

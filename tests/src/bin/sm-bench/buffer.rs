@@ -268,23 +268,6 @@ pub(crate) fn bench_hls_and_dumps() -> Vec<(String, String)> {
         "HLS: 8 h media playlist over HTTP, one request (median of 31)".into(),
         format!("{} ({} entries)", ms(median(times)), uris.len()),
     ));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (reqs, bytes, secs) = rt.block_on(segment_load(
-        server.listen,
-        Arc::new(uris),
-        8,
-        Duration::from_secs(5),
-    ));
-    rows.push((
-        "HLS: segment serving, 8 keep-alive clients on loopback, 5 s".into(),
-        format!(
-            "{:.0} requests/s, {:.0} MB/s",
-            reqs as f64 / secs,
-            bytes as f64 / 1e6 / secs
-        ),
-    ));
+    rows.extend(crate::hls::segment_throughput(server.listen, "bench"));
     rows
 }

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 mod big;
 mod buffer;
+mod hls;
 mod link;
 mod moving;
 mod operator;
@@ -179,6 +180,8 @@ fn main() {
     if args.hls {
         eprintln!("sm-bench: HLS playlist/segments and dumps over an 8 h buffer…");
         rows.extend(bench_hls_and_dumps());
+        eprintln!("sm-bench: 1000 HLS players on a live stream, HLS latency…");
+        rows.extend(hls::bench_hls_listeners(1000, args.seconds));
     }
     if args.link {
         eprintln!("sm-bench: master/slave sync of a 4 h buffer, master CPU per slave…");
