@@ -1,5 +1,6 @@
-//! The admin port: the admin REST API under `/api/` (bearer token), the
-//! master's side of the slave link (`GET /link`, upgraded), and the open
+//! The admin port: the admin REST API under `/api/` (bearer token), Icecast's
+//! admin interface under `/admin/` (Basic auth, [`crate::status::icecast_admin`]),
+//! the master's side of the slave link (`GET /link`, upgraded), and the open
 //! operational routes `/metrics`, `/healthz`, `/readyz`, `/status-json.xsl`.
 //!
 //! Its HTTP is hyper's and its routing axum's: plain request/response HTTP
@@ -83,6 +84,7 @@ pub fn router(host: Host) -> Router {
         .route("/healthz", get(status))
         .route("/readyz", get(status))
         .route("/status-json.xsl", get(status))
+        .route("/admin/{command}", get(icecast_admin))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(host)
@@ -385,6 +387,35 @@ async fn status(State(host): State<Host>, uri: Uri, headers: HeaderMap) -> Respo
         .unwrap_or_else(|| not_found_response(uri.path()))
 }
 
+/// Icecast's admin interface (`/admin/stats`, …), behind Icecast's Basic
+/// auth (see [`crate::status::icecast_admin`]).
+async fn icecast_admin(
+    State(host): State<Host>,
+    axum::extract::Path(command): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    if let Err(refusal) = login(host.as_ref(), peer, || {
+        crate::status::icecast_admin::authorize(host.admin_token(), auth)
+    }) {
+        return refusal;
+    }
+    let mount = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "mount")
+            .map(|(_, v)| v.into_owned())
+    });
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    crate::status::icecast_admin::handle(host.as_ref(), &command, mount.as_deref(), host_header)
+}
+
 /// The master's side of the slave link: checks the slave's secret, answers
 /// `101 Switching Protocols`, and hands the raw connection to the link.
 async fn link(State(host): State<Host>, mut req: Request) -> Response {
@@ -451,7 +482,7 @@ fn not_found_response(path: &str) -> Response {
         .body(
             serde_json::json!({
                 "error": format!("no admin route {path}"),
-                "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl"],
+                "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl", "/admin/stats", "/admin/listmounts", "/admin/killsource"],
             })
             .to_string()
             .into_bytes(),

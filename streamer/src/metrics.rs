@@ -361,6 +361,26 @@ fn gauge_vec(
     Ok(g)
 }
 
+/// The sum of a counter's series whose `label` is `value` (all of them
+/// with `None`), without creating a series as `with_label_values` would.
+pub fn counter_sum(c: &IntCounterVec, filter: Option<(&str, &str)>) -> u64 {
+    use prometheus::core::Collector as _;
+    let mut sum = 0f64;
+    for family in c.collect() {
+        for m in family.get_metric() {
+            let keep = filter.is_none_or(|(label, value)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.get_name() == label && l.get_value() == value)
+            });
+            if keep {
+                sum += m.get_counter().get_value();
+            }
+        }
+    }
+    sum as u64
+}
+
 fn counter_vec(
     r: &Registry,
     name: &str,

@@ -17,6 +17,7 @@ use streamer::format::{Codec, Framer};
 pub mod browser;
 pub mod hls_check;
 mod http;
+pub mod icecast;
 mod redis;
 mod server;
 mod source;

@@ -119,6 +119,20 @@ fn slaves_hold_exact_replicas_and_serve_every_output() {
     })
     .join()
     .unwrap();
+    // While the master's audio arrives, a slave lists the stream as on air
+    // in Icecast's status and on its index page (issue 12).
+    let stats: serde_json::Value =
+        serde_json::from_str(&http_get(s1.listen, "/status-json.xsl", &[]).text()).unwrap();
+    let listed = &stats["icestats"]["source"];
+    assert!(
+        listed["listenurl"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/live"))
+            && listed["title"] == "Through the link",
+        "{stats}"
+    );
+    let index = http_get(s1.listen, "/", &[]).text();
+    assert!(index.contains("source connected"), "{index}");
     l.set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
     let wire = read_n(&mut l, rest, usize::MAX, Duration::from_secs(10));

@@ -212,6 +212,9 @@ impl crate::status::StatusHost for Server {
         self.listener_port
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+    fn public_url(&self) -> Option<String> {
+        self.config.listeners.public_url.clone()
+    }
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }

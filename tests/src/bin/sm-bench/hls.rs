@@ -59,7 +59,11 @@ fn listed(playlist: &str) -> Vec<(String, i64, f64)> {
         if let Some(d) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
             pdt = streamer::output::start::parse_time(d).unwrap_or(0);
         } else if let Some(d) = l.strip_prefix("#EXTINF:") {
-            duration = d.split(',').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            duration = d
+                .split(',')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
         } else if !l.starts_with('#') && !l.is_empty() {
             out.push((l.to_string(), pdt, duration));
         }

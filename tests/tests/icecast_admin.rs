@@ -1,0 +1,279 @@
+//! Side by side with a real Icecast 2.4 (Debian's `icecast2`), issue 12: the
+//! same encoder (ffmpeg, same ice-* headers) and the same listener on both,
+//! then `/status-json.xsl`, `/admin/stats` and `/admin/listmounts` compared
+//! field by field, Icecast's Basic auth, and `/admin/killsource`.
+//!
+//! Values that must differ are listed where they are skipped: server id,
+//! start times, host/port in URLs, and the fields we add because we read
+//! them from the audio itself (`bitrate`, `channels`, `samplerate`), which
+//! Icecast reports only when an encoder sends `ice-audio-info`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use streammachine_tests::icecast::Icecast;
+use streammachine_tests::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_streammachine-under-test");
+
+/// Fields we report that Icecast reports only from `ice-audio-info`.
+const OURS_ONLY: [&str; 3] = ["bitrate", "channels", "samplerate"];
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// The same encoder for both: the looped fixture in real time, ice headers.
+fn encoder(url: &str) -> std::process::Child {
+    ffmpeg_source(
+        &fixture_path("mp3/mp3-44100-128-s.mp3"),
+        &[
+            "-c",
+            "copy",
+            "-content_type",
+            "audio/mpeg",
+            "-ice_name",
+            "Side by Side",
+            "-ice_genre",
+            "Jazz",
+            "-f",
+            "mp3",
+        ],
+        url,
+    )
+}
+
+/// A listener that stays connected (reading in the background).
+fn listener(addr: SocketAddr) -> TcpStream {
+    let (s, status, _, _) = request(addr, "GET", "/live", &[("User-Agent", "SideBySide/1.0")]);
+    assert_eq!(status, 200);
+    let mut r = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    s
+}
+
+/// The names of the elements directly inside `<icestats>` (before the first
+/// source) and inside the first `<source>`.
+fn element_names(xml: &str) -> (Vec<String>, Vec<String>) {
+    let names = |part: &str| -> Vec<String> {
+        part.split('<')
+            .skip(1)
+            .filter(|t| !t.starts_with('/') && !t.starts_with('?'))
+            .map(|t| t.split(['>', ' ']).next().unwrap().to_string())
+            .filter(|n| n != "icestats" && n != "source")
+            .collect()
+    };
+    let (top, rest) = xml.split_once("<source ").unwrap_or((xml, ""));
+    let first = rest.split("</source>").next().unwrap_or("");
+    (names(top), names(first))
+}
+
+/// The text of `<name>…</name>` in the first source.
+fn value<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    find_value(xml.split_once("<source ").map_or("", |(_, r)| r), name)
+}
+
+/// The text of `<name>…</name>` directly in `<icestats>`.
+fn top_value<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    find_value(xml.split_once("<source ").map_or(xml, |(t, _)| t), name)
+}
+
+fn find_value<'a>(part: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = part.find(&open)? + open.len();
+    let end = part[start..].find(&format!("</{name}>"))? + start;
+    Some(&part[start..end])
+}
+
+fn admin(addr: SocketAddr, path: &str, auth: &str) -> HttpResponse {
+    http_get(addr, path, &[("Authorization", auth)])
+}
+
+#[test]
+fn admin_stats_listmounts_and_status_json_match_icecast_field_by_field() {
+    require("icecast2");
+    require("ffmpeg");
+    let dir = scratch_dir("icecast-admin");
+    let port = free_port();
+    let icecast = Icecast::start(&dir, port);
+    let ours = ServerProcess::start(
+        EXE,
+        "admin: { token: tok }\nstreams:\n  - key: live\n    password: pw\n",
+    );
+    let mut e1 = encoder(&format!("icecast://source:pw@{}/live", icecast.addr));
+    let mut e2 = encoder(&format!("icecast://source:pw@{}/live", ours.source));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(icecast.has_source()
+        && ours.metric("streammachine_source_connected{mount=\"live\"}") == Some(1.0))
+    {
+        assert!(Instant::now() < deadline, "a source never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _l1 = listener(icecast.addr);
+    let _l2 = listener(ours.listen);
+    std::thread::sleep(Duration::from_millis(500));
+    let ice_auth = basic("admin", "adminpw");
+    let our_auth = basic("admin", "tok");
+
+    // /status-json.xsl: the same keys in the same order, the same values
+    // but for the listed ones.
+    let get_json = |addr: SocketAddr| -> Value {
+        serde_json::from_str(&http_get(addr, "/status-json.xsl", &[]).text()).unwrap()
+    };
+    let (a, b) = (get_json(icecast.addr), get_json(ours.listen));
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !OURS_ONLY.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    };
+    let text = http_get(ours.listen, "/status-json.xsl", &[]).text();
+    assert!(text.contains("\"dummy\":null}"), "dummy last: {text}");
+    assert_eq!(keys(&a["icestats"]), keys(&b["icestats"]));
+    let (sa, sb) = (&a["icestats"]["source"], &b["icestats"]["source"]);
+    assert!(sa.is_object() && sb.is_object(), "{a}\n{b}");
+    let mut ka = keys(sa);
+    let mut kb = keys(sb);
+    // serde_json's map sorts keys, so compare the sets here and the order
+    // on the raw text above (dummy last).
+    ka.sort();
+    kb.sort();
+    assert_eq!(
+        ka, kb,
+        "status-json source fields\nicecast: {sa}\nours: {sb}"
+    );
+    for field in [
+        "genre",
+        "listener_peak",
+        "listeners",
+        "server_description",
+        "server_name",
+        "server_type",
+    ] {
+        assert_eq!(
+            sa[field], sb[field],
+            "status-json {field}\nicecast: {sa}\nours: {sb}"
+        );
+    }
+    assert!(sb["listenurl"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(":{}/live", ours.listen.port())));
+    assert!(sb.get("title").is_none(), "no title, no title field: {sb}");
+    // Asked on the admin port, listener URLs still name the listener port.
+    let on_admin = get_json(ours.admin);
+    let url = on_admin["icestats"]["source"]["listenurl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        url.ends_with(&format!(":{}/live", ours.listen.port())),
+        "{url}"
+    );
+
+    // /admin/stats: element names in order; values.
+    let ice = admin(icecast.addr, "/admin/stats", &ice_auth);
+    let mine = admin(ours.admin, "/admin/stats", &our_auth);
+    assert_eq!((ice.status, mine.status), (200, 200), "{}", mine.text());
+    assert_eq!(mine.header("content-type"), ice.header("content-type"));
+    let (ice_text, our_text) = (ice.text(), mine.text());
+    let (ice_top, ice_src) = element_names(&ice_text);
+    let (our_top, our_src) = element_names(&our_text);
+    assert_eq!(ice_top, our_top, "stats:\n{ice_text}\n{our_text}");
+    let our_src: Vec<String> = our_src
+        .into_iter()
+        .filter(|n| !OURS_ONLY.contains(&n.as_str()))
+        .collect();
+    assert_eq!(ice_src, our_src, "stats source:\n{ice_text}\n{our_text}");
+    for field in ["listeners", "sources", "listener_connections"] {
+        assert_eq!(
+            top_value(&ice_text, field),
+            top_value(&our_text, field),
+            "stats {field}:\n{ice_text}\n{our_text}"
+        );
+    }
+    for field in [
+        "listeners",
+        "genre",
+        "listener_peak",
+        "max_listeners",
+        "public",
+        "server_name",
+        "server_type",
+        "slow_listeners",
+        "source_ip",
+    ] {
+        assert_eq!(
+            value(&ice_text, field),
+            value(&our_text, field),
+            "stats {field}:\n{ice_text}\n{our_text}"
+        );
+    }
+    assert!(value(&our_text, "user_agent").unwrap().starts_with("Lavf/"));
+    assert_eq!(
+        value(&ice_text, "user_agent"),
+        value(&our_text, "user_agent")
+    );
+
+    // /admin/listmounts: the same document but for the seconds connected.
+    let ice = admin(icecast.addr, "/admin/listmounts", &ice_auth).text();
+    let mine = admin(ours.admin, "/admin/listmounts", &our_auth).text();
+    let strip = |s: &str| {
+        let i = s.find("<Connected>").unwrap();
+        let j = s.find("</Connected>").unwrap();
+        format!("{}{}", &s[..i], &s[j..])
+    };
+    assert_eq!(strip(&ice).trim(), strip(&mine).trim());
+    let secs = |s: &str| value(s, "Connected").unwrap().parse::<i64>().unwrap();
+    assert!((secs(&ice) - secs(&mine)).abs() <= 3, "{ice}\n{mine}");
+
+    // Icecast's Basic auth: wrong password or user, or none: 401 asking for Basic.
+    for auth in [basic("admin", "nope"), basic("source", "tok")] {
+        let r = admin(ours.admin, "/admin/stats", &auth);
+        assert_eq!(r.status, 401);
+        assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    }
+    assert_eq!(http_get(ours.admin, "/admin/listmounts", &[]).status, 401);
+    // The bearer token works too, and unknown or unbuilt commands say so.
+    assert_eq!(admin(ours.admin, "/admin/stats", "Bearer tok").status, 200);
+    let r = admin(ours.admin, "/admin/nosuch", &our_auth);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("Unrecognised command"), "{}", r.text());
+    let r = admin(ours.admin, "/admin/listclients?mount=/live", &our_auth);
+    assert_eq!(r.status, 501);
+    assert!(r.text().contains("not implemented"), "{}", r.text());
+
+    // killsource: the same reply; then neither lists the source.
+    let missing_ice = admin(icecast.addr, "/admin/killsource?mount=/nope", &ice_auth);
+    let missing_ours = admin(ours.admin, "/admin/killsource?mount=/nope", &our_auth);
+    assert_eq!((missing_ice.status, missing_ours.status), (400, 400));
+    assert_eq!(missing_ice.text().trim(), missing_ours.text().trim());
+    let ice = admin(icecast.addr, "/admin/killsource?mount=/live", &ice_auth).text();
+    let mine = admin(ours.admin, "/admin/killsource?mount=/live", &our_auth).text();
+    assert_eq!(ice.trim(), mine.trim());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get_json(ours.listen)["icestats"].get("source").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed source is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = e1.kill();
+    let _ = e2.kill();
+    let _ = e1.wait();
+    let _ = e2.wait();
+}
