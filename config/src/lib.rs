@@ -199,6 +199,11 @@ pub struct ListenersConfig {
     /// open-file limit leaves after the other ports' budgets and a reserve.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// Listeners of all streams together (raw, ICY and pump connections);
+    /// the next gets `503` with `Retry-After`. Default: no limit (but each
+    /// stream's `maxListeners` and `maxConnections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_listeners: Option<u32>,
 }
 
 impl Default for ListenersConfig {
@@ -211,6 +216,7 @@ impl Default for ListenersConfig {
             cors_origin: "*".into(),
             public_url: None,
             max_connections: None,
+            max_listeners: None,
         }
     }
 }
@@ -657,6 +663,11 @@ pub struct StreamConfig {
     /// so a client that stops reading never holds anything up (default 2 MiB).
     #[serde(default = "defaults::max_buffer_bytes")]
     pub max_buffer_bytes: u64,
+    /// Listeners (raw, ICY and pump connections) the stream takes at once;
+    /// the next gets `503` with `Retry-After`, connected ones are not
+    /// touched. Default: no limit (but `listeners.maxListeners`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_listeners: Option<u32>,
     /// Title until a source or the admin API sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -755,6 +766,7 @@ impl StreamConfig {
             burst_seconds: defaults::burst_seconds(),
             icy_meta_interval: defaults::icy_meta_interval(),
             max_buffer_bytes: defaults::max_buffer_bytes(),
+            max_listeners: None,
             title: None,
             name: None,
             description: None,

@@ -193,6 +193,12 @@ impl Config {
                     "must be at least 16384",
                 ));
             }
+            if s.max_listeners == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.maxListeners"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
             if let Some(h) = &s.hls {
                 if !(1..=60).contains(&h.segment_seconds) {
                     return Err(ConfigError::invalid(
@@ -201,6 +207,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.listeners.max_listeners == Some(0) {
+            return Err(ConfigError::invalid(
+                "listeners.maxListeners",
+                "must be at least 1 (leave it out for no limit)",
+            ));
         }
         let ports = [
             ("listeners.port", self.listeners.port),

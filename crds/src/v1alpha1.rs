@@ -390,6 +390,12 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 16384))]
     pub max_buffer_bytes: Option<u64>,
+    /// Listeners (raw, ICY and pump connections) each slave (or the
+    /// standalone server) takes for this stream at once; the next gets 503
+    /// with Retry-After. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_listeners: Option<u32>,
     /// HLS settings. Every stream serves HLS at `/<name>.m3u8` from the same
     /// buffer; absent: 10 s segments and no group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -447,6 +453,7 @@ impl StreamSpec {
             burst_seconds: crate::config::defaults::burst_seconds(),
             icy_meta_interval: crate::config::defaults::icy_meta_interval(),
             max_buffer_bytes: None,
+            max_listeners: None,
             hls: None,
             title: None,
             name: None,

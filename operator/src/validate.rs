@@ -172,6 +172,7 @@ pub fn stream_config(
     if let Some(b) = spec.max_buffer_bytes {
         c.max_buffer_bytes = b;
     }
+    c.max_listeners = spec.max_listeners;
     c.title.clone_from(&spec.title);
     c.name.clone_from(&spec.name);
     c.description.clone_from(&spec.description);

@@ -164,7 +164,8 @@ pub fn default_config() -> Config {
     stream.password = Some(Secret(
         password.unwrap_or_else(|| DEV_SOURCE_PASSWORD.to_string()),
     ));
-    stream.name = Some("StreamMachine test stream".into());
+    // No name: the encoder's `ice-name` names the stream (icy-name, the
+    // status pages), as on Icecast.
     Config {
         streams: vec![stream],
         ..Config::default()
@@ -547,6 +548,10 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.mode, Mode::Standalone);
         assert_eq!(c.streams[0].key, "test");
+        assert!(
+            c.streams[0].name.is_none(),
+            "a configured name would hide the encoder's ice-name"
+        );
     }
 
     #[test]

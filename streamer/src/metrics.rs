@@ -23,6 +23,8 @@ pub struct Metrics {
     pub listener_connections: IntCounterVec,
     /// Listener disconnections, by stream and reason.
     pub listener_disconnections: IntCounterVec,
+    /// Listeners turned away by a listener limit, by stream and limit.
+    pub listeners_refused: IntCounterVec,
     /// Audio and metadata bytes written to listeners, by stream and output.
     pub listener_sent_bytes: IntCounterVec,
     /// 1 while a mount has an active source.
@@ -112,6 +114,12 @@ impl Metrics {
                 "streammachine_listener_disconnections_total",
                 "Listener disconnections by reason.",
                 &["stream", "reason"],
+            )?,
+            listeners_refused: counter_vec(
+                r,
+                "streammachine_listeners_refused_total",
+                "Listeners answered 503 because a listener limit was reached (limit: stream = the stream's maxListeners, server = listeners.maxListeners).",
+                &["stream", "limit"],
             )?,
             listener_sent_bytes: counter_vec(
                 r,

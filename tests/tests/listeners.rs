@@ -683,3 +683,81 @@ fn each_port_refuses_cleanly_beyond_its_budget() {
     ));
     assert_eq!(http_call(server.listen, "HEAD", "/test", &[]).status, 200);
 }
+
+/// Issue 12: a stream's `maxListeners` and the server's
+/// `listeners.maxListeners` turn the next listener away with `503` and
+/// `Retry-After`, leave the connected ones playing, and free up when one
+/// leaves.
+#[test]
+fn listener_limits_turn_the_next_away_and_free_up_when_one_leaves() {
+    let server = ServerProcess::start(
+        EXE,
+        "listeners: { maxListeners: 3 }\nstreams:\n  - key: test\n    password: pw\n    maxListeners: 2\n  - key: other\n    password: pw\n",
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    server.send_source("other", "pw", &data[..200_000]);
+    // A live source on `test`, so a listener that leaves is noticed at the
+    // next write.
+    let frames = frames_of(&data, Codec::Mp3);
+    let _source = realtime_source(&server, data.clone(), frames[..frames_for(25.0)].to_vec());
+    assert!(server.wait_metric_at_least(
+        "streammachine_buffer_seconds{stream=\"test\"}",
+        1.0,
+        Duration::from_secs(10)
+    ));
+    let listen = |path: &str| request(server.listen, "GET", path, &[]);
+    let (mut first, s1, _, _) = listen("/test");
+    let (second, s2, _, _) = listen("/test");
+    assert_eq!((s1, s2), (200, 200));
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"test\"}",
+        2.0,
+        Duration::from_secs(5)
+    ));
+    // The stream's limit.
+    let (mut third, s3, headers, rest) = listen("/test");
+    let body = read_to_close(&mut third, rest);
+    assert_eq!(s3, 503);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v == "30"),
+        "{headers:?}"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("maxListeners"));
+    // The server's: a third listener in all, then none.
+    let (_other, s4, _, _) = listen("/other");
+    assert_eq!(s4, 200);
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"other\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    let (mut fifth, s5, _, rest) = listen("/other");
+    let body = read_to_close(&mut fifth, rest);
+    assert_eq!(s5, 503);
+    assert!(String::from_utf8_lossy(&body).contains("listeners.maxListeners"));
+    // Those connected still get audio.
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(first.read(&mut buf).unwrap() > 0);
+    assert_eq!(
+        server.metric("streammachine_listeners_refused_total{limit=\"stream\",stream=\"test\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("streammachine_listeners_refused_total{limit=\"server\",stream=\"other\"}"),
+        Some(1.0)
+    );
+    // One leaves: the next gets in.
+    drop(second);
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"test\"}",
+        1.0,
+        Duration::from_secs(15)
+    ));
+    let (_again, s6, _, _) = listen("/test");
+    assert_eq!(s6, 200);
+}

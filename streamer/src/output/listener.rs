@@ -111,11 +111,58 @@ pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream,
                 }
             }
             Answer::Audio(audio) => {
+                if let Some(full) = listener_limit(&*server, &audio.stream) {
+                    send_short(&mut sock, &*server, full, false, head_only).await;
+                    return;
+                }
                 spawn_audio(&server, sock, peer, *audio);
                 return;
             }
         }
     }
+}
+
+/// How long a listener turned away by a limit is told to wait.
+const FULL_RETRY_SECONDS: u32 = 30;
+
+/// A `503` when a listener limit is reached: the stream's `maxListeners` or
+/// the server's `listeners.maxListeners`. Connected listeners are not
+/// touched; the count is the one `/status-json.xsl` shows (a limit may be
+/// passed by the few that connect in the same instant).
+fn listener_limit(server: &dyn OutputHost, stream: &Stream) -> Option<Response> {
+    let (limit, which) = if stream
+        .config()
+        .max_listeners
+        .is_some_and(|max| stream.listener_count() >= max as usize)
+    {
+        (stream.config().max_listeners, "stream")
+    } else {
+        let max = server.listeners_config().max_listeners?;
+        let all: usize = server.streams().iter().map(|s| s.listener_count()).sum();
+        if all < max as usize {
+            return None;
+        }
+        (Some(max), "server")
+    };
+    server
+        .metrics()
+        .listeners_refused
+        .with_label_values(&[stream.key(), which])
+        .inc();
+    let msg = match which {
+        "stream" => format!(
+            "stream {:?} is full ({} listeners, its maxListeners): retry later",
+            stream.key(),
+            limit.unwrap_or(0)
+        ),
+        _ => format!(
+            "this server is full ({} listeners, listeners.maxListeners): retry later",
+            limit.unwrap_or(0)
+        ),
+    };
+    Some(
+        Response::text(503, reason(503), msg).header("Retry-After", FULL_RETRY_SECONDS.to_string()),
+    )
 }
 
 /// Writes a segment: head, then each part (shared chunk bytes, no copy).
