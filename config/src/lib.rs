@@ -204,6 +204,35 @@ pub struct ListenersConfig {
     /// stream's `maxListeners` and `maxConnections`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_listeners: Option<u32>,
+    /// Addresses and networks (`203.0.113.7`, `198.51.100.0/24`,
+    /// `2001:db8::/32`) whose requests on the listener port get `403`:
+    /// Icecast's ban list. Connected listeners are not touched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl ListenersConfig {
+    /// Whether `ip` is in [`ListenersConfig::deny`] (entries that do not
+    /// parse are refused by validation, and never match).
+    pub fn denies(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.deny.iter().any(|d| match parse_net(d) {
+            Some(net) => net.contains(&ip),
+            None => false,
+        })
+    }
+}
+
+/// An address or network: `a.b.c.d`, `a.b.c.d/n`, IPv6 likewise.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 impl Default for ListenersConfig {
@@ -217,6 +246,7 @@ impl Default for ListenersConfig {
             public_url: None,
             max_connections: None,
             max_listeners: None,
+            deny: Vec::new(),
         }
     }
 }
@@ -786,6 +816,35 @@ impl StreamConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deny_lists_match_addresses_and_networks() {
+        let c = Config::from_yaml_str(
+            "listeners: { deny: [203.0.113.7, 198.51.100.0/24, \"2001:db8::/32\"] }\nstreams: [{key: a, password: p}]\n",
+        )
+        .unwrap();
+        let l = &c.listeners;
+        for (ip, denied) in [
+            ("203.0.113.7", true),
+            ("203.0.113.8", false),
+            ("198.51.100.200", true),
+            ("198.51.101.1", false),
+            ("2001:db8::1", true),
+            ("::ffff:198.51.100.9", true),
+            ("127.0.0.1", false),
+        ] {
+            assert_eq!(l.denies(ip.parse().unwrap()), denied, "{ip}");
+        }
+        let bad = Config::from_yaml_str(
+            "listeners: { deny: [10.0.0.0/33] }\nstreams: [{key: a, password: p}]\n",
+        )
+        .unwrap()
+        .validate();
+        assert!(
+            matches!(bad, Err(ConfigError::Invalid { ref path, .. }) if path == "listeners.deny[0]"),
+            "{bad:?}"
+        );
+    }
 
     #[test]
     fn redacted_hides_every_secret() {

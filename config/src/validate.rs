@@ -208,6 +208,14 @@ impl Config {
                 }
             }
         }
+        for (i, d) in self.listeners.deny.iter().enumerate() {
+            if crate::parse_net(d).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("listeners.deny[{i}]"),
+                    format!("{d:?} is neither an IP address nor a network like 198.51.100.0/24"),
+                ));
+            }
+        }
         if self.listeners.max_listeners == Some(0) {
             return Err(ConfigError::invalid(
                 "listeners.maxListeners",

@@ -118,7 +118,7 @@ impl Metrics {
             listeners_refused: counter_vec(
                 r,
                 "streammachine_listeners_refused_total",
-                "Listeners answered 503 because a listener limit was reached (limit: stream = the stream's maxListeners, server = listeners.maxListeners).",
+                "Listener requests refused: 503 because a listener limit was reached (limit: stream = the stream's maxListeners, server = listeners.maxListeners), or 403 for an address in listeners.deny (limit: denied).",
                 &["stream", "limit"],
             )?,
             listener_sent_bytes: counter_vec(

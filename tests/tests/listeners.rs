@@ -761,3 +761,47 @@ fn listener_limits_turn_the_next_away_and_free_up_when_one_leaves() {
     let (_again, s6, _, _) = listen("/test");
     assert_eq!(s6, 200);
 }
+
+/// Issue 12: `listeners.deny` (addresses and networks) gets a 403 on every
+/// listener request, audio and HLS alike; other addresses are served.
+#[test]
+fn denied_addresses_get_403_on_every_listener_request() {
+    let server = ServerProcess::start(
+        EXE,
+        &format!(
+            "listeners: {{ deny: [127.0.0.2, 127.0.1.0/24] }}\n{}",
+            config("")
+        ),
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    fill(&server, &data[..200_000]);
+    let get_from = |ip: &str, path: &str| -> (u16, String) {
+        let mut s = connect_from(Some(ip.parse().unwrap()), server.listen);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let (status, _, rest) = read_head(&mut s);
+        let body = if status == 200 {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&read_to_close(&mut s, rest)).into_owned()
+        };
+        (status, body)
+    };
+    for ip in ["127.0.0.2", "127.0.1.9"] {
+        for path in ["/test", "/test.m3u8", "/status-json.xsl"] {
+            let (status, body) = get_from(ip, path);
+            assert_eq!(status, 403, "{ip} {path}");
+            assert!(body.contains("may not listen"), "{body}");
+        }
+    }
+    assert_eq!(get_from("127.0.0.1", "/test").0, 200);
+    assert_eq!(get_from("127.0.0.3", "/test.m3u8").0, 200);
+    assert_eq!(
+        server.metric("streammachine_listeners_refused_total{limit=\"denied\",stream=\"test\"}"),
+        Some(4.0)
+    );
+}

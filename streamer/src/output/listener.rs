@@ -83,6 +83,23 @@ pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream,
             }
             Ok(Ok(Some(r))) => r,
         };
+        // A denied address (listeners.deny) gets nothing but a 403.
+        if server.listeners_config().denies(peer.ip()) {
+            let stream = req
+                .path
+                .trim_start_matches('/')
+                .split(['/', '.'])
+                .next()
+                .unwrap_or("");
+            server
+                .metrics()
+                .listeners_refused
+                .with_label_values(&[stream, "denied"])
+                .inc();
+            let r = Response::text(403, reason(403), "this address may not listen here");
+            send_short(&mut sock, &*server, r, false, req.method == "HEAD").await;
+            return;
+        }
         // Draining: answer this request, then let the client go elsewhere.
         let draining = server.is_draining();
         let keep_alive = req.keep_alive() && !draining;
