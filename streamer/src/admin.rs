@@ -404,16 +404,16 @@ async fn icecast_admin(
     }) {
         return refusal;
     }
-    let mount = req.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "mount")
-            .map(|(_, v)| v.into_owned())
-    });
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
     let host_header = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok());
-    crate::status::icecast_admin::handle(host.as_ref(), &command, mount.as_deref(), host_header)
+    crate::status::icecast_admin::handle(host.as_ref(), &command, &query, host_header)
 }
 
 /// The master's side of the slave link: checks the slave's secret, answers
@@ -482,7 +482,7 @@ fn not_found_response(path: &str) -> Response {
         .body(
             serde_json::json!({
                 "error": format!("no admin route {path}"),
-                "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl", "/admin/stats", "/admin/listmounts", "/admin/killsource"],
+                "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl", "/admin/stats", "/admin/listmounts", "/admin/listclients", "/admin/killclient", "/admin/killsource"],
             })
             .to_string()
             .into_bytes(),

@@ -25,6 +25,7 @@ mod mutation_tests;
 pub mod output;
 pub mod persist;
 pub mod retry;
+pub mod roster;
 pub mod server;
 pub mod source;
 pub mod status;

@@ -61,6 +61,7 @@ pub struct Stream {
     epoch: AtomicU64,
     listeners: AtomicUsize,
     listener_peak: AtomicUsize,
+    roster: crate::roster::Roster,
     format_key: RwLock<Option<String>>,
     buffer_seconds: Gauge,
     buffer_bytes: IntGauge,
@@ -115,6 +116,7 @@ impl Stream {
             last_source: AtomicU64::new(NO_SOURCE),
             listeners: AtomicUsize::new(0),
             listener_peak: AtomicUsize::new(0),
+            roster: crate::roster::Roster::default(),
             format_key: RwLock::new(None),
             buffer_seconds: metrics.buffer_seconds.with_label_values(&[&key]),
             buffer_bytes: metrics.buffer_bytes.with_label_values(&[&key]),
@@ -447,11 +449,33 @@ impl Stream {
         self.first_seq.load(Ordering::Acquire)
     }
 
-    /// Counts a listener in; the returned guard counts it out when dropped.
-    pub fn listener_joined(self: &Arc<Self>) -> ListenerCount {
+    /// Counts a listener in and puts it on the roster; the returned guard
+    /// counts it out and takes it off when dropped.
+    pub fn listener_joined(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        user_agent: Option<String>,
+        output: &'static str,
+    ) -> ListenerCount {
         let n = self.listeners.fetch_add(1, Ordering::Relaxed) + 1;
         self.listener_peak.fetch_max(n, Ordering::Relaxed);
-        ListenerCount(Arc::clone(self))
+        let info = self.roster.join(ip, user_agent, output);
+        ListenerCount(Arc::clone(self), info)
+    }
+
+    /// The listeners connected now (raw, ICY, pump), oldest first.
+    pub fn listener_list(&self) -> Vec<Arc<crate::roster::ListenerInfo>> {
+        self.roster.list()
+    }
+
+    /// Disconnects listener `id` (at its next write, at once when waiting);
+    /// `false` if it is not connected to this stream.
+    pub fn kick_listener(&self, id: u64) -> bool {
+        let found = self.roster.kick(id);
+        if found {
+            self.wake_listeners();
+        }
+        found
     }
 
     /// Listeners connected now.
@@ -480,11 +504,19 @@ struct Waiters {
 
 /// Keeps a stream's listener count while alive.
 #[derive(Debug)]
-pub struct ListenerCount(Arc<Stream>);
+pub struct ListenerCount(Arc<Stream>, Arc<crate::roster::ListenerInfo>);
+
+impl ListenerCount {
+    /// Whether an admin asked for this listener to be disconnected.
+    pub fn is_kicked(&self) -> bool {
+        self.1.is_kicked()
+    }
+}
 
 impl Drop for ListenerCount {
     fn drop(&mut self) {
         self.0.listeners.fetch_sub(1, Ordering::Relaxed);
+        self.0.roster.leave(self.1.id);
     }
 }
 

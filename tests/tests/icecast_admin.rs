@@ -1,7 +1,8 @@
 //! Side by side with a real Icecast 2.4 (Debian's `icecast2`), issue 12: the
 //! same encoder (ffmpeg, same ice-* headers) and the same listener on both,
-//! then `/status-json.xsl`, `/admin/stats` and `/admin/listmounts` compared
-//! field by field, Icecast's Basic auth, and `/admin/killsource`.
+//! then `/status-json.xsl`, `/admin/stats`, `/admin/listmounts` and
+//! `/admin/listclients` compared field by field, Icecast's Basic auth,
+//! `/admin/killclient` and `/admin/killsource`.
 //!
 //! Values that must differ are listed where they are skipped: server id,
 //! start times, host/port in URLs, and the fields we add because we read
@@ -252,9 +253,72 @@ fn admin_stats_listmounts_and_status_json_match_icecast_field_by_field() {
     let r = admin(ours.admin, "/admin/nosuch", &our_auth);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("Unrecognised command"), "{}", r.text());
-    let r = admin(ours.admin, "/admin/listclients?mount=/live", &our_auth);
+    let r = admin(
+        ours.admin,
+        "/admin/moveclients?mount=/live&destination=/x",
+        &our_auth,
+    );
     assert_eq!(r.status, 501);
     assert!(r.text().contains("not implemented"), "{}", r.text());
+
+    // listclients: the same elements, address and User-Agent; then
+    // killclient by id: the same reply, and the listener is gone.
+    let ice = admin(icecast.addr, "/admin/listclients?mount=/live", &ice_auth).text();
+    let mine = admin(ours.admin, "/admin/listclients?mount=/live", &our_auth).text();
+    let names = |x: &str| {
+        x.split('<')
+            .filter(|t| !t.starts_with('/') && !t.starts_with('?') && !t.is_empty())
+            .map(|t| t.split(['>', ' ']).next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&ice), names(&mine), "listclients:\n{ice}\n{mine}");
+    for field in ["Listeners", "IP", "UserAgent"] {
+        assert_eq!(
+            value(&ice, field),
+            value(&mine, field),
+            "{field}:\n{ice}\n{mine}"
+        );
+    }
+    assert_eq!(value(&mine, "UserAgent"), Some("SideBySide/1.0"));
+    let (ice_id, our_id) = (value(&ice, "ID").unwrap(), value(&mine, "ID").unwrap());
+    let ice_kill = admin(
+        icecast.addr,
+        &format!("/admin/killclient?mount=/live&id={ice_id}"),
+        &ice_auth,
+    )
+    .text();
+    let our_kill = admin(
+        ours.admin,
+        &format!("/admin/killclient?mount=/live&id={our_id}"),
+        &our_auth,
+    )
+    .text();
+    assert_eq!(
+        ice_kill
+            .replace(&format!("Client {ice_id} "), "Client N ")
+            .trim(),
+        our_kill
+            .replace(&format!("Client {our_id} "), "Client N ")
+            .trim()
+    );
+    assert!(our_kill.contains("<return>1</return>"), "{our_kill}");
+    let again = admin(
+        ours.admin,
+        &format!("/admin/killclient?mount=/live&id={our_id}"),
+        &our_auth,
+    )
+    .text();
+    assert!(
+        again.contains("not found") && again.contains("<return>0</return>"),
+        "{again}"
+    );
+    assert!(ours.wait_metric(
+        "streammachine_listener_disconnections_total{reason=\"kicked\",stream=\"live\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    let after = admin(ours.admin, "/admin/listclients?mount=/live", &our_auth).text();
+    assert_eq!(value(&after, "Listeners"), Some("0"), "{after}");
 
     // killsource: the same reply; then neither lists the source.
     let missing_ice = admin(icecast.addr, "/admin/killsource?mount=/nope", &ice_auth);

@@ -426,7 +426,9 @@ async fn serve_audio(
         .inc();
     let gauge = m.listeners.with_label_values(&[key, output]);
     gauge.inc();
-    let count = a.stream.listener_joined();
+    let count = a
+        .stream
+        .listener_joined(peer.ip(), a.user_agent.clone(), output);
     let sent = m.listener_sent_bytes.with_label_values(&[key, output]);
     let icy = a
         .icy
@@ -545,7 +547,12 @@ impl std::future::Future for Listening {
             }
             return std::task::Poll::Ready(());
         }
-        let ended = match conn.sender.poll_run(&mut conn.sock, cx) {
+        let poll = if conn._count.is_kicked() {
+            std::task::Poll::Ready(Ended::Kicked)
+        } else {
+            conn.sender.poll_run(&mut conn.sock, cx)
+        };
+        let ended = match poll {
             std::task::Poll::Ready(e) => e,
             std::task::Poll::Pending => {
                 // Woken at least once a chunk while audio flows: time enough
@@ -582,7 +589,7 @@ impl std::future::Future for Listening {
             .inc();
         let (peer, output) = (this.peer, this.output);
         match &ended {
-            Ended::FellBehind | Ended::TooSlow { .. } => {
+            Ended::FellBehind | Ended::TooSlow { .. } | Ended::Kicked => {
                 tracing::info!(%peer, stream = %stream.key(), output, reason = %ended, "listener disconnected")
             }
             _ => {
@@ -645,7 +652,7 @@ pub fn adopted(
     sender: Sender,
     session: Option<Box<crate::analytics::Session>>,
 ) -> ParkedListener {
-    let count = sender.stream().listener_joined();
+    let count = sender.stream().listener_joined(peer.ip(), None, output);
     ParkedListener {
         peer,
         output,
@@ -689,7 +696,7 @@ mod tests {
             sender,
             "raw",
             gauge,
-            stream.listener_joined(),
+            stream.listener_joined(a.ip(), None, "raw"),
         );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 320, "a listener's task state grew to {size} bytes");

@@ -48,6 +48,9 @@ pub enum Ended {
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
+    /// An admin disconnected it (`/admin/killclient`).
+    #[error("disconnected by an admin")]
+    Kicked,
     /// A socket error.
     #[error("write error: {0}")]
     Io(#[from] io::Error),
@@ -62,6 +65,7 @@ impl Ended {
             Ended::FellBehind => "fell_behind",
             Ended::TooSlow { .. } => "too_slow",
             Ended::Shutdown => "shutdown",
+            Ended::Kicked => "kicked",
             Ended::Io(_) => "error",
         }
     }

@@ -1,13 +1,14 @@
 //! Icecast 2.4's admin interface, on the admin port: `/admin/stats`,
-//! `/admin/listmounts` and `/admin/killsource`, with XML shaped exactly like
+//! `/admin/listmounts`, `/admin/listclients`, `/admin/killclient` and
+//! `/admin/killsource`, with XML shaped exactly like
 //! Icecast's (element names, order, `<iceresponse>` replies, its HTML 400s),
 //! for the tools built on it (AzuraCast, Centova Cast, exporters, scripts).
 //!
 //! Authentication is Icecast's HTTP Basic: user `admin`, and the admin token
 //! (`admin.token`, `admin.tokenFile`, `STREAMMACHINE_ADMIN_TOKEN`) as the
 //! password; the bearer token works too. Icecast's other admin commands
-//! (`listclients`, `killclient`, `moveclients`, `fallbacks`, `metadata`)
-//! answer 501 and say what to use instead until they are built.
+//! (`moveclients`, `fallbacks`, `metadata`) answer 501 and say what to use
+//! instead until they are built.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -62,25 +63,97 @@ pub fn authorize(
     }
 }
 
-/// Answers `/admin/<command>` (after [`authorize`]); `mount` is the query's.
+/// Answers `/admin/<command>` (after [`authorize`]) with the query's
+/// parameters.
 pub fn handle(
     server: &dyn StatusHost,
     command: &str,
-    mount: Option<&str>,
+    query: &[(String, String)],
     host: Option<&str>,
 ) -> Response {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     match command {
         "stats" | "stats.xml" => xml(stats(server, host)),
         "listmounts" => xml(listmounts(server, host)),
-        "killsource" => killsource(server, mount),
+        "listclients" => listclients(server, param("mount")),
+        "killclient" => killclient(server, param("mount"), param("id")),
+        "killsource" => killsource(server, param("mount")),
         "metadata" => not_built(
             "metadata",
             "send it to the source port (GET /admin/metadata with the mount's source password) or POST /api/streams/{key}/metadata",
         ),
-        "listclients" | "killclient" | "moveclients" | "fallbacks" => {
-            not_built(command, "see /status-json.xsl and /api/streams for listener counts")
-        }
+        "moveclients" | "fallbacks" => not_built(
+            command,
+            "see /status-json.xsl and /api/streams for listeners and sources",
+        ),
         _ => error_page(400, "Unrecognised command"),
+    }
+}
+
+/// The stream a `mount` parameter names (`/<stream>`).
+fn stream_of(
+    server: &dyn StatusHost,
+    mount: Option<&str>,
+) -> Result<std::sync::Arc<crate::stream::Stream>, Response> {
+    let Some(path) = mount else {
+        return Err(error_page(400, "Missing parameter"));
+    };
+    let key = path.trim_start_matches('/');
+    server
+        .streams()
+        .into_iter()
+        .find(|s| s.key() == key)
+        .ok_or_else(|| error_page(400, "Source does not exist"))
+}
+
+/// `/admin/listclients?mount=/<stream>`: each listener's address,
+/// User-Agent, seconds connected and id (raw, ICY and pump listeners; HLS
+/// has sessions, not connections).
+fn listclients(server: &dyn StatusHost, mount: Option<&str>) -> Response {
+    let stream = match stream_of(server, mount) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let now = SystemTime::now();
+    let list = stream.listener_list();
+    let mut out = String::from("<?xml version=\"1.0\"?>\n<icestats>");
+    let _ = write!(out, "<source mount=\"/{}\">", escape(stream.key()));
+    element(&mut out, "Listeners", list.len());
+    for l in &list {
+        out.push_str("<listener>");
+        element(&mut out, "IP", l.ip);
+        element(&mut out, "UserAgent", l.user_agent.as_deref().unwrap_or(""));
+        let secs = now
+            .duration_since(l.connected_at)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        element(&mut out, "Connected", secs);
+        element(&mut out, "ID", l.id);
+        out.push_str("</listener>");
+    }
+    out.push_str("</source></icestats>\n");
+    xml(out)
+}
+
+/// `/admin/killclient?mount=/<stream>&id=N`.
+fn killclient(server: &dyn StatusHost, mount: Option<&str>, id: Option<&str>) -> Response {
+    let stream = match stream_of(server, mount) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(id) = id.and_then(|i| i.trim().parse::<u64>().ok()) else {
+        return error_page(400, "Missing parameter");
+    };
+    if stream.kick_listener(id) {
+        tracing::info!(stream = %stream.key(), id, "listener disconnected through /admin/killclient");
+        iceresponse(&format!("Client {id} removed"), true)
+    } else {
+        iceresponse(&format!("Client {id} not found"), false)
     }
 }
 

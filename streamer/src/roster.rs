@@ -1,0 +1,106 @@
+//! Who is listening to a stream: each connected listener (raw, ICY, pump)
+//! with an id, its address, User-Agent and connection time, for Icecast's
+//! `/admin/listclients` and `/admin/killclient`. Joining and leaving take a
+//! short lock; streaming never touches it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::sync::MutexExt;
+
+/// Ids are unique across the process (Icecast's are per server).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A connected listener.
+#[derive(Debug)]
+pub struct ListenerInfo {
+    /// Unique in this process.
+    pub id: u64,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Its `User-Agent` (unknown for a listener taken over in a handoff).
+    pub user_agent: Option<String>,
+    /// `raw`, `icy` or `pump`.
+    pub output: &'static str,
+    /// When it connected (here: a handoff starts the clock again).
+    pub connected_at: SystemTime,
+    kicked: AtomicBool,
+}
+
+impl ListenerInfo {
+    /// Whether an admin asked for it to be disconnected.
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+}
+
+/// The listeners of one stream.
+#[derive(Debug, Default)]
+pub struct Roster {
+    entries: Mutex<BTreeMap<u64, Arc<ListenerInfo>>>,
+}
+
+impl Roster {
+    /// Adds a listener; [`Roster::leave`] removes it.
+    pub fn join(
+        &self,
+        ip: IpAddr,
+        user_agent: Option<String>,
+        output: &'static str,
+    ) -> Arc<ListenerInfo> {
+        let info = Arc::new(ListenerInfo {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            ip,
+            user_agent,
+            output,
+            connected_at: SystemTime::now(),
+            kicked: AtomicBool::new(false),
+        });
+        self.entries.locked().insert(info.id, Arc::clone(&info));
+        info
+    }
+
+    /// Removes a listener that left.
+    pub fn leave(&self, id: u64) {
+        self.entries.locked().remove(&id);
+    }
+
+    /// Every listener now, oldest first.
+    pub fn list(&self) -> Vec<Arc<ListenerInfo>> {
+        self.entries.locked().values().cloned().collect()
+    }
+
+    /// Marks listener `id` for disconnection; `false` if it is not here.
+    /// The caller wakes the listeners so it notices at once.
+    pub fn kick(&self, id: u64) -> bool {
+        match self.entries.locked().get(&id) {
+            Some(info) => {
+                info.kicked.store(true, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_join_leave_and_are_kicked_by_id() {
+        let r = Roster::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = r.join(ip, Some("VLC/3".into()), "raw");
+        let b = r.join(ip, None, "icy");
+        assert!(b.id > a.id);
+        assert_eq!(r.list().len(), 2);
+        assert!(r.kick(a.id) && a.is_kicked() && !b.is_kicked());
+        r.leave(a.id);
+        assert!(!r.kick(a.id), "gone");
+        assert_eq!(r.list()[0].id, b.id);
+    }
+}
