@@ -320,6 +320,47 @@ fn admin_stats_listmounts_and_status_json_match_icecast_field_by_field() {
     let after = admin(ours.admin, "/admin/listclients?mount=/live", &our_auth).text();
     assert_eq!(value(&after, "Listeners"), Some("0"), "{after}");
 
+    // The same through our JSON API: list, and disconnect by id.
+    let _l3 = listener(ours.listen);
+    let api_list = || -> Vec<Value> {
+        let r = admin(ours.admin, "/api/streams/live/listeners", "Bearer tok");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: Value = serde_json::from_str(&r.text()).unwrap();
+        v["listeners"].as_array().unwrap().clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let l = api_list();
+        if !l.is_empty() || Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["userAgent"], "SideBySide/1.0");
+    assert_eq!(listed[0]["ip"], "127.0.0.1");
+    let id = listed[0]["id"].as_u64().unwrap();
+    let del = |id: u64| {
+        http_send(
+            ours.admin,
+            "DELETE",
+            &format!("/api/streams/live/listeners/{id}"),
+            &[("Authorization", "Bearer tok")],
+            b"",
+        )
+        .status
+    };
+    assert_eq!(del(id), 204);
+    assert_eq!(del(id + 1000), 404);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !api_list().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the listener was not disconnected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // killsource: the same reply; then neither lists the source.
     let missing_ice = admin(icecast.addr, "/admin/killsource?mount=/nope", &ice_auth);
     let missing_ours = admin(ours.admin, "/admin/killsource?mount=/nope", &our_auth);

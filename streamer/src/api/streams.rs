@@ -189,3 +189,46 @@ pub(super) fn stream_metadata(
     let s = stream_of(server, p)?;
     set_title(server, s.config().mount_key(), body)
 }
+
+pub(super) fn list_listeners(
+    server: &dyn ApiHost,
+    p: &[&str],
+    _: &[u8],
+) -> Result<Reply, ApiError> {
+    let s = stream_of(server, p)?;
+    let now = std::time::SystemTime::now();
+    let list: Vec<Value> = s
+        .listener_list()
+        .iter()
+        .map(|l| {
+            let since = l
+                .connected_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            json!({
+                "id": l.id,
+                "ip": l.ip.to_string(),
+                "userAgent": l.user_agent,
+                "output": l.output,
+                "connectedAt": crate::stream::format_time(since),
+                "connectedSeconds": now.duration_since(l.connected_at).map_or(0, |d| d.as_secs()),
+            })
+        })
+        .collect();
+    Ok(Reply::Json(200, json!({ "listeners": list })))
+}
+
+pub(super) fn kick_listener(server: &dyn ApiHost, p: &[&str], _: &[u8]) -> Result<Reply, ApiError> {
+    let s = stream_of(server, p)?;
+    let id: u64 = p[1]
+        .parse()
+        .map_err(|_| ApiError::field(404, "id", format!("{:?} is not a listener id", p[1])))?;
+    if !s.kick_listener(id) {
+        return Err(ApiError::new(
+            404,
+            format!("no listener {id} on stream {:?}", s.key()),
+        ));
+    }
+    tracing::info!(stream = %s.key(), id, "listener disconnected through the API");
+    Ok(Reply::Empty)
+}
