@@ -482,7 +482,7 @@ fn not_found_response(path: &str) -> Response {
         .body(
             serde_json::json!({
                 "error": format!("no admin route {path}"),
-                "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl", "/admin/stats", "/admin/listmounts", "/admin/listclients", "/admin/killclient", "/admin/killsource"],
+                "routes": ["/api/openapi.json", "/metrics", "/healthz", "/readyz", "/status-json.xsl", "/admin/stats", "/admin/listmounts", "/admin/listclients", "/admin/killclient", "/admin/moveclients", "/admin/killsource"],
             })
             .to_string()
             .into_bytes(),

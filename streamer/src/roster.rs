@@ -28,12 +28,19 @@ pub struct ListenerInfo {
     /// When it connected (here: a handoff starts the clock again).
     pub connected_at: SystemTime,
     kicked: AtomicBool,
+    /// Where an admin asked it to move (`/admin/moveclients`).
+    moving: Mutex<Option<Arc<crate::stream::Stream>>>,
 }
 
 impl ListenerInfo {
     /// Whether an admin asked for it to be disconnected.
     pub fn is_kicked(&self) -> bool {
         self.kicked.load(Ordering::Acquire)
+    }
+
+    /// The stream an admin asked it to move to, taken once.
+    pub fn take_move(&self) -> Option<Arc<crate::stream::Stream>> {
+        self.moving.locked().take()
     }
 }
 
@@ -58,9 +65,24 @@ impl Roster {
             output,
             connected_at: SystemTime::now(),
             kicked: AtomicBool::new(false),
+            moving: Mutex::new(None),
         });
         self.entries.locked().insert(info.id, Arc::clone(&info));
         info
+    }
+
+    /// Takes in a listener that moved here from another stream.
+    pub fn insert(&self, info: Arc<ListenerInfo>) {
+        self.entries.locked().insert(info.id, info);
+    }
+
+    /// Asks every listener here to move to `to`; how many were asked.
+    pub fn move_all(&self, to: &Arc<crate::stream::Stream>) -> usize {
+        let entries = self.entries.locked();
+        for info in entries.values() {
+            *info.moving.locked() = Some(Arc::clone(to));
+        }
+        entries.len()
     }
 
     /// Removes a listener that left.

@@ -468,6 +468,27 @@ impl Stream {
         self.roster.list()
     }
 
+    /// Asks every listener (raw, ICY; not pumps) to move to `to` at the same
+    /// wall-clock position, at its next chunk boundary; how many were asked.
+    pub fn move_listeners(&self, to: &Arc<Stream>) -> usize {
+        let n = self.roster.move_all(to);
+        if n > 0 {
+            self.wake_listeners();
+        }
+        n
+    }
+
+    /// Counts in a listener that moved here from another stream, with its id.
+    pub fn listener_moved_in(
+        self: &Arc<Self>,
+        info: Arc<crate::roster::ListenerInfo>,
+    ) -> ListenerCount {
+        let n = self.listeners.fetch_add(1, Ordering::Relaxed) + 1;
+        self.listener_peak.fetch_max(n, Ordering::Relaxed);
+        self.roster.insert(Arc::clone(&info));
+        ListenerCount(Arc::clone(self), info)
+    }
+
     /// Disconnects listener `id` (at its next write, at once when waiting);
     /// `false` if it is not connected to this stream.
     pub fn kick_listener(&self, id: u64) -> bool {
@@ -510,6 +531,11 @@ impl ListenerCount {
     /// Whether an admin asked for this listener to be disconnected.
     pub fn is_kicked(&self) -> bool {
         self.1.is_kicked()
+    }
+
+    /// Its roster entry.
+    pub fn info(&self) -> &Arc<crate::roster::ListenerInfo> {
+        &self.1
     }
 }
 

@@ -255,7 +255,7 @@ fn admin_stats_listmounts_and_status_json_match_icecast_field_by_field() {
     assert!(r.text().contains("Unrecognised command"), "{}", r.text());
     let r = admin(
         ours.admin,
-        "/admin/moveclients?mount=/live&destination=/x",
+        "/admin/fallbacks?mount=/live&fallback=/x",
         &our_auth,
     );
     assert_eq!(r.status, 501);
@@ -381,4 +381,123 @@ fn admin_stats_listmounts_and_status_json_match_icecast_field_by_field() {
     let _ = e2.kill();
     let _ = e1.wait();
     let _ = e2.wait();
+}
+
+/// `/admin/moveclients`: a listener of `/a` goes on in `/b` at the same
+/// wall-clock position: what it receives is a's audio up to a frame
+/// boundary, then b's audio contiguous from the frame playing at that time
+/// in b (compared through each buffer's oldest timestamp and frame count).
+#[test]
+fn moveclients_continues_a_listener_in_the_other_stream_at_the_same_time() {
+    let server = ServerProcess::start(
+        EXE,
+        "admin: { token: tok }\nstreams:\n  - key: a\n    password: pw\n  - key: b\n    password: pw\n",
+    );
+    let auth = basic("admin", "tok");
+    let feed = |mount: &'static str, file: &str| {
+        let data = fixture(file);
+        let frames = frames_of(&data, streamer::format::Codec::Mp3);
+        let addr = server.source;
+        std::thread::spawn(move || {
+            let mut src = Source::connect(addr, mount, "pw", SourceMethod::Ice, &[]).unwrap();
+            let _ = src.send_realtime(&data, &frames, 44_100);
+        })
+    };
+    let _fa = feed("a", "mp3/tone440Hz-44100-128-m.mp3");
+    let _fb = feed("b", "mp3/tone1kHz-44100-128-m.mp3");
+    for s in ["a", "b"] {
+        assert!(server.wait_metric_at_least(
+            &format!("streammachine_buffer_seconds{{stream=\"{s}\"}}"),
+            2.0,
+            Duration::from_secs(10)
+        ));
+    }
+    // A listener of /a, read in the background.
+    let (s, status, _, rest) = request(server.listen, "GET", "/a", &[]);
+    assert_eq!(status, 200);
+    let got = std::sync::Arc::new(std::sync::Mutex::new(rest));
+    let sink = std::sync::Arc::clone(&got);
+    let mut r = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let reply = admin(
+        server.admin,
+        "/admin/moveclients?mount=/a&destination=/b",
+        &auth,
+    )
+    .text();
+    assert_eq!(
+        reply.trim(),
+        "<?xml version=\"1.0\"?>\n<iceresponse><message>Clients moved from /a to /b</message><return>1</return></iceresponse>"
+    );
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"b\"}",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(
+        server.metric("streammachine_listeners{output=\"raw\",stream=\"a\"}"),
+        Some(0.0)
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let received = got.lock().unwrap().clone();
+    drop(s);
+    let whole = |key: &str| {
+        http_get(
+            server.listen,
+            &format!("/{key}?pump=99999&offset=99999"),
+            &[],
+        )
+        .body
+    };
+    let (a_all, b_all) = (whole("a"), whole("b"));
+    // a's part: a contiguous run of a's buffer, ending on a frame boundary.
+    let at = find(&a_all, &received[..1024]).expect("starts in a");
+    let k = received
+        .iter()
+        .zip(&a_all[at..])
+        .take_while(|(x, y)| x == y)
+        .count();
+    // (b's first bytes may match a's next ones, a frame header alike: back
+    // to the last frame boundary the common run reaches.)
+    let a_frames = frames_of(&a_all, streamer::format::Codec::Mp3);
+    let a_boundary = a_frames.iter().rposition(|&(o, _, _)| o <= at + k).unwrap();
+    let a_end = a_frames[a_boundary].0;
+    // b's part: contiguous in b's buffer, from a frame boundary, to the end.
+    let rest = &received[a_end - at..];
+    assert!(
+        rest.len() > 20_000,
+        "b's audio after the move: {} bytes",
+        rest.len()
+    );
+    let bt = find(&b_all, &rest[..1024]).expect("goes on in b");
+    assert!(b_all[bt..].starts_with(rest), "b's audio contiguous");
+    let b_frames = frames_of(&b_all, streamer::format::Codec::Mp3);
+    let b_boundary = b_frames
+        .iter()
+        .position(|&(o, _, _)| o == bt)
+        .expect("b's audio starts on a frame");
+    // The same wall-clock time on both sides of the switch.
+    let oldest = |key: &str| {
+        let v: Value = serde_json::from_str(
+            &admin(server.admin, &format!("/api/streams/{key}"), "Bearer tok").text(),
+        )
+        .unwrap();
+        streamer::output::start::parse_time(v["buffer"]["oldest"].as_str().unwrap()).unwrap()
+    };
+    let frame_us = 1152.0 * 1e6 / 44_100.0;
+    let a_time = oldest("a") + (a_boundary as f64 * frame_us) as i64;
+    let b_time = oldest("b") + (b_boundary as f64 * frame_us) as i64;
+    assert!(
+        (a_time - b_time).abs() < 150_000,
+        "switched at {a_time} in a, {b_time} in b"
+    );
 }

@@ -547,6 +547,15 @@ impl std::future::Future for Listening {
             }
             return std::task::Poll::Ready(());
         }
+        // A move (`/admin/moveclients`) happens between chunks, so the
+        // client never gets part of a frame; pumps keep their span.
+        if conn.sender.end.is_none() && conn.sender.pos.offset == 0 {
+            let to = conn._count.info().take_move();
+            if let Some(gauge) = to.and_then(|to| move_to(&*this.server, conn, this.output, to)) {
+                this.gauge.dec();
+                this.gauge = gauge;
+            }
+        }
         let poll = if conn._count.is_kicked() {
             std::task::Poll::Ready(Ended::Kicked)
         } else {
@@ -600,6 +609,37 @@ impl std::future::Future for Listening {
         // last byte of a pump).
         std::task::Poll::Ready(())
     }
+}
+
+/// Moves a listener to `to` at the wall-clock time of its position (the
+/// frame playing then there; live if that is not held); returns the
+/// listener gauge it now counts in; `None` (it stays) for a stream of
+/// another format, or its own.
+fn move_to(
+    server: &dyn OutputHost,
+    conn: &mut Conn,
+    output: &'static str,
+    to: Arc<Stream>,
+) -> Option<prometheus::IntGauge> {
+    let from = Arc::clone(conn.sender.stream());
+    let m = server.metrics();
+    if to.format() != from.format() || Arc::ptr_eq(&to, &from) {
+        return None;
+    }
+    let time = from.read_buffer().time_of(conn.sender.pos);
+    let (pos, lag) = {
+        let b = to.read_buffer();
+        let pos = time.map_or(b.live(), |t| b.position_at_time(t));
+        (pos, b.bytes_between(pos, b.live()))
+    };
+    let sent = m.listener_sent_bytes.with_label_values(&[to.key(), output]);
+    conn.sender.switch(Arc::clone(&to), pos, lag, sent);
+    let info = Arc::clone(conn._count.info());
+    conn._count = to.listener_moved_in(info);
+    tracing::info!(from = %from.key(), to = %to.key(), id = conn._count.info().id, "listener moved");
+    let gauge = m.listeners.with_label_values(&[to.key(), output]);
+    gauge.inc();
+    Some(gauge)
 }
 
 fn listen(

@@ -146,6 +146,17 @@ impl Sender {
         &self.stream
     }
 
+    /// Reads `to` from now on, from `pos` (a frame boundary there), with
+    /// `lag` as its new backlog allowance; the ICY phase runs on.
+    pub fn switch(&mut self, to: Arc<Stream>, pos: Position, lag: u64, sent: IntCounter) {
+        self.stream = to;
+        self.pos = pos;
+        self.lag_allowance = lag;
+        self.sent = sent;
+        self.current = None;
+        self.registered = u64::MAX;
+    }
+
     fn backlog_check(&self, chunk: &Chunk) -> Result<(), Ended> {
         if chunk.seq < self.stream.first_seq() {
             // Still writing a chunk the buffer has already let go of.

@@ -1,14 +1,13 @@
 //! Icecast 2.4's admin interface, on the admin port: `/admin/stats`,
-//! `/admin/listmounts`, `/admin/listclients`, `/admin/killclient` and
-//! `/admin/killsource`, with XML shaped exactly like
+//! `/admin/listmounts`, `/admin/listclients`, `/admin/killclient`,
+//! `/admin/moveclients` and `/admin/killsource`, with XML shaped exactly like
 //! Icecast's (element names, order, `<iceresponse>` replies, its HTML 400s),
 //! for the tools built on it (AzuraCast, Centova Cast, exporters, scripts).
 //!
 //! Authentication is Icecast's HTTP Basic: user `admin`, and the admin token
 //! (`admin.token`, `admin.tokenFile`, `STREAMMACHINE_ADMIN_TOKEN`) as the
-//! password; the bearer token works too. Icecast's other admin commands
-//! (`moveclients`, `fallbacks`, `metadata`) answer 501 and say what to use
-//! instead until they are built.
+//! password; the bearer token works too. Icecast's `fallbacks` and
+//! `metadata` answer 501 and say what to use instead.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -87,9 +86,10 @@ pub fn handle(
             "metadata",
             "send it to the source port (GET /admin/metadata with the mount's source password) or POST /api/streams/{key}/metadata",
         ),
-        "moveclients" | "fallbacks" => not_built(
+        "moveclients" => moveclients(server, param("mount"), param("destination")),
+        "fallbacks" => not_built(
             command,
-            "see /status-json.xsl and /api/streams for listeners and sources",
+            "a source mount's fallback is set in its configuration (fallback.file or fallback.url)",
         ),
         _ => error_page(400, "Unrecognised command"),
     }
@@ -138,6 +138,36 @@ fn listclients(server: &dyn StatusHost, mount: Option<&str>) -> Response {
     }
     out.push_str("</source></icestats>\n");
     xml(out)
+}
+
+/// `/admin/moveclients?mount=/<a>&destination=/<b>`: every raw and ICY
+/// listener of `a` goes on in `b` at the same wall-clock position (at its
+/// next chunk boundary), as Icecast moves listeners between mounts; both
+/// must be of one format (a player cannot switch codec mid-stream).
+fn moveclients(
+    server: &dyn StatusHost,
+    mount: Option<&str>,
+    destination: Option<&str>,
+) -> Response {
+    let from = match stream_of(server, mount) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(to) = stream_of(server, destination) else {
+        return error_page(400, "No such destination");
+    };
+    if std::sync::Arc::ptr_eq(&from, &to) {
+        return error_page(400, "supplied mountpoints are identical");
+    }
+    if from.format() != to.format() {
+        return error_page(400, "the destination is of another format");
+    }
+    let n = from.move_listeners(&to);
+    tracing::info!(from = %from.key(), to = %to.key(), listeners = n, "listeners moved through /admin/moveclients");
+    iceresponse(
+        &format!("Clients moved from /{} to /{}", from.key(), to.key()),
+        true,
+    )
 }
 
 /// `/admin/killclient?mount=/<stream>&id=N`.
