@@ -28,8 +28,8 @@ pub struct ListenerInfo {
     /// When it connected (here: a handoff starts the clock again).
     pub connected_at: SystemTime,
     kicked: AtomicBool,
-    /// Where an admin asked it to move (`/admin/moveclients`).
-    moving: Mutex<Option<Arc<crate::stream::Stream>>>,
+    /// The stream an admin asked it to move to (`/admin/moveclients`).
+    moving: Mutex<Option<String>>,
 }
 
 impl ListenerInfo {
@@ -38,8 +38,8 @@ impl ListenerInfo {
         self.kicked.load(Ordering::Acquire)
     }
 
-    /// The stream an admin asked it to move to, taken once.
-    pub fn take_move(&self) -> Option<Arc<crate::stream::Stream>> {
+    /// The key of the stream an admin asked it to move to, taken once.
+    pub fn take_move(&self) -> Option<String> {
         self.moving.locked().take()
     }
 }
@@ -76,11 +76,11 @@ impl Roster {
         self.entries.locked().insert(info.id, info);
     }
 
-    /// Asks every listener here to move to `to`; how many were asked.
-    pub fn move_all(&self, to: &Arc<crate::stream::Stream>) -> usize {
+    /// Asks every listener here to move to stream `to`; how many were asked.
+    pub fn move_all(&self, to: &str) -> usize {
         let entries = self.entries.locked();
         for info in entries.values() {
-            *info.moving.locked() = Some(Arc::clone(to));
+            *info.moving.locked() = Some(to.to_string());
         }
         entries.len()
     }

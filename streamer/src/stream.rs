@@ -470,8 +470,8 @@ impl Stream {
 
     /// Asks every listener (raw, ICY; not pumps) to move to `to` at the same
     /// wall-clock position, at its next chunk boundary; how many were asked.
-    pub fn move_listeners(&self, to: &Arc<Stream>) -> usize {
-        let n = self.roster.move_all(to);
+    pub fn move_listeners(&self, to: &Stream) -> usize {
+        let n = self.roster.move_all(to.key());
         if n > 0 {
             self.wake_listeners();
         }

@@ -128,7 +128,7 @@ pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream,
                 }
             }
             Answer::Audio(audio) => {
-                if let Some(full) = listener_limit(&*server, &audio.stream) {
+                if let Some(full) = super::control::listener_limit(&*server, &audio.stream) {
                     send_short(&mut sock, &*server, full, false, head_only).await;
                     return;
                 }
@@ -137,49 +137,6 @@ pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream,
             }
         }
     }
-}
-
-/// How long a listener turned away by a limit is told to wait.
-const FULL_RETRY_SECONDS: u32 = 30;
-
-/// A `503` when a listener limit is reached: the stream's `maxListeners` or
-/// the server's `listeners.maxListeners`. Connected listeners are not
-/// touched; the count is the one `/status-json.xsl` shows (a limit may be
-/// passed by the few that connect in the same instant).
-fn listener_limit(server: &dyn OutputHost, stream: &Stream) -> Option<Response> {
-    let (limit, which) = if stream
-        .config()
-        .max_listeners
-        .is_some_and(|max| stream.listener_count() >= max as usize)
-    {
-        (stream.config().max_listeners, "stream")
-    } else {
-        let max = server.listeners_config().max_listeners?;
-        let all: usize = server.streams().iter().map(|s| s.listener_count()).sum();
-        if all < max as usize {
-            return None;
-        }
-        (Some(max), "server")
-    };
-    server
-        .metrics()
-        .listeners_refused
-        .with_label_values(&[stream.key(), which])
-        .inc();
-    let msg = match which {
-        "stream" => format!(
-            "stream {:?} is full ({} listeners, its maxListeners): retry later",
-            stream.key(),
-            limit.unwrap_or(0)
-        ),
-        _ => format!(
-            "this server is full ({} listeners, listeners.maxListeners): retry later",
-            limit.unwrap_or(0)
-        ),
-    };
-    Some(
-        Response::text(503, reason(503), msg).header("Retry-After", FULL_RETRY_SECONDS.to_string()),
-    )
 }
 
 /// Writes a segment: head, then each part (shared chunk bytes, no copy).
@@ -551,7 +508,17 @@ impl std::future::Future for Listening {
         // client never gets part of a frame; pumps keep their span.
         if conn.sender.end.is_none() && conn.sender.pos.offset == 0 {
             let to = conn._count.info().take_move();
-            if let Some(gauge) = to.and_then(|to| move_to(&*this.server, conn, this.output, to)) {
+            let to = to.and_then(|key| this.server.stream(&key));
+            let moved = to.and_then(|to| {
+                super::control::move_to(
+                    &*this.server,
+                    &mut conn.sender,
+                    &mut conn._count,
+                    this.output,
+                    to,
+                )
+            });
+            if let Some(gauge) = moved {
                 this.gauge.dec();
                 this.gauge = gauge;
             }
@@ -609,37 +576,6 @@ impl std::future::Future for Listening {
         // last byte of a pump).
         std::task::Poll::Ready(())
     }
-}
-
-/// Moves a listener to `to` at the wall-clock time of its position (the
-/// frame playing then there; live if that is not held); returns the
-/// listener gauge it now counts in; `None` (it stays) for a stream of
-/// another format, or its own.
-fn move_to(
-    server: &dyn OutputHost,
-    conn: &mut Conn,
-    output: &'static str,
-    to: Arc<Stream>,
-) -> Option<prometheus::IntGauge> {
-    let from = Arc::clone(conn.sender.stream());
-    let m = server.metrics();
-    if to.format() != from.format() || Arc::ptr_eq(&to, &from) {
-        return None;
-    }
-    let time = from.read_buffer().time_of(conn.sender.pos);
-    let (pos, lag) = {
-        let b = to.read_buffer();
-        let pos = time.map_or(b.live(), |t| b.position_at_time(t));
-        (pos, b.bytes_between(pos, b.live()))
-    };
-    let sent = m.listener_sent_bytes.with_label_values(&[to.key(), output]);
-    conn.sender.switch(Arc::clone(&to), pos, lag, sent);
-    let info = Arc::clone(conn._count.info());
-    conn._count = to.listener_moved_in(info);
-    tracing::info!(from = %from.key(), to = %to.key(), id = conn._count.info().id, "listener moved");
-    let gauge = m.listeners.with_label_values(&[to.key(), output]);
-    gauge.inc();
-    Some(gauge)
 }
 
 fn listen(

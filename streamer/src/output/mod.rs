@@ -1,5 +1,6 @@
 //! The listener side: raw, ICY and pump audio responses, HLS, playlists.
 
+mod control;
 pub mod hls;
 pub mod icy;
 pub mod listener;
