@@ -209,6 +209,13 @@ pub struct ListenersConfig {
     /// Icecast's ban list. Connected listeners are not touched.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// The key of signed listener URLs (HMAC-SHA256; see streams'
+    /// `signedUrls`), or `urlSecretFile`, or `STREAMMACHINE_URL_SECRET`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_secret: Option<Secret>,
+    /// A file holding [`ListenersConfig::url_secret`] (a mounted Secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_secret_file: Option<PathBuf>,
 }
 
 impl ListenersConfig {
@@ -247,6 +254,8 @@ impl Default for ListenersConfig {
             max_connections: None,
             max_listeners: None,
             deny: Vec::new(),
+            url_secret: None,
+            url_secret_file: None,
         }
     }
 }
@@ -698,6 +707,12 @@ pub struct StreamConfig {
     /// touched. Default: no limit (but `listeners.maxListeners`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_listeners: Option<u32>,
+    /// Listeners need a signed, expiring URL (`?expires=<unix s>&sig=<hex
+    /// HMAC-SHA256 of "<stream>:<expires>" with listeners.urlSecret>`), on
+    /// raw, ICY, pump and HLS (playlists and segments) alike: for paywalls
+    /// and apps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed_urls: bool,
     /// Title until a source or the admin API sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -758,6 +773,7 @@ impl Config {
         };
         let mut c = self.clone();
         hide(&mut c.admin.token);
+        hide(&mut c.listeners.url_secret);
         if let Some(l) = &mut c.link {
             hide(&mut l.secret);
         }
@@ -797,6 +813,7 @@ impl StreamConfig {
             icy_meta_interval: defaults::icy_meta_interval(),
             max_buffer_bytes: defaults::max_buffer_bytes(),
             max_listeners: None,
+            signed_urls: false,
             title: None,
             name: None,
             description: None,

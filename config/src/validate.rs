@@ -216,6 +216,16 @@ impl Config {
                 ));
             }
         }
+        let url_secret =
+            self.listeners.url_secret.is_some() || self.listeners.url_secret_file.is_some();
+        if let Some(i) = self.streams.iter().position(|s| s.signed_urls) {
+            if !url_secret {
+                return Err(ConfigError::invalid(
+                    format!("streams[{i}].signedUrls"),
+                    "needs the key to check signatures with: listeners.urlSecret, listeners.urlSecretFile or STREAMMACHINE_URL_SECRET",
+                ));
+            }
+        }
         if self.listeners.max_listeners == Some(0) {
             return Err(ConfigError::invalid(
                 "listeners.maxListeners",

@@ -196,6 +196,13 @@ pub fn load_config(args: &Args) -> Result<Config, CliError> {
         config.admin.token = Some(Secret(t));
         config.admin.token_file = None;
     }
+    if let Some(t) = std::env::var("STREAMMACHINE_URL_SECRET")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        config.listeners.url_secret = Some(Secret(t));
+        config.listeners.url_secret_file = None;
+    }
     if let Some(t) = std::env::var("STREAMMACHINE_LINK_SECRET")
         .ok()
         .filter(|t| !t.is_empty())

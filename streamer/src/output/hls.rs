@@ -76,6 +76,7 @@ pub fn media_playlist(
     stream: &Arc<Stream>,
     req: &Request,
     peer: Option<std::net::SocketAddr>,
+    secret: Option<&streammachine_config::Secret>,
 ) -> Response {
     let start = match StartRequest::from_request(req) {
         Ok(s) => s,
@@ -93,12 +94,18 @@ pub fn media_playlist(
             at: Some(at),
             offset: None,
             session: session_for(req, peer),
+            signed: signed_expiry(req, secret),
         };
         return playlist_reply(render_variants(&group, &query, ""));
     }
     // The session id travels in the segment URIs, so segment requests can be
-    // stitched into a session.
-    let query = session_for(req, peer).map(|s| format!("session={s}"));
+    // stitched into a session; so does a signed URL's signature.
+    let token = super::signed::carried(req).filter(|_| stream.config().signed_urls);
+    let query = match (session_for(req, peer), token) {
+        (Some(s), Some(t)) => Some(format!("session={s}&{t}")),
+        (Some(s), None) => Some(format!("session={s}")),
+        (None, t) => t,
+    };
     let (list, seconds) = {
         let b = stream.read_buffer();
         let mut list = hls::segments(b.iter().map(|c| c.hls_view()));
@@ -116,6 +123,15 @@ pub fn media_playlist(
     });
     opts.query = query.as_deref();
     playlist_reply(hls::render_media(&list, &opts))
+}
+
+/// A (checked) signed request's expiry, with the key to sign variants.
+fn signed_expiry(
+    req: &Request,
+    secret: Option<&streammachine_config::Secret>,
+) -> Option<(u64, Vec<u8>)> {
+    let expires = req.query_param("expires")?.trim().parse().ok()?;
+    Some((expires, secret?.0.as_bytes().to_vec()))
 }
 
 /// `?at=T` as the `?offset=` (s, to the millisecond) that starts at T now.
@@ -328,6 +344,9 @@ struct VariantQuery {
     at: Option<i64>,
     offset: Option<f64>,
     session: Option<String>,
+    /// A signed request's expiry and the key: each signed variant gets a
+    /// signature of its own, valid as long.
+    signed: Option<(u64, Vec<u8>)>,
 }
 
 /// The multivariant playlist of `streams`, variant URIs `<base><stream>.m3u8`
@@ -360,6 +379,9 @@ fn render_variants(streams: &[Arc<Stream>], q: &VariantQuery, base: &str) -> Str
         }
         if let Some(id) = &q.session {
             query.push(format!("session={id}"));
+        }
+        if let Some((expires, secret)) = q.signed.as_ref().filter(|_| s.config().signed_urls) {
+            query.push(super::signed::query(secret, s.key(), *expires));
         }
         rows.push((s.key().to_string(), peak, avg, codecs, query.join("&")));
     }
@@ -406,6 +428,7 @@ pub fn multivariant(
         at: start.at,
         offset: start.offset,
         session: session_for(req, peer),
+        signed: signed_expiry(req, server.url_secret()),
     };
     playlist_reply(render_variants(&members, &query, "../"))
 }

@@ -221,6 +221,29 @@ fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answe
     if name.is_empty() {
         return Answer::Short(crate::status::index(server.as_ref()));
     }
+    // Signed streams: the stream, its playlists and segments need a valid
+    // signed URL (output/signed.rs).
+    let key = name
+        .strip_prefix("sg/")
+        .map(|_| name.trim_end_matches(".m3u8"))
+        .or_else(|| name.split_once("/seg/").map(|(k, _)| k))
+        .unwrap_or_else(|| {
+            name.trim_end_matches(".m3u8")
+                .trim_end_matches(".pls")
+                .trim_end_matches(".m3u")
+        });
+    let signed = if key.starts_with("sg/") {
+        server.streams().iter().any(|s| {
+            s.config().signed_urls
+                && s.config().hls.as_ref().and_then(|h| h.group.as_deref())
+                    == key.strip_prefix("sg/")
+        })
+    } else {
+        server.stream(key).is_some_and(|s| s.config().signed_urls)
+    };
+    if let Some(refused) = super::signed::gate(&**server, signed, key, req) {
+        return Answer::Short(refused);
+    }
     if let Some(stream) = server.stream(name) {
         let start = match StartRequest::from_request(req) {
             Ok(s) => s,
@@ -258,6 +281,7 @@ fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answe
             &stream,
             req,
             sock.peer_addr().ok(),
+            server.url_secret(),
         ));
     }
     if let Some((key, seg)) = name.split_once("/seg/") {

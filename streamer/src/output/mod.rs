@@ -6,6 +6,7 @@ pub mod icy;
 pub mod listener;
 pub mod live;
 pub mod playlist;
+pub mod signed;
 pub mod start;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub trait OutputHost: StatusHost + Send + Sync + 'static {
     fn source_info(&self, stream: &Stream) -> Option<SourceInfo>;
     /// The listener port's settings.
     fn listeners_config(&self) -> &ListenersConfig;
+    /// The key of signed listener URLs (`listeners.urlSecret`).
+    fn url_secret(&self) -> Option<&streammachine_config::Secret>;
     /// Draining: new audio requests are turned away.
     fn is_draining(&self) -> bool;
     /// Parking connections for a handoff.

@@ -61,6 +61,9 @@ impl crate::output::OutputHost for Server {
     fn listeners_config(&self) -> &streammachine_config::ListenersConfig {
         &self.config.listeners
     }
+    fn url_secret(&self) -> Option<&streammachine_config::Secret> {
+        self.url_secret.as_ref()
+    }
     fn is_draining(&self) -> bool {
         self.lifecycle.is_draining()
     }

@@ -46,6 +46,7 @@ pub struct Server {
     listener_port: std::sync::atomic::AtomicU16,
     admin_token: Option<Secret>,
     link_secret: Option<Secret>,
+    url_secret: Option<Secret>,
     journal: Journal,
     analytics: crate::analytics::Analytics,
     analytics_writer: std::sync::Mutex<
@@ -81,6 +82,15 @@ impl Server {
         let admin_token = match (&config.admin.token, &config.admin.token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(f)) => Some(read_password("admin.tokenFile", f)?),
+            (None, None) => None,
+        }
+        .filter(|t| !t.0.is_empty());
+        let url_secret = match (
+            &config.listeners.url_secret,
+            &config.listeners.url_secret_file,
+        ) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(read_password("listeners.urlSecretFile", f)?),
             (None, None) => None,
         }
         .filter(|t| !t.0.is_empty());
@@ -127,6 +137,7 @@ impl Server {
             listener_port: std::sync::atomic::AtomicU16::new(0),
             admin_token,
             link_secret,
+            url_secret,
             journal: Journal::default(),
             analytics,
             analytics_writer: std::sync::Mutex::new(analytics_writer),
