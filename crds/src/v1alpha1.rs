@@ -612,8 +612,10 @@ mod tests {
         let spec = props(schemars::schema_for!(StreamSpec));
         // Config only: the key is the resource's name; passwords belong to
         // the SourceMount (a Secret); `transcode` is spelled out as
-        // format/bitrate/profile.
-        let config_only = ["key", "password", "passwordFile", "transcode"];
+        // format/bitrate/profile; `signedUrls` needs the URL key
+        // (listeners.urlSecret) in the pods, which the operator does not
+        // deliver yet (issue 12).
+        let config_only = ["key", "password", "passwordFile", "transcode", "signedUrls"];
         // Spec only: the transcode's settings (`format` is the config's own
         // mount format there, the output format here).
         let spec_only = ["bitrate", "profile"];
