@@ -251,7 +251,17 @@ fn playlists_and_segments_play_in_ffmpeg_across_boundaries() {
     let ts = http_get(server.listen, "/music.m3u8?offset=4", &[]).text();
     assert!(ts.contains("#EXT-X-START:TIME-OFFSET="), "{ts}");
     // ?at=<the third segment's PROGRAM-DATE-TIME + 0.5 s>.
-    let full = hls_check::check_media(&http_get(server.listen, "/music.m3u8", &[]).text()).unwrap();
+    // (Five segments once the ended source's last one is published, its
+    // edge closed 5 s after it left.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let full = loop {
+        let text = http_get(server.listen, "/music.m3u8", &[]).text();
+        let p = hls_check::check_media(&text).unwrap();
+        if p.segments.len() >= 5 || std::time::Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(full.segments.len() >= 5, "{full:?}");
     let third = full.segments[2].pdt_micros.expect("PROGRAM-DATE-TIME");
     let at = streamer::stream::format_time(third + 500_000).replace('+', "%2B");
