@@ -369,6 +369,24 @@ fn ts_audio(ts: &[u8]) -> (Vec<u8>, Vec<u64>) {
     (audio, pts)
 }
 
+/// The first second of audio ffmpeg takes from a playlist URL (copied, as MP3).
+fn first_second(url: &str) -> Vec<u8> {
+    let path = scratch_dir("hls-first-second").join("first.mp3");
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i", url])
+        .args(["-map", "0:a", "-c", "copy", "-t", "1", "-f", "mp3"])
+        .args(["-write_xing", "0", "-id3v2_version", "0", "-y"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&path).unwrap()
+}
+
 /// Issue 16: MPEG-TS segments (`?container=ts`) carry the same audio byte for
 /// byte, with timestamps that run on across segments, and the titles as timed
 /// ID3 metadata; ffmpeg decodes them with no warning at all and sees the titles.
@@ -501,24 +519,10 @@ fn ts_segments_carry_the_audio_exactly_with_titles_as_timed_metadata() {
     let k = delayed.segments.len() - 3;
     let seg_k = http_get(server.listen, &format!("/{}", delayed.segments[k].uri), &[]);
     let (seg_k_audio, _) = ts_audio(&seg_k.body);
-    let first = scratch_dir("hls-ts-offset").join("first.mp3");
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(format!(
-            "http://{}/music.m3u8?container=ts&offset=6",
-            server.listen
-        ))
-        .args(["-map", "0:a", "-c", "copy", "-t", "1", "-f", "mp3"])
-        .args(["-write_xing", "0", "-id3v2_version", "0", "-y"])
-        .arg(&first)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = std::fs::read(&first).unwrap();
+    let got = first_second(&format!(
+        "http://{}/music.m3u8?container=ts&offset=6",
+        server.listen
+    ));
     assert!(
         got.len() >= 1024 && find(&seg_k_audio, &got[..1024]).is_some(),
         "ffmpeg starts in the segment holding the requested point"
@@ -529,21 +533,7 @@ fn ts_segments_carry_the_audio_exactly_with_titles_as_timed_metadata() {
     let within = (delayed.segments[k].duration * 1e6 / 2.0).min(300_000.0) as i64;
     let at = streamer::stream::format_time(delayed.segments[k].pdt_micros.unwrap() + within)
         .replace('+', "%2B");
-    let first_at = scratch_dir("hls-ts-at").join("first.mp3");
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(format!("http://{}/music.m3u8?at={at}", server.listen))
-        .args(["-map", "0:a", "-c", "copy", "-t", "1", "-f", "mp3"])
-        .args(["-write_xing", "0", "-id3v2_version", "0", "-y"])
-        .arg(&first_at)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = std::fs::read(&first_at).unwrap();
+    let got = first_second(&format!("http://{}/music.m3u8?at={at}", server.listen));
     assert!(
         got.len() >= 1024 && find(&seg_k_audio, &got[..1024]).is_some(),
         "ffmpeg starts ?at= in the segment playing at that time"

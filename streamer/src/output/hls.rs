@@ -59,6 +59,14 @@ fn window(req: &Request) -> Result<Option<usize>, Response> {
     }
 }
 
+/// What every playlist request may ask: a start (`?offset=`/`?at=`), the
+/// container and a window; or the 400 saying what is wrong.
+fn playlist_params(req: &Request) -> Result<(StartRequest, bool, Option<usize>), Response> {
+    let start = StartRequest::from_request(req)
+        .map_err(|e| Response::text(400, reason(400), e.to_string()))?;
+    Ok((start, wants_ts(req)?, window(req)?))
+}
+
 fn playlist_reply(body: String) -> Response {
     Response::new(200, "OK")
         .header("Content-Type", hls::PLAYLIST_CONTENT_TYPE)
@@ -78,13 +86,9 @@ pub fn media_playlist(
     peer: Option<std::net::SocketAddr>,
     secret: Option<&streammachine_config::Secret>,
 ) -> Response {
-    let start = match StartRequest::from_request(req) {
-        Ok(s) => s,
-        Err(e) => return Response::text(400, reason(400), e.to_string()),
-    };
-    let (ts, window) = match (wants_ts(req), window(req)) {
-        (Ok(t), Ok(w)) => (t, w),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (start, ts, window) = match playlist_params(req) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     if let Some(at) = start.at {
         let group = [Arc::clone(stream)];
@@ -414,13 +418,9 @@ pub fn multivariant(
     if members.is_empty() {
         return Response::text(404, reason(404), format!("no stream group {group:?}"));
     }
-    let start = match StartRequest::from_request(req) {
-        Ok(s) => s,
-        Err(e) => return Response::text(400, reason(400), e.to_string()),
-    };
-    let (ts, window) = match (wants_ts(req), window(req)) {
-        (Ok(t), Ok(w)) => (t, w),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let (start, ts, window) = match playlist_params(req) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let query = VariantQuery {
         ts,

@@ -128,11 +128,7 @@ fn listclients(server: &dyn StatusHost, mount: Option<&str>) -> Response {
         out.push_str("<listener>");
         element(&mut out, "IP", l.ip);
         element(&mut out, "UserAgent", l.user_agent.as_deref().unwrap_or(""));
-        let secs = now
-            .duration_since(l.connected_at)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        element(&mut out, "Connected", secs);
+        element(&mut out, "Connected", secs_since(now, l.connected_at));
         element(&mut out, "ID", l.id);
         out.push_str("</listener>");
     }
@@ -342,11 +338,7 @@ pub fn listmounts(server: &dyn StatusHost, host: Option<&str>) -> String {
         let _ = write!(out, "<source mount=\"{}\">", escape(&s.mount));
         element(&mut out, "fallback", "");
         element(&mut out, "listeners", s.listeners);
-        let connected = now
-            .duration_since(s.stream_start)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        element(&mut out, "Connected", connected);
+        element(&mut out, "Connected", secs_since(now, s.stream_start));
         element(&mut out, "content-type", s.server_type);
         out.push_str("</source>");
     }
@@ -354,15 +346,20 @@ pub fn listmounts(server: &dyn StatusHost, host: Option<&str>) -> String {
     out
 }
 
+/// Whole seconds from `then` to `now` (0 if `then` is later).
+fn secs_since(now: SystemTime, then: SystemTime) -> u64 {
+    now.duration_since(then).map_or(0, |d| d.as_secs())
+}
+
 /// `/admin/killsource?mount=/<stream>`: disconnects the source on air on
 /// that stream's mount (a waiting source takes over, as when it leaves).
 fn killsource(server: &dyn StatusHost, mount: Option<&str>) -> Response {
-    let Some(path) = mount else {
-        return error_page(400, "Missing parameter");
+    let stream = match stream_of(server, mount) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
-    let key = path.trim_start_matches('/');
-    let stream = server.streams().into_iter().find(|s| s.key() == key);
-    let Some(mount) = stream.and_then(|s| server.mount(s.config().mount_key())) else {
+    let key = stream.key();
+    let Some(mount) = server.mount(stream.config().mount_key()) else {
         return error_page(400, "Source does not exist");
     };
     let Some(id) = mount.active_source() else {

@@ -51,26 +51,6 @@ fn uris(playlist: &str) -> Vec<String> {
         .collect()
 }
 
-/// (URI, PROGRAM-DATE-TIME µs, duration s) of each segment of a media
-/// playlist. (Not `hls_check`: the pre-fill's burst has compressed dates.)
-fn listed(playlist: &str) -> Vec<(String, i64, f64)> {
-    let (mut out, mut pdt, mut duration) = (Vec::new(), 0i64, 0f64);
-    for l in playlist.lines() {
-        if let Some(d) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-            pdt = streamer::output::start::parse_time(d).unwrap_or(0);
-        } else if let Some(d) = l.strip_prefix("#EXTINF:") {
-            duration = d
-                .split(',')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-        } else if !l.starts_with('#') && !l.is_empty() {
-            out.push((l.to_string(), pdt, duration));
-        }
-    }
-    out
-}
-
 /// Segment serving per container over an 8 h buffer: `clients` keep-alive
 /// connections fetching segments round-robin for 5 s each.
 pub(crate) fn segment_throughput(
@@ -220,17 +200,19 @@ pub(crate) fn bench_hls_listeners(players: usize, seconds: u64) -> Vec<(String, 
         while Instant::now() < end && delays.len() < 3 {
             let (_, body) = get(&mut s, "/bench.m3u8", &mut buf).await.unwrap();
             let text = String::from_utf8_lossy(&body).into_owned();
-            let list = listed(&text);
+            // (Not check_media: the pre-fill's burst has compressed dates.)
+            let list = streammachine_tests::hls_check::parse_media(&text).unwrap().segments;
             let now = streammachine_tests::now_micros();
-            if let Some((uri, pdt, duration)) = list.last() {
-                if seen.as_deref() != Some(uri.as_str()) {
+            if let Some(last) = list.last() {
+                let pdt = last.pdt_micros.unwrap_or(0);
+                if seen.as_deref() != Some(last.uri.as_str()) {
                     if seen.is_some() {
-                        delays.push((now - pdt - (duration * 1e6) as i64) as f64 / 1e6);
+                        delays.push((now - pdt - (last.duration * 1e6) as i64) as f64 / 1e6);
                     }
-                    seen = Some(uri.clone());
+                    seen = Some(last.uri.clone());
                 }
-                if let Some((_, pdt, _)) = list.len().checked_sub(3).map(|k| &list[k]) {
-                    behind.push((now - pdt) as f64 / 1e6);
+                if let Some(third) = list.len().checked_sub(3).map(|k| &list[k]) {
+                    behind.push((now - third.pdt_micros.unwrap_or(0)) as f64 / 1e6);
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
