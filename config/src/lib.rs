@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
+mod listener_auth;
 mod validate;
+
+pub use listener_auth::{ListenerAuthConfig, WhenUnreachable};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -713,6 +716,11 @@ pub struct StreamConfig {
     /// and apps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub signed_urls: bool,
+    /// Icecast's URL listener authentication: webhooks that let each
+    /// listener in (or not) and hear when they leave, on raw, ICY, pump and
+    /// HLS alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_auth: Option<Box<ListenerAuthConfig>>,
     /// Title until a source or the admin API sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -794,6 +802,9 @@ impl Config {
         }
         for s in &mut c.streams {
             hide(&mut s.password);
+            if let Some(a) = &mut s.listener_auth {
+                a.redact();
+            }
         }
         c
     }
@@ -814,6 +825,7 @@ impl StreamConfig {
             max_buffer_bytes: defaults::max_buffer_bytes(),
             max_listeners: None,
             signed_urls: false,
+            listener_auth: None,
             title: None,
             name: None,
             description: None,

@@ -199,6 +199,12 @@ impl Config {
                     "must be at least 1 (leave it out for no limit)",
                 ));
             }
+            if let Some(Err((field, why))) = s.listener_auth.as_ref().map(|a| a.check()) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.listenerAuth.{field}"),
+                    why,
+                ));
+            }
             if let Some(h) = &s.hls {
                 if !(1..=60).contains(&h.segment_seconds) {
                     return Err(ConfigError::invalid(

@@ -396,6 +396,12 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_listeners: Option<u32>,
+    /// Icecast's URL listener authentication: `listener_add` /
+    /// `listener_remove` webhooks that let each listener in (or not), on
+    /// raw, ICY, pump and HLS alike. Credentials for the webhook go in its
+    /// URL (`https://user:pass@…`), which the streamer never logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_auth: Option<crate::config::ListenerAuthConfig>,
     /// HLS settings. Every stream serves HLS at `/<name>.m3u8` from the same
     /// buffer; absent: 10 s segments and no group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,6 +460,7 @@ impl StreamSpec {
             icy_meta_interval: crate::config::defaults::icy_meta_interval(),
             max_buffer_bytes: None,
             max_listeners: None,
+            listener_auth: None,
             hls: None,
             title: None,
             name: None,

@@ -173,6 +173,7 @@ pub fn stream_config(
         c.max_buffer_bytes = b;
     }
     c.max_listeners = spec.max_listeners;
+    c.listener_auth = spec.listener_auth.clone().map(Box::new);
     c.title.clone_from(&spec.title);
     c.name.clone_from(&spec.name);
     c.description.clone_from(&spec.description);

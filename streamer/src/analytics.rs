@@ -434,6 +434,12 @@ impl Analytics {
         }
     }
 
+    /// How long an HLS session may fetch nothing before it has ended
+    /// (`sessionIdleSeconds`).
+    pub fn session_idle(&self) -> Duration {
+        self.idle
+    }
+
     /// Events dropped because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub listener_disconnections: IntCounterVec,
     /// Listeners turned away by a listener limit, by stream and limit.
     pub listeners_refused: IntCounterVec,
+    /// Listener auth webhook answers, by stream and result.
+    pub listener_auth: IntCounterVec,
     /// Audio and metadata bytes written to listeners, by stream and output.
     pub listener_sent_bytes: IntCounterVec,
     /// 1 while a mount has an active source.
@@ -120,6 +122,12 @@ impl Metrics {
                 "streammachine_listeners_refused_total",
                 "Listener requests refused: 503 because a listener limit was reached (limit: stream = the stream's maxListeners, server = listeners.maxListeners), or 403 for an address in listeners.deny (limit: denied).",
                 &["stream", "limit"],
+            )?,
+            listener_auth: counter_vec(
+                r,
+                "streammachine_listener_auth_total",
+                "Listeners (HLS: sessions) checked with the stream's listenerAuth webhook, by result: allowed, denied (401), unreachable_allowed or unreachable_denied (503: no answer, a timeout or a 5xx, by whenUnreachable).",
+                &["stream", "result"],
             )?,
             listener_sent_bytes: counter_vec(
                 r,

@@ -14,6 +14,39 @@ use crate::sync::MutexExt;
 /// Ids are unique across the process (Icecast's are per server).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A new id, for a listener about to join (its auth call names it).
+pub fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Who joins: [`Roster::join`]'s argument.
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// Its id, if it has one already (from [`next_id`] or a handoff).
+    pub id: Option<u64>,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Its `User-Agent`.
+    pub user_agent: Option<String>,
+    /// `raw`, `icy` or `pump`.
+    pub output: &'static str,
+    /// When it connected, if earlier than now (a handoff).
+    pub connected_at: Option<SystemTime>,
+}
+
+impl Who {
+    /// A listener connecting now, with no id yet.
+    pub fn new(ip: IpAddr, user_agent: Option<String>, output: &'static str) -> Who {
+        Who {
+            id: None,
+            ip,
+            user_agent,
+            output,
+            connected_at: None,
+        }
+    }
+}
+
 /// A connected listener.
 #[derive(Debug)]
 pub struct ListenerInfo {
@@ -25,7 +58,7 @@ pub struct ListenerInfo {
     pub user_agent: Option<String>,
     /// `raw`, `icy` or `pump`.
     pub output: &'static str,
-    /// When it connected (here: a handoff starts the clock again).
+    /// When it connected (kept across a handoff).
     pub connected_at: SystemTime,
     kicked: AtomicBool,
     /// The stream an admin asked it to move to (`/admin/moveclients`).
@@ -52,22 +85,27 @@ pub struct Roster {
 
 impl Roster {
     /// Adds a listener; [`Roster::leave`] removes it.
-    pub fn join(
-        &self,
-        ip: IpAddr,
-        user_agent: Option<String>,
-        output: &'static str,
-    ) -> Arc<ListenerInfo> {
+    pub fn join(&self, who: Who) -> Arc<ListenerInfo> {
+        let mut entries = self.entries.locked();
+        // An id carried over a handoff keeps its number (the auth service
+        // and admins know it), unless this process already gave it out.
+        let id = match who.id {
+            Some(id) if !entries.contains_key(&id) => {
+                NEXT_ID.fetch_max(id + 1, Ordering::Relaxed);
+                id
+            }
+            _ => next_id(),
+        };
         let info = Arc::new(ListenerInfo {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            ip,
-            user_agent,
-            output,
-            connected_at: SystemTime::now(),
+            id,
+            ip: who.ip,
+            user_agent: who.user_agent,
+            output: who.output,
+            connected_at: who.connected_at.unwrap_or_else(SystemTime::now),
             kicked: AtomicBool::new(false),
             moving: Mutex::new(None),
         });
-        self.entries.locked().insert(info.id, Arc::clone(&info));
+        entries.insert(info.id, Arc::clone(&info));
         info
     }
 
@@ -116,13 +154,25 @@ mod tests {
     fn listeners_join_leave_and_are_kicked_by_id() {
         let r = Roster::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let a = r.join(ip, Some("VLC/3".into()), "raw");
-        let b = r.join(ip, None, "icy");
+        let a = r.join(Who::new(ip, Some("VLC/3".into()), "raw"));
+        let b = r.join(Who::new(ip, None, "icy"));
         assert!(b.id > a.id);
         assert_eq!(r.list().len(), 2);
         assert!(r.kick(a.id) && a.is_kicked() && !b.is_kicked());
         r.leave(a.id);
         assert!(!r.kick(a.id), "gone");
         assert_eq!(r.list()[0].id, b.id);
+        // A handed-over id is kept, unless taken here.
+        let carried = b.id + 1000;
+        let c = r.join(Who {
+            id: Some(carried),
+            ..Who::new(ip, None, "raw")
+        });
+        assert_eq!(c.id, carried);
+        let d = r.join(Who {
+            id: Some(carried),
+            ..Who::new(ip, None, "raw")
+        });
+        assert!(d.id > carried, "{}", d.id);
     }
 }

@@ -451,15 +451,10 @@ impl Stream {
 
     /// Counts a listener in and puts it on the roster; the returned guard
     /// counts it out and takes it off when dropped.
-    pub fn listener_joined(
-        self: &Arc<Self>,
-        ip: std::net::IpAddr,
-        user_agent: Option<String>,
-        output: &'static str,
-    ) -> ListenerCount {
+    pub fn listener_joined(self: &Arc<Self>, who: crate::roster::Who) -> ListenerCount {
         let n = self.listeners.fetch_add(1, Ordering::Relaxed) + 1;
         self.listener_peak.fetch_max(n, Ordering::Relaxed);
-        let info = self.roster.join(ip, user_agent, output);
+        let info = self.roster.join(who);
         ListenerCount(Arc::clone(self), info)
     }
 

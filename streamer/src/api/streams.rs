@@ -5,6 +5,9 @@ use super::*;
 
 pub(super) fn redact_stream(mut c: StreamConfig) -> StreamConfig {
     c.password = None;
+    if let Some(a) = &mut c.listener_auth {
+        a.redact();
+    }
     c
 }
 

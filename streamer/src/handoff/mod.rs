@@ -220,6 +220,16 @@ struct ListenerMsg {
     /// Its analytics session, which goes on in the successor.
     #[serde(default)]
     session: Option<crate::analytics::SessionState>,
+    /// Its roster id, User-Agent and connection time (unix ms), kept.
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    connected_ms: Option<u64>,
+    /// Its `listenerAuth` ticket: the successor says `listener_remove`.
+    #[serde(default)]
+    auth: Option<crate::output::auth::Ticket>,
 }
 
 /// What a handoff moved.
@@ -353,6 +363,16 @@ pub async fn hand_off(
                     bytes: s.bytes,
                     audio_micros: s.audio_micros,
                     session: p.conn.session_state(),
+                    id: Some(p.conn.info().id),
+                    user_agent: p.conn.info().user_agent.clone(),
+                    connected_ms: p
+                        .conn
+                        .info()
+                        .connected_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_millis() as u64),
+                    auth: p.conn.auth.as_ref().map(|a| a.ticket.clone()),
                 };
                 fd::send(&mut sock, b'C', &[fd::raw(&p.conn.sock)], &json(&msg)?)?;
                 summary.listeners += 1;

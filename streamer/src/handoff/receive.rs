@@ -242,8 +242,22 @@ pub(super) fn prepare(
         let session = msg
             .session
             .and_then(|st| server.analytics().resume(&msg.stream, output, st));
+        let who = crate::roster::Who {
+            id: msg.id,
+            ip: msg.peer.ip(),
+            user_agent: msg.user_agent,
+            output,
+            connected_at: msg
+                .connected_ms
+                .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+        };
+        let carried = crate::output::listener::Carried {
+            who,
+            session,
+            auth: msg.auth,
+        };
         ready.listeners.push(crate::output::listener::adopted(
-            sock, msg.peer, output, sender, session,
+            sock, msg.peer, sender, carried,
         ));
         summary.listeners += 1;
     }

@@ -74,6 +74,27 @@ fn playlist_reply(body: String) -> Response {
         .body(body.into_bytes())
 }
 
+/// The stream whose `listenerAuth` guards an HLS path: `/<key>.m3u8`,
+/// `/<key>/seg/…`, or `/sg/<group>.m3u8` (the group's first stream with one).
+pub fn auth_stream(server: &dyn OutputHost, path: &str) -> Option<Arc<Stream>> {
+    let name = path.strip_prefix('/')?;
+    if let Some(group) = name
+        .strip_prefix("sg/")
+        .and_then(|g| g.strip_suffix(".m3u8"))
+    {
+        return server.streams().into_iter().find(|s| {
+            s.config().listener_auth.is_some()
+                && s.config().hls.as_ref().and_then(|h| h.group.as_deref()) == Some(group)
+        });
+    }
+    let key = name
+        .strip_suffix(".m3u8")
+        .or_else(|| name.split_once("/seg/").map(|(k, _)| k))?;
+    server
+        .stream(key)
+        .filter(|s| s.config().listener_auth.is_some())
+}
+
 /// The media playlist of a stream. `?offset=N` is a delayed live playlist
 /// (its edge N s of audio behind live, advancing in real time, with
 /// `EXT-X-START`); `?window=N` lists only the newest N segments; the session

@@ -39,6 +39,8 @@ struct AudioRequest {
     icy: bool,
     head_only: bool,
     user_agent: Option<String>,
+    /// Let in by the stream's `listenerAuth`: its id and ticket.
+    ticket: Option<(u64, super::auth::Ticket)>,
 }
 
 /// Serves one listener connection.
@@ -100,6 +102,11 @@ pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream,
             send_short(&mut sock, &*server, r, false, req.method == "HEAD").await;
             return;
         }
+        // HLS of a stream with listenerAuth: the session must be let in.
+        if let Some(refused) = hls_auth(&server, &req, peer, &sock).await {
+            send_short(&mut sock, &*server, refused, false, req.method == "HEAD").await;
+            return;
+        }
         // Draining: answer this request, then let the client go elsewhere.
         let draining = server.is_draining();
         let keep_alive = req.keep_alive() && !draining;
@@ -127,16 +134,59 @@ pub async fn handle_connection(server: Arc<dyn OutputHost>, mut sock: TcpStream,
                     return;
                 }
             }
-            Answer::Audio(audio) => {
+            Answer::Audio(mut audio) => {
                 if let Some(full) = super::control::listener_limit(&*server, &audio.stream) {
                     send_short(&mut sock, &*server, full, false, head_only).await;
                     return;
+                }
+                let auth = audio.stream.config().listener_auth.clone();
+                if let (Some(cfg), false) = (auth, head_only) {
+                    let id = crate::roster::next_id();
+                    let asking = super::auth::Asking {
+                        stream: audio.stream.key(),
+                        client: id,
+                        req: &req,
+                        peer,
+                        port: sock.local_addr().map_or(0, |a| a.port()),
+                    };
+                    match server.listener_auth().admit(&cfg, asking).await {
+                        Ok(ticket) => audio.ticket = Some((id, ticket)),
+                        Err(refused) => {
+                            send_short(&mut sock, &*server, refused, false, head_only).await;
+                            return;
+                        }
+                    }
                 }
                 spawn_audio(&server, sock, peer, *audio);
                 return;
             }
         }
     }
+}
+
+/// An HLS request (playlist or segment) of a stream with `listenerAuth`:
+/// the refusal, or `None` when its session may go on (output/auth.rs).
+async fn hls_auth(
+    server: &Arc<dyn OutputHost>,
+    req: &Request,
+    peer: SocketAddr,
+    sock: &TcpStream,
+) -> Option<Response> {
+    let stream = super::hls::auth_stream(&**server, &req.path)?;
+    let cfg = stream.config().listener_auth.clone()?;
+    let session = super::hls::session_for(req, Some(peer)).unwrap_or_else(|| peer.ip().to_string());
+    let asking = super::auth::Asking {
+        stream: stream.key(),
+        client: crate::roster::next_id(),
+        req,
+        peer,
+        port: sock.local_addr().map_or(0, |a| a.port()),
+    };
+    server
+        .listener_auth()
+        .admit_hls(&cfg, &session, asking)
+        .await
+        .err()
 }
 
 /// Writes a segment: head, then each part (shared chunk bytes, no copy).
@@ -257,6 +307,7 @@ fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answe
             icy,
             head_only: method == "HEAD",
             user_agent: req.header("user-agent").map(str::to_string),
+            ticket: None,
         }));
     }
     for (ext, kind) in [(".pls", playlist::Kind::Pls), (".m3u", playlist::Kind::M3u)] {
@@ -407,9 +458,14 @@ async fn serve_audio(
         .inc();
     let gauge = m.listeners.with_label_values(&[key, output]);
     gauge.inc();
-    let count = a
-        .stream
-        .listener_joined(peer.ip(), a.user_agent.clone(), output);
+    let (id, ticket) = match a.ticket {
+        Some((id, t)) => (Some(id), Some(Box::new(t))),
+        None => (None, None),
+    };
+    let count = a.stream.listener_joined(crate::roster::Who {
+        id,
+        ..crate::roster::Who::new(peer.ip(), a.user_agent.clone(), output)
+    });
     let sent = m.listener_sent_bytes.with_label_values(&[key, output]);
     let icy = a
         .icy
@@ -433,6 +489,7 @@ async fn serve_audio(
     );
     if let Some(conn) = task.conn.as_mut() {
         conn.session = session;
+        conn.auth = ticket.map(|t| Box::new(super::auth::Admitted::new(*t)));
     }
     tokio::spawn(task);
 }
@@ -458,6 +515,9 @@ pub struct Conn {
     pub sender: Sender,
     _count: crate::stream::ListenerCount,
     session: Option<Box<crate::analytics::Session>>,
+    /// Its `listenerAuth` ticket (for `listener_remove`) and the timer of
+    /// its time limit, if it has one (wakes it even while no audio comes).
+    pub auth: Option<Box<super::auth::Admitted>>,
     /// Up to when its time is in `streammachine_listening_seconds_total`.
     counted_to: Instant,
 }
@@ -466,6 +526,11 @@ pub struct Conn {
 const COUNT_EVERY: Duration = Duration::from_secs(10);
 
 impl Conn {
+    /// Its roster entry.
+    pub fn info(&self) -> &Arc<crate::roster::ListenerInfo> {
+        self._count.info()
+    }
+
     /// Its analytics session's state, to hand over.
     pub fn session_state(&self) -> Option<crate::analytics::SessionState> {
         self.session.as_ref().map(|s| s.state())
@@ -549,6 +614,8 @@ impl std::future::Future for Listening {
         }
         let poll = if conn._count.is_kicked() {
             std::task::Poll::Ready(Ended::Kicked)
+        } else if conn.auth.as_mut().is_some_and(|a| a.poll_limit(cx)) {
+            std::task::Poll::Ready(Ended::TimeLimit)
         } else {
             conn.sender.poll_run(&mut conn.sock, cx)
         };
@@ -575,6 +642,9 @@ impl std::future::Future for Listening {
         }
         this.gauge.dec();
         conn.count_listening(&*this.server, this.output, true);
+        if let Some(a) = conn.auth.take() {
+            this.server.listener_auth().remove(a.ticket);
+        }
         if let Some(s) = conn.session.take() {
             let (bytes, audio) = (conn.sender.bytes, conn.sender.audio_micros);
             this.server
@@ -589,7 +659,7 @@ impl std::future::Future for Listening {
             .inc();
         let (peer, output) = (this.peer, this.output);
         match &ended {
-            Ended::FellBehind | Ended::TooSlow { .. } | Ended::Kicked => {
+            Ended::FellBehind | Ended::TooSlow { .. } | Ended::Kicked | Ended::TimeLimit => {
                 tracing::info!(%peer, stream = %stream.key(), output, reason = %ended, "listener disconnected")
             }
             _ => {
@@ -621,6 +691,7 @@ fn listen(
             sender,
             _count: count,
             session: None,
+            auth: None,
             counted_to: Instant::now(),
         }),
     }
@@ -644,15 +715,26 @@ pub fn resume(server: &Arc<dyn OutputHost>, parked: ParkedListener) {
     });
 }
 
+/// What a predecessor knew about a listener besides its send state.
+#[derive(Debug)]
+pub struct Carried {
+    /// Its roster entry (id, User-Agent, connection time).
+    pub who: crate::roster::Who,
+    /// Its analytics session.
+    pub session: Option<Box<crate::analytics::Session>>,
+    /// Its `listenerAuth` ticket.
+    pub auth: Option<super::auth::Ticket>,
+}
+
 /// Builds a parked listener from state received from a predecessor.
 pub fn adopted(
     sock: TcpStream,
     peer: SocketAddr,
-    output: &'static str,
     sender: Sender,
-    session: Option<Box<crate::analytics::Session>>,
+    carried: Carried,
 ) -> ParkedListener {
-    let count = sender.stream().listener_joined(peer.ip(), None, output);
+    let output = carried.who.output;
+    let count = sender.stream().listener_joined(carried.who);
     ParkedListener {
         peer,
         output,
@@ -660,7 +742,10 @@ pub fn adopted(
             sock,
             sender,
             _count: count,
-            session,
+            session: carried.session,
+            auth: carried
+                .auth
+                .map(|t| Box::new(super::auth::Admitted::new(t))),
             counted_to: Instant::now(),
         },
     }
@@ -696,9 +781,10 @@ mod tests {
             sender,
             "raw",
             gauge,
-            stream.listener_joined(a.ip(), None, "raw"),
+            stream.listener_joined(crate::roster::Who::new(a.ip(), None, "raw")),
         );
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 320, "a listener's task state grew to {size} bytes");
+        // 328 since the listenerAuth ticket's pointer (issue 12).
+        assert!(size <= 328, "a listener's task state grew to {size} bytes");
     }
 }

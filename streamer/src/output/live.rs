@@ -51,6 +51,10 @@ pub enum Ended {
     /// An admin disconnected it (`/admin/killclient`).
     #[error("disconnected by an admin")]
     Kicked,
+    /// The time its listener authentication allowed is over
+    /// (`icecast-auth-timelimit`).
+    #[error("its listening time limit is over")]
+    TimeLimit,
     /// A socket error.
     #[error("write error: {0}")]
     Io(#[from] io::Error),
@@ -66,6 +70,7 @@ impl Ended {
             Ended::TooSlow { .. } => "too_slow",
             Ended::Shutdown => "shutdown",
             Ended::Kicked => "kicked",
+            Ended::TimeLimit => "time_limit",
             Ended::Io(_) => "error",
         }
     }

@@ -1,5 +1,6 @@
 //! The listener side: raw, ICY and pump audio responses, HLS, playlists.
 
+pub mod auth;
 mod control;
 pub mod hls;
 pub mod icy;
@@ -31,6 +32,8 @@ pub trait OutputHost: StatusHost + Send + Sync + 'static {
     fn listeners_config(&self) -> &ListenersConfig;
     /// The key of signed listener URLs (`listeners.urlSecret`).
     fn url_secret(&self) -> Option<&streammachine_config::Secret>;
+    /// Listener authentication webhooks (streams' `listenerAuth`).
+    fn listener_auth(&self) -> &Arc<auth::Authenticator>;
     /// Draining: new audio requests are turned away.
     fn is_draining(&self) -> bool;
     /// Parking connections for a handoff.

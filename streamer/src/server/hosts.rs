@@ -64,6 +64,9 @@ impl crate::output::OutputHost for Server {
     fn url_secret(&self) -> Option<&streammachine_config::Secret> {
         self.url_secret.as_ref()
     }
+    fn listener_auth(&self) -> &Arc<crate::output::auth::Authenticator> {
+        &self.listener_auth
+    }
     fn is_draining(&self) -> bool {
         self.lifecycle.is_draining()
     }

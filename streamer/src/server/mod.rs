@@ -66,6 +66,8 @@ pub struct Server {
     admin_lockout: crate::lockout::Lockout,
     /// Connections each port may hold.
     budgets: budget::Budgets,
+    /// Listener auth webhooks.
+    listener_auth: Arc<crate::output::auth::Authenticator>,
 }
 
 impl Server {
@@ -119,6 +121,12 @@ impl Server {
             config.dumps.as_ref().map(|d| d.dir.clone()),
             metrics.dumps_set_aside.clone(),
         )?;
+        let listener_auth = crate::output::auth::Authenticator::new(&metrics)
+            .map(Arc::new)
+            .map_err(|e| ServerError::Unsupported {
+                path: "streams[].listenerAuth".into(),
+                message: e.to_string(),
+            })?;
         let budgets = budget::Budgets::new(&config, budget::nofile());
         tracing::info!(
             listeners = budgets.listeners.cap(),
@@ -128,6 +136,7 @@ impl Server {
         );
         let server = Arc::new(Server {
             budgets,
+            listener_auth,
             config,
             registry: Registry::new(metrics.clone()),
             slaves: Slaves::new(metrics.slaves.clone()),
@@ -499,7 +508,10 @@ impl Server {
             let mut shutdown = server.shutdown_signal();
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => server.analytics.sweep(),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                        server.analytics.sweep();
+                        server.listener_auth.sweep(server.analytics.session_idle());
+                    }
                     _ = shutdown.changed() => return,
                 }
             }
