@@ -514,6 +514,30 @@ pub struct SourceMountConfig {
     /// connects and comes back when the last one leaves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackConfig>,
+    /// More encoders for this mount, each on its own path and password, with
+    /// a priority: one with a higher priority than the source on air takes
+    /// over at once (the studio overrides the automation, Icecast's
+    /// `fallback-override`), and the one it replaced goes back on air when
+    /// it leaves. Encoders on the mount's own path have priority 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<SourceInputConfig>,
+}
+
+/// Another encoder input of a source mount (see [`SourceMountConfig::inputs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceInputConfig {
+    /// The path the encoder connects to: `/<key>`.
+    pub key: String,
+    /// Its source password (default: the mount's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A file holding its password (a mounted Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Higher goes on air first (default 1: above the mount's own path).
+    #[serde(default = "defaults::input_priority")]
+    pub priority: i32,
 }
 
 /// A mount's fallback source: a file or a stream to pull (one of them).
@@ -767,6 +791,10 @@ pub mod defaults {
     pub fn hls_segment_seconds() -> u32 {
         10
     }
+    /// A source mount input's priority: above the mount's own path (0).
+    pub fn input_priority() -> i32 {
+        1
+    }
 }
 
 impl Config {
@@ -796,6 +824,9 @@ impl Config {
         }
         for m in &mut c.source_mounts {
             hide(&mut m.password);
+            for i in &mut m.inputs {
+                hide(&mut i.password);
+            }
             if let Some(u) = m.fallback.as_mut().and_then(|f| f.url.as_mut()) {
                 *u = redact_url(u);
             }

@@ -40,10 +40,43 @@ impl Config {
                     password_file: s.password_file.clone(),
                     monitored: false,
                     fallback: None,
+                    inputs: Vec::new(),
                 });
             }
         }
         mounts
+    }
+
+    /// Source mount inputs: valid paths, taken by no mount, stream or other
+    /// input; one password source each.
+    fn validate_inputs(&self) -> Result<(), ConfigError> {
+        let mounts = self.effective_mounts();
+        let mut taken: BTreeSet<&str> = mounts.iter().map(|m| m.key.as_str()).collect();
+        taken.extend(self.streams.iter().map(|s| s.key.as_str()));
+        for (i, m) in self.source_mounts.iter().enumerate() {
+            for (j, input) in m.inputs.iter().enumerate() {
+                let path = format!("sourceMounts[{i}].inputs[{j}]");
+                check_key(&format!("{path}.key"), &input.key)?;
+                if RESERVED_STREAM_KEYS.contains(&input.key.as_str())
+                    || !taken.insert(input.key.as_str())
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.key"),
+                        format!(
+                            "{:?} is already a mount, stream, input or built-in route",
+                            input.key
+                        ),
+                    ));
+                }
+                if input.password.is_some() && input.password_file.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{path}.password"),
+                        "give password or passwordFile, not both",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks what the schema cannot: unique keys, references, ranges.
@@ -214,6 +247,7 @@ impl Config {
                 }
             }
         }
+        self.validate_inputs()?;
         for (i, d) in self.listeners.deny.iter().enumerate() {
             if crate::parse_net(d).is_none() {
                 return Err(ConfigError::invalid(

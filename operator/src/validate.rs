@@ -121,6 +121,8 @@ pub fn source_mount_config(mount: &SourceMount) -> Result<SourceMountConfig, Inv
         ),
         monitored: mount.spec.monitored,
         fallback: None,
+        // Config only for now: inputs' passwords would need Secrets.
+        inputs: Vec::new(),
     })
 }
 

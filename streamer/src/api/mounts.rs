@@ -4,6 +4,9 @@ use super::*;
 
 pub(super) fn redact_mount(mut c: SourceMountConfig) -> SourceMountConfig {
     c.password = None;
+    for i in &mut c.inputs {
+        i.password = None;
+    }
     c
 }
 
@@ -41,6 +44,8 @@ pub(super) fn sources_json(mount: &crate::source::Mount) -> Value {
                 json!({
                     "id": s.id,
                     "active": i == 0,
+                    "priority": s.priority,
+                    "fallback": s.fallback,
                     "remote": s.info.remote.map(|r| r.to_string()),
                     "userAgent": s.info.user_agent,
                     "contentType": s.info.content_type,
@@ -133,6 +138,17 @@ pub(super) fn update_mount(
     if new.password.is_none() && new.password_file.is_none() {
         new.password = c.source_mounts[i].password.clone();
         new.password_file = c.source_mounts[i].password_file.clone();
+    }
+    // Likewise each input that keeps its key.
+    for input in &mut new.inputs {
+        let old = c.source_mounts[i]
+            .inputs
+            .iter()
+            .find(|o| o.key == input.key);
+        if let (Some(old), None, None) = (old, &input.password, &input.password_file) {
+            input.password = old.password.clone();
+            input.password_file = old.password_file.clone();
+        }
     }
     let mut mounts = c.source_mounts;
     mounts[i] = new.clone();

@@ -133,7 +133,8 @@ fn reply_schemas(schemas: &mut Map<String, Value>) {
             "description": "An encoder connected to a mount; the first is on air.",
             "required": ["id", "active"],
             "properties": {
-                "id": int, "active": {"type": "boolean"}, "remote": opt_string,
+                "id": int, "active": {"type": "boolean"}, "priority": int,
+                "fallback": {"type": "boolean"}, "remote": opt_string,
                 "userAgent": opt_string, "contentType": opt_string, "name": opt_string,
                 "description": opt_string, "genre": opt_string, "url": opt_string,
                 "audioInfo": opt_string, "formatKey": opt_string

@@ -178,7 +178,12 @@ impl RewindBuffer {
         draft.data = self.arena.store(std::mem::take(&mut draft.data));
         let d = i64::try_from(draft.duration_micros()).unwrap_or(i64::MAX);
         let had_any = self.last_end_ts != i64::MIN;
-        let limit = now_micros + AHEAD_TOLERANCE_MICROS;
+        // Plus one chunk: a new source's first chunk, pushed after the
+        // previous source's end (its audio overlapped that end by up to its
+        // own length when it took over or came back), runs that far ahead
+        // for as long as it plays in real time; compressing it would make
+        // every PROGRAM-DATE-TIME of it disagree with the EXTINF before.
+        let limit = now_micros + AHEAD_TOLERANCE_MICROS + d;
         let (start, discontinuity) = if had_any && continuous {
             let on_clock = self.last_end_ts;
             if now_micros - (on_clock + d) > GAP_TOLERANCE_MICROS {
@@ -545,13 +550,13 @@ mod tests {
         let c = b.append(draft(38, 417, 0), title(), t0 + 6 * d + 300 - 20_000, true);
         assert_eq!(c.ts_micros, t0 + 5 * d + 300);
         // A burst: ten chunks at one instant are squeezed, not pushed more
-        // than the tolerance into the future.
+        // than the tolerance (and one chunk) into the future.
         let now = t0 + 7 * d;
         for _ in 0..10 {
             let c = b.append(draft(38, 417, 0), title(), now, true);
-            assert!(c.ts_micros <= now + AHEAD_TOLERANCE_MICROS);
+            assert!(c.ts_micros <= now + AHEAD_TOLERANCE_MICROS + d);
         }
-        assert!(b.last_end_ts().unwrap() <= now + AHEAD_TOLERANCE_MICROS);
+        assert!(b.last_end_ts().unwrap() <= now + AHEAD_TOLERANCE_MICROS + d);
         // A stall of 10 s leaves a gap.
         let later = now + 10_000_000;
         let c = b.append(draft(38, 417, 0), title(), later, true);
@@ -560,6 +565,27 @@ mod tests {
         // Timestamps never go backwards.
         let ts: Vec<i64> = (0..b.len()).map(|i| b.chunks[i].ts_micros).collect();
         assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    /// A source that comes back after another one (whose timeline ran up
+    /// to now) has a chunk of audio that overlaps the other's end: it is put
+    /// after it, a chunk's length ahead of the clock, and its chunks go on at
+    /// exactly its audio clock (PROGRAM-DATE-TIME agrees with EXTINF).
+    #[test]
+    fn a_source_back_after_another_follows_on_its_own_clock() {
+        let mut b = RewindBuffer::new(3600, 0);
+        let t0 = 1_700_000_000_000_000i64;
+        // Chunks a little over a second, as the chunker cuts them.
+        let d = draft(40, 417, 0).duration_micros() as i64;
+        assert!(d > 1_000_000);
+        b.append(draft(40, 417, 0), title(), t0 + d, true);
+        let first = b.append(draft(40, 417, 0), title(), t0 + d + 5_000, false);
+        assert!(first.discontinuity);
+        assert_eq!(first.ts_micros, t0 + d);
+        for k in 1..5 {
+            let c = b.append(draft(40, 417, 0), title(), t0 + (k + 1) * d + 5_000, true);
+            assert_eq!(c.ts_micros, first.ts_micros + k * d, "chunk {k}");
+        }
     }
 
     #[test]

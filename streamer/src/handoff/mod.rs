@@ -203,6 +203,9 @@ struct SourceMsg {
     chunker: ChunkerState,
     format_key: Option<String>,
     bytes: u64,
+    /// Its place in the mount's line (`inputs` priority).
+    #[serde(default)]
+    priority: i32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -345,6 +348,7 @@ pub async fn hand_off(
                     chunker: p.run.chunker.state(),
                     format_key: p.run.format_key.clone(),
                     bytes: entry.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                    priority: entry.priority,
                 };
                 fd::send(&mut sock, b'S', &[fd::raw(&p.sock)], &json(&msg)?)?;
                 summary.sources += 1;

@@ -186,7 +186,7 @@ pub(super) fn prepare(
             continue;
         };
         let sock = tcp(fd)?;
-        let guard = mount.add_source(msg.info);
+        let guard = mount.add_source_ranked(msg.info, false, msg.priority);
         guard
             .entry()
             .bytes

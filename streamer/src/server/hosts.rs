@@ -88,6 +88,9 @@ impl crate::source::SourceHost for Server {
     fn mount(&self, key: &str) -> Option<Arc<Mount>> {
         self.registry.mount(key)
     }
+    fn input_mount(&self, key: &str) -> Option<Arc<Mount>> {
+        self.registry.input_mount(key)
+    }
     fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.lifecycle.shutdown_signal()
     }

@@ -11,6 +11,7 @@ use streammachine_config::{Config, Secret, SourceMountConfig, StreamConfig};
 
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::source::mount::Input;
 use crate::source::{Mount, SourceInfo};
 use crate::store::Applied;
 use crate::stream::Stream;
@@ -74,6 +75,15 @@ impl Registry {
         self.entries().mounts.get(key).cloned()
     }
 
+    /// The mount that has `key` as one of its inputs.
+    pub(super) fn input_mount(&self, key: &str) -> Option<Arc<Mount>> {
+        self.entries()
+            .mounts
+            .values()
+            .find(|m| m.has_input(key))
+            .cloned()
+    }
+
     /// All mounts, by key (a snapshot).
     pub(super) fn mounts(&self) -> Vec<Arc<Mount>> {
         self.entries().mounts.values().cloned().collect()
@@ -134,7 +144,7 @@ impl Registry {
         let mut reg = self.entries.write_locked();
         let mut applied = Applied::default();
         // Mounts.
-        let gone = unwanted(&reg.mounts, wanted.iter().map(|(m, _)| m.key.as_str()));
+        let gone = unwanted(&reg.mounts, wanted.iter().map(|(m, _, _)| m.key.as_str()));
         for key in gone {
             if let Some(m) = reg.mounts.remove(&key) {
                 m.close();
@@ -142,9 +152,10 @@ impl Registry {
                 tracing::info!(mount = %key, "source mount removed");
             }
         }
-        for (m, password) in &wanted {
+        for (m, password, inputs) in &wanted {
             match reg.mounts.get(&m.key) {
                 Some(existing) if existing.format() == m.format => {
+                    existing.set_inputs(inputs.clone());
                     existing.set_password(password.clone());
                     existing.set_monitored(m.monitored);
                     existing.set_fallback(m.fallback.clone());
@@ -157,6 +168,7 @@ impl Registry {
                         Mount::new(m.key.clone(), m.format, password.clone(), &self.metrics);
                     mount.set_monitored(m.monitored);
                     mount.set_fallback(m.fallback.clone());
+                    mount.set_inputs(inputs.clone());
                     reg.mounts.insert(m.key.clone(), mount);
                 }
             }
@@ -322,7 +334,7 @@ pub(super) fn prepare(
     base: &Config,
     mounts: Vec<SourceMountConfig>,
     streams: Vec<StreamConfig>,
-) -> Result<(Config, Vec<(SourceMountConfig, Secret)>), ServerError> {
+) -> Result<(Config, Vec<(SourceMountConfig, Secret, Vec<Input>)>), ServerError> {
     let candidate = Config {
         source_mounts: mounts,
         streams,
@@ -340,7 +352,20 @@ pub(super) fn prepare(
             (None, Some(f)) => read_password(&format!("{path}.passwordFile"), f)?,
             (None, None) => return Err(ServerError::NoPassword { path }),
         };
-        wanted.push((m, password));
+        let mut inputs = Vec::new();
+        for (j, input) in m.inputs.iter().enumerate() {
+            let password = match (&input.password, &input.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(f)) => read_password(&format!("{path}.inputs[{j}].passwordFile"), f)?,
+                (None, None) => password.clone(),
+            };
+            inputs.push(Input {
+                key: input.key.clone(),
+                password,
+                priority: input.priority,
+            });
+        }
+        wanted.push((m, password, inputs));
     }
     Ok((candidate, wanted))
 }

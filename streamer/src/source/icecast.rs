@@ -208,8 +208,9 @@ pub fn basic_password(req: &Request) -> Option<String> {
     Some(pass.to_string())
 }
 
-/// Finds the mount and checks the password: the common part of a source
-/// connection and a metadata update. An address that keeps failing must
+/// Finds the mount (by its own path, or one of its `inputs`) and checks the
+/// password: the common part of a source connection and a metadata update;
+/// with the priority the path gives (0 on the mount's own). An address that keeps failing must
 /// wait between attempts ([`crate::lockout`]); its failures are counted by
 /// reason and logged at the 1st, 2nd, 4th, 8th…
 pub fn authorize(
@@ -217,7 +218,7 @@ pub fn authorize(
     req: &Request,
     mount_path: &str,
     from: std::net::IpAddr,
-) -> Result<Arc<Mount>, Rejection> {
+) -> Result<(Arc<Mount>, i32), Rejection> {
     let lockout = server.lockout();
     if let Err(wait) = lockout.check(from) {
         let secs = wait.as_secs().max(1);
@@ -237,12 +238,18 @@ pub fn authorize(
         rej.auth().quiet(!crate::lockout::worth_logging(n))
     };
     let key = mount_path.strip_prefix('/').unwrap_or(mount_path);
-    let Some(mount) = server.mount(key) else {
-        return Err(Rejection::new(
-            404,
-            "unknown_mount",
-            format!("no mount {mount_path:?} on this server"),
-        ));
+    let (mount, input) = match server.mount(key) {
+        Some(m) => (m, false),
+        None => match server.input_mount(key) {
+            Some(m) => (m, true),
+            None => {
+                return Err(Rejection::new(
+                    404,
+                    "unknown_mount",
+                    format!("no mount {mount_path:?} on this server"),
+                ))
+            }
+        },
     };
     let Some(password) = basic_password(req) else {
         return Err(refused(Rejection::new(
@@ -251,15 +258,20 @@ pub fn authorize(
             "HTTP Basic credentials required",
         )));
     };
-    if !mount.password_matches(&password) {
+    let priority = if input {
+        mount.input_password_matches(key, &password)
+    } else {
+        mount.password_matches(&password).then_some(0)
+    };
+    let Some(priority) = priority else {
         return Err(refused(Rejection::new(
             401,
             "bad_password",
             format!("wrong password for mount {mount_path:?}"),
         )));
-    }
+    };
     lockout.succeeded(from);
-    Ok(mount)
+    Ok((mount, priority))
 }
 
 fn count_auth_failure(server: &dyn SourceHost, reason: &str) {
@@ -303,7 +315,7 @@ async fn accept_source(
     peer: SocketAddr,
     req: Request,
 ) -> Result<Option<super::mount::SourceGuard>, Rejection> {
-    let mount = authorize(&**server, &req, &req.path, peer.ip())?;
+    let (mount, priority) = authorize(&**server, &req, &req.path, peer.ip())?;
     if let Some(ct) = req.header("content-type") {
         match declared_format(ct) {
             Some(Ok(f)) if f != mount.format() => {
@@ -348,7 +360,7 @@ async fn accept_source(
     };
     // Registered before the go-ahead: once an encoder has it, status and
     // metrics count it (a source that leaves at once is counted out after).
-    let guard = mount.add_source(info);
+    let guard = mount.add_source_ranked(info, false, priority);
     if sock.write_all(reply).await.is_err() {
         return Ok(None);
     }

@@ -91,7 +91,7 @@ pub fn update(
             "metadata update without a mount parameter",
         ));
     };
-    let mount = authorize(server, req, &mount_path, from)?;
+    let (mount, _) = authorize(server, req, &mount_path, from)?;
     match text("mode").as_deref() {
         Some("updinfo") => {}
         other => {

@@ -32,6 +32,8 @@ pub trait SourceHost: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// The mount in service under `key`.
     fn mount(&self, key: &str) -> Option<Arc<Mount>>;
+    /// The mount that has `key` among its `inputs`.
+    fn input_mount(&self, key: &str) -> Option<Arc<Mount>>;
     /// Turns true when the server shuts down.
     fn shutdown_signal(&self) -> watch::Receiver<bool>;
     /// Turns true when the server parks its connections for a handoff.

@@ -3,7 +3,10 @@
 //! The first source to connect is active; later ones wait in line as standby
 //! sources (their audio is parsed, so they are ready, but not used). When the
 //! active source leaves, the next in line takes over at its next chunk: listeners
-//! hear at most that gap.
+//! hear at most that gap. The line is kept in priority order: an encoder on
+//! one of the mount's `inputs` with a higher priority than the one on air
+//! takes over at once (the studio overrides the automation), a fallback
+//! comes last.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +63,9 @@ pub struct SourceEntry {
     pub kick: tokio::sync::Notify,
     /// A fallback (plays only while no live source is connected).
     pub fallback: bool,
+    /// Its place in line: higher goes on air first (the mount's own path
+    /// is 0, an input's its `priority`).
+    pub priority: i32,
     /// The last title this source sent: on air while it is.
     title: Mutex<Option<Arc<Title>>>,
 }
@@ -88,6 +94,19 @@ pub struct Mount {
     /// Audio shared by several streams is kept once, here (a single
     /// stream keeps it in its own buffer's arena).
     arena: crate::buffer::arena::Arena,
+    /// More encoder paths into this mount, with their priorities.
+    inputs: std::sync::RwLock<Vec<Input>>,
+}
+
+/// An encoder path into a mount (`sourceMounts[].inputs`).
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The path an encoder connects to.
+    pub key: String,
+    /// Its password.
+    pub password: Secret,
+    /// Its priority.
+    pub priority: i32,
 }
 
 impl Mount {
@@ -117,6 +136,7 @@ impl Mount {
             source_count,
             fallback: Mutex::new((None, Vec::new())),
             arena: crate::buffer::arena::Arena::new(),
+            inputs: std::sync::RwLock::new(Vec::new()),
         })
     }
 
@@ -264,15 +284,44 @@ impl Mount {
         self.lock().streams.clone()
     }
 
+    /// Makes `inputs` the mount's encoder paths besides its own.
+    pub fn set_inputs(&self, inputs: Vec<Input>) {
+        *self.inputs.write_locked() = inputs;
+    }
+
+    /// Whether `key` is one of this mount's inputs.
+    pub fn has_input(&self, key: &str) -> bool {
+        self.inputs.read_locked().iter().any(|i| i.key == key)
+    }
+
+    /// The priority of input `key` if `given` is its password.
+    pub fn input_password_matches(&self, key: &str, given: &str) -> Option<i32> {
+        let inputs = self.inputs.read_locked();
+        let input = inputs.iter().find(|i| i.key == key)?;
+        constant_time_eq(input.password.0.as_bytes(), given.as_bytes()).then_some(input.priority)
+    }
+
     /// Adds a connected source: on air if the mount had none, else in line.
     /// Dropping the returned guard removes it (and promotes the next).
     pub fn add_source(self: &Arc<Self>, info: SourceInfo) -> SourceGuard {
-        self.add_source_as(info, false)
+        self.add_source_ranked(info, false, 0)
     }
 
     /// Adds a source; a live one goes before any fallback (so it takes over
     /// from a fallback at once), a fallback goes last.
     pub fn add_source_as(self: &Arc<Self>, info: SourceInfo, fallback: bool) -> SourceGuard {
+        self.add_source_ranked(info, fallback, 0)
+    }
+
+    /// Adds a source at its place in line: after the live sources of its
+    /// `priority` or higher, before the rest (a fallback: last). Placed
+    /// first, it is on air at once.
+    pub fn add_source_ranked(
+        self: &Arc<Self>,
+        info: SourceInfo,
+        fallback: bool,
+        priority: i32,
+    ) -> SourceGuard {
         let entry = Arc::new(SourceEntry {
             id: NEXT_SOURCE_ID.fetch_add(1, Ordering::Relaxed),
             info,
@@ -281,6 +330,7 @@ impl Mount {
             bytes: AtomicU64::new(0),
             kick: tokio::sync::Notify::new(),
             fallback,
+            priority,
             title: Mutex::new(None),
         });
         let mut inner = self.lock();
@@ -290,15 +340,25 @@ impl Mount {
             inner
                 .sources
                 .iter()
-                .position(|s| s.fallback)
+                .position(|s| s.fallback || s.priority < priority)
                 .unwrap_or(inner.sources.len())
         };
-        let takes_over = at == 0 && !inner.sources.is_empty();
-        if takes_over {
-            tracing::info!(mount = %self.key, source = entry.id, "a live source takes over from the fallback");
-        }
+        let replaced = match inner.sources.first() {
+            Some(old) if at == 0 => Some(Arc::clone(old)),
+            _ => None,
+        };
         inner.sources.insert(at, Arc::clone(&entry));
-        if takes_over {
+        if let Some(old) = replaced {
+            // At once: its first chunk continues the timeline where the
+            // replaced source's last one ended (the replaced source's partial
+            // chunk is not used), so nothing of the new source is lost.
+            tracing::info!(mount = %self.key, source = entry.id, priority, replaced = old.id,
+                replaced_priority = old.priority, fallback = old.fallback,
+                "a source takes over (higher priority); the one it replaced waits");
+            // A transcoder flushes the replaced source's last audio.
+            for s in &inner.streams {
+                s.source_ended(old.id);
+            }
             Self::on_air_changed(&mut inner);
         }
         self.update_gauges(&inner);
@@ -509,6 +569,46 @@ mod tests {
         drop(b);
         assert_eq!(mount.active_source(), None);
         assert_eq!(metrics.source_connected.with_label_values(&["m"]).get(), 0);
+    }
+
+    #[test]
+    fn a_higher_priority_source_takes_over_at_once_and_hands_back() {
+        let metrics = Metrics::new().unwrap();
+        let mount = Mount::new("m".into(), AudioFormat::Mp3, Secret("pw".into()), &metrics);
+        let stream = Stream::new(StreamConfig::new("s"), AudioFormat::Mp3, &metrics);
+        mount.attach_stream(Arc::clone(&stream));
+        let auto = mount.add_source(SourceInfo::default());
+        assert!(mount.push(auto.id(), draft(1), "k"));
+        let studio = mount.add_source_ranked(SourceInfo::default(), false, 10);
+        assert_eq!(mount.active_source(), Some(studio.id()), "on air at once");
+        assert!(!mount.push(auto.id(), draft(2), "k"), "waits now");
+        assert!(mount.push(studio.id(), draft(3), "k"));
+        // An equal-priority encoder waits behind the studio.
+        let other = mount.add_source_ranked(SourceInfo::default(), false, 10);
+        assert_eq!(mount.active_source(), Some(studio.id()));
+        drop(other);
+        drop(studio);
+        assert_eq!(mount.active_source(), Some(auto.id()), "back on air");
+        assert!(mount.push(auto.id(), draft(5), "k"));
+        // A lower priority waits behind the one on air.
+        let low = mount.add_source_ranked(SourceInfo::default(), false, -1);
+        assert!(mount.push(auto.id(), draft(6), "k"));
+        assert!(!mount.push(low.id(), draft(9), "k"));
+        drop(low);
+        assert!(mount.push(auto.id(), draft(7), "k"));
+        let buf = stream.read_buffer();
+        let seq = buf.first_seq();
+        let got: Vec<(u8, bool)> = (0..buf.len() as u64)
+            .map(|i| {
+                let c = buf.get(seq + i).unwrap();
+                (c.data()[0], c.discontinuity)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(1, false), (3, true), (5, true), (6, false), (7, false)],
+            "each change of source is a new timeline piece (HLS discontinuity)"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use streammachine_tests::{fixture, frames_of, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod auth;
 mod big;
 mod buffer;
 mod hls;
@@ -46,6 +47,7 @@ struct Args {
     transcode: bool,
     operator: bool,
     big: bool,
+    auth: bool,
     handoff: Vec<usize>,
 }
 
@@ -58,6 +60,7 @@ fn only(a: &mut Args, part: &str) {
     a.transcode = part == "transcode";
     a.operator = part == "operator";
     a.big = part == "big";
+    a.auth = part == "auth";
     if part != "handoff" {
         a.handoff.clear();
     }
@@ -74,6 +77,7 @@ fn parse_args() -> Args {
         transcode: true,
         operator: true,
         big: true,
+        auth: true,
         handoff: vec![1000, 5000],
     };
     let mut it = std::env::args().skip(1);
@@ -95,8 +99,11 @@ fn parse_args() -> Args {
             "--skip-transcode" => a.transcode = false,
             "--skip-operator" => a.operator = false,
             "--skip-big" => a.big = false,
+            "--skip-auth" => a.auth = false,
             "--only-hls" | "--only-link" | "--only-transcode" | "--only-operator"
-            | "--only-handoff" | "--only-big" => only(&mut a, &arg["--only-".len()..]),
+            | "--only-handoff" | "--only-big" | "--only-auth" => {
+                only(&mut a, &arg["--only-".len()..])
+            }
             "--handoff" => {
                 a.handoff = it
                     .next()
@@ -107,7 +114,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             other => {
-                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--skip-operator|--only-operator] [--skip-big|--only-big] [--handoff N,M|--only-handoff]");
+                eprintln!("sm-bench: unknown argument {other:?}\nusage: sm-bench [--listeners 1000,5000] [--seconds 20] [--skip-buffer] [--skip-server] [--skip-hls|--only-hls] [--skip-link|--only-link] [--skip-transcode|--only-transcode] [--skip-operator|--only-operator] [--skip-big|--only-big] [--skip-auth|--only-auth] [--handoff N,M|--only-handoff]");
                 std::process::exit(2);
             }
         }
@@ -199,6 +206,10 @@ fn main() {
         rows.extend(big::bench_big());
         eprintln!("sm-bench: 4 streams × 8 h: export, import and handoff…");
         rows.extend(moving::bench_moving());
+    }
+    if args.auth {
+        eprintln!("sm-bench: listener URL auth: CPU per 1000 listeners, connects/s…");
+        rows.extend(auth::bench_auth(args.seconds));
     }
     for &n in &args.handoff {
         eprintln!("sm-bench: handoff with {n} listeners…");
