@@ -403,6 +403,14 @@ impl Analytics {
             .count()
     }
 
+    /// Whether HLS session `id` fetched a segment within [`HLS_ACTIVE`].
+    pub fn hls_session_active(&self, id: &str) -> bool {
+        self.hls
+            .locked()
+            .get(id)
+            .is_some_and(|s| s.last_seen.elapsed() < HLS_ACTIVE)
+    }
+
     /// Rolls up HLS sessions idle for longer than `sessionIdleSeconds`.
     pub fn sweep(&self) {
         let mut map = self.hls.locked();

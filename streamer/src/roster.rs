@@ -63,6 +63,9 @@ pub struct ListenerInfo {
     kicked: AtomicBool,
     /// The stream an admin asked it to move to (`/admin/moveclients`).
     moving: Mutex<Option<String>>,
+    /// Whether `moving` holds a request: the streaming task checks this
+    /// flag at each chunk boundary, and takes the lock only when it is set.
+    move_pending: AtomicBool,
 }
 
 impl ListenerInfo {
@@ -73,6 +76,9 @@ impl ListenerInfo {
 
     /// The key of the stream an admin asked it to move to, taken once.
     pub fn take_move(&self) -> Option<String> {
+        if !self.move_pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
         self.moving.locked().take()
     }
 }
@@ -104,6 +110,7 @@ impl Roster {
             connected_at: who.connected_at.unwrap_or_else(SystemTime::now),
             kicked: AtomicBool::new(false),
             moving: Mutex::new(None),
+            move_pending: AtomicBool::new(false),
         });
         entries.insert(info.id, Arc::clone(&info));
         info
@@ -119,6 +126,7 @@ impl Roster {
         let entries = self.entries.locked();
         for info in entries.values() {
             *info.moving.locked() = Some(to.to_string());
+            info.move_pending.store(true, Ordering::Release);
         }
         entries.len()
     }

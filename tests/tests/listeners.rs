@@ -692,7 +692,7 @@ fn each_port_refuses_cleanly_beyond_its_budget() {
 fn listener_limits_turn_the_next_away_and_free_up_when_one_leaves() {
     let server = ServerProcess::start(
         EXE,
-        "listeners: { maxListeners: 3 }\nstreams:\n  - key: test\n    password: pw\n    maxListeners: 2\n  - key: other\n    password: pw\n",
+        "listeners: { maxListeners: 3 }\nstreams:\n  - key: test\n    password: pw\n    maxListeners: 2\n    hls: { segmentSeconds: 1 }\n  - key: other\n    password: pw\n",
     );
     let data = fixture("mp3/mp3-44100-128-s.mp3");
     server.send_source("other", "pw", &data[..200_000]);
@@ -758,8 +758,50 @@ fn listener_limits_turn_the_next_away_and_free_up_when_one_leaves() {
         1.0,
         Duration::from_secs(15)
     ));
-    let (_again, s6, _, _) = listen("/test");
+    let (again, s6, _, _) = listen("/test");
     assert_eq!(s6, 200);
+    // HLS sessions count too: a new one is turned away while the stream is
+    // full…
+    let player = |ua: &str| http_get(server.listen, "/test.m3u8", &[("User-Agent", ua)]);
+    assert_eq!(player("Player A").status, 503);
+    // …and takes a place once one is free; while it listens (fetches
+    // segments) it holds that place and goes on.
+    drop(again);
+    assert!(server.wait_metric(
+        "streammachine_listeners{output=\"raw\",stream=\"test\"}",
+        1.0,
+        Duration::from_secs(15)
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seg = loop {
+        let a = player("Player A");
+        assert_eq!(a.status, 200, "{}", a.text());
+        if let Some(seg) = a.text().lines().find(|l| l.starts_with("test/seg/")) {
+            break seg.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment in {}",
+            a.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        http_get(
+            server.listen,
+            &format!("/{seg}"),
+            &[("User-Agent", "Player A")]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        player("Player A").status,
+        200,
+        "a listening session goes on"
+    );
+    assert_eq!(player("Player B").status, 503, "a new one: full");
+    assert_eq!(listen("/test").1, 503, "a connection too");
 }
 
 /// Issue 12: `listeners.deny` (addresses and networks) gets a 403 on every

@@ -12,20 +12,29 @@ use crate::stream::{ListenerCount, Stream};
 /// How long a listener turned away by a limit is told to wait.
 const FULL_RETRY_SECONDS: u32 = 30;
 
+/// Listeners of `stream` now: connections and active HLS sessions, as
+/// `/status-json.xsl` counts them.
+fn listeners_of(server: &dyn OutputHost, stream: &Stream) -> usize {
+    stream.listener_count() + server.analytics().hls_active(stream.key())
+}
+
 /// A `503` when a listener limit is reached: the stream's `maxListeners` or
-/// the server's `listeners.maxListeners`. Connected listeners are not
-/// touched; the count is the one `/status-json.xsl` shows (a limit may be
-/// passed by the few that connect in the same instant).
+/// the server's `listeners.maxListeners` (raw, ICY and pump connections and
+/// HLS sessions together). Connected listeners are not touched; the count is
+/// the one `/status-json.xsl` shows (a limit may be passed by the few that
+/// connect in the same instant).
 pub(super) fn listener_limit(server: &dyn OutputHost, stream: &Stream) -> Option<Response> {
     let (limit, which) = if stream
         .config()
         .max_listeners
-        .is_some_and(|max| stream.listener_count() >= max as usize)
+        .is_some_and(|max| listeners_of(server, stream) >= max as usize)
     {
         (stream.config().max_listeners, "stream")
     } else {
         let max = server.listeners_config().max_listeners?;
-        let all: usize = server.streams().iter().map(|s| s.listener_count()).sum();
+        let all: usize = (server.streams().iter())
+            .map(|s| listeners_of(server, s))
+            .sum();
         if all < max as usize {
             return None;
         }
@@ -50,6 +59,25 @@ pub(super) fn listener_limit(server: &dyn OutputHost, stream: &Stream) -> Option
     Some(
         Response::text(503, reason(503), msg).header("Retry-After", FULL_RETRY_SECONDS.to_string()),
     )
+}
+
+/// [`listener_limit`] for an HLS playlist request: a session already
+/// listening goes on; a new one is turned away when a limit is reached.
+pub(super) fn hls_limit(
+    server: &dyn OutputHost,
+    stream: &Stream,
+    req: &crate::http::Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<Response> {
+    if stream.config().max_listeners.is_none() && server.listeners_config().max_listeners.is_none()
+    {
+        return None;
+    }
+    let session = super::hls::session_for(req, peer)?;
+    if server.analytics().hls_session_active(&session) {
+        return None;
+    }
+    listener_limit(server, stream)
 }
 
 /// Moves a listener to `to` at the wall-clock time of its position (the

@@ -5,6 +5,7 @@ mod control;
 pub mod hls;
 pub mod icy;
 pub mod listener;
+mod listening;
 pub mod live;
 pub mod playlist;
 pub mod signed;

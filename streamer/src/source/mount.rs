@@ -352,9 +352,13 @@ impl Mount {
             // At once: its first chunk continues the timeline where the
             // replaced source's last one ended (the replaced source's partial
             // chunk is not used), so nothing of the new source is lost.
-            tracing::info!(mount = %self.key, source = entry.id, priority, replaced = old.id,
-                replaced_priority = old.priority, fallback = old.fallback,
-                "a source takes over (higher priority); the one it replaced waits");
+            if old.fallback {
+                tracing::info!(mount = %self.key, source = entry.id, "a live source takes over from the fallback");
+            } else {
+                tracing::info!(mount = %self.key, source = entry.id, priority, replaced = old.id,
+                    replaced_priority = old.priority,
+                    "a source takes over (higher priority); the one it replaced waits");
+            }
             // A transcoder flushes the replaced source's last audio.
             for s in &inner.streams {
                 s.source_ended(old.id);
