@@ -197,6 +197,52 @@ pub struct SourceMountSpec {
     /// The slaves: serve listeners from replicas of the master's buffers.
     #[serde(default)]
     pub slaves: SlavesSpec,
+    /// More encoders for this mount, each at its own path on the master
+    /// (`/<name>`) with its own password: one with a higher priority than
+    /// the encoder on air takes over at once (the studio overrides the
+    /// automation), and the one it replaced resumes when it leaves. The
+    /// mount's own path has priority 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputSpec>,
+    /// What listeners may do, on every slave: limits, denied addresses, the
+    /// key of signed URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<ListenersSpec>,
+}
+
+/// Another encoder input of a SourceMount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InputSpec {
+    /// The path the encoder connects to (`/<name>`): a DNS label, unique
+    /// among this mount's inputs and the Streams' names.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Its source password, from a Secret in this namespace.
+    pub password: SourcePassword,
+    /// Higher goes on air first (default 1).
+    #[serde(default = "crate::config::defaults::input_priority")]
+    pub priority: i32,
+}
+
+/// Listener settings of a SourceMount's slaves.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersSpec {
+    /// Listeners (connections and HLS sessions) each slave takes at once,
+    /// all streams together; the next gets 503 with Retry-After.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_listeners: Option<u32>,
+    /// Addresses and networks (`203.0.113.7`, `198.51.100.0/24`) whose
+    /// listener requests get 403. (Behind a Service, the address is the
+    /// client's only with `externalTrafficPolicy: Local`.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// The key of signed listener URLs (Streams with `signedUrls`), from a
+    /// Secret in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_key_ref: Option<SecretKeySelector>,
 }
 
 /// The master's settings.
@@ -402,6 +448,11 @@ pub struct StreamSpec {
     /// URL (`https://user:pass@…`), which the streamer never logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener_auth: Option<crate::config::ListenerAuthConfig>,
+    /// Listeners need a signed, expiring URL (`?expires=<unix s>&sig=<hex
+    /// HMAC-SHA256 of "<stream>:<expires>">`) made with the SourceMount's
+    /// `listeners.urlSecretKeyRef`, on raw, ICY, pump and HLS alike.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed_urls: bool,
     /// HLS settings. Every stream serves HLS at `/<name>.m3u8` from the same
     /// buffer; absent: 10 s segments and no group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -461,6 +512,7 @@ impl StreamSpec {
             max_buffer_bytes: None,
             max_listeners: None,
             listener_auth: None,
+            signed_urls: false,
             hls: None,
             title: None,
             name: None,
@@ -619,10 +671,8 @@ mod tests {
         let spec = props(schemars::schema_for!(StreamSpec));
         // Config only: the key is the resource's name; passwords belong to
         // the SourceMount (a Secret); `transcode` is spelled out as
-        // format/bitrate/profile; `signedUrls` needs the URL key
-        // (listeners.urlSecret) in the pods, which the operator does not
-        // deliver yet (issue 12).
-        let config_only = ["key", "password", "passwordFile", "transcode", "signedUrls"];
+        // format/bitrate/profile.
+        let config_only = ["key", "password", "passwordFile", "transcode"];
         // Spec only: the transcode's settings (`format` is the config's own
         // mount format there, the output format here).
         let spec_only = ["bitrate", "profile"];

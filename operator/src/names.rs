@@ -37,6 +37,13 @@ pub const ADMIN_TOKEN_KEY: &str = "admin-token";
 pub const SOURCE_PASSWORD_DIR: &str = "/var/run/secrets/streammachine/source";
 /// The source password file inside [`SOURCE_PASSWORD_DIR`].
 pub const SOURCE_PASSWORD_FILE: &str = "password";
+/// Where the master finds the passwords of the SourceMount's inputs (one
+/// file per input, named like it).
+pub const INPUTS_DIR: &str = "/var/run/secrets/streammachine/inputs";
+/// Where master and slaves find the key of signed listener URLs.
+pub const URL_SECRET_DIR: &str = "/var/run/secrets/streammachine/url";
+/// The URL key's file inside [`URL_SECRET_DIR`].
+pub const URL_SECRET_FILE: &str = "secret";
 /// The master's dump directory.
 pub const DUMPS_DIR: &str = "/var/lib/streammachine/dumps";
 /// The handoff directory inside a slave container (`handoff: Socket`).

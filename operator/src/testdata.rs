@@ -25,6 +25,8 @@ pub fn mount(name: &str) -> SourceMount {
         image_pull_policy: None,
         master: Default::default(),
         slaves: Default::default(),
+        inputs: Vec::new(),
+        listeners: None,
     };
     let mut m = SourceMount::new(name, spec);
     m.metadata = meta(name, "8e5bd4b0-4b7a-4c43-9d9e-0000000000a1");

@@ -6,7 +6,8 @@ use std::fmt;
 
 use kube::ResourceExt;
 use streammachine_crds::config::{
-    Config, HlsConfig, SourceMountConfig, StreamConfig, TranscodeConfig, RESERVED_STREAM_KEYS,
+    Config, HlsConfig, SourceInputConfig, SourceMountConfig, StreamConfig, TranscodeConfig,
+    RESERVED_STREAM_KEYS,
 };
 use streammachine_crds::v1alpha1::{SourceMount, Stream};
 
@@ -103,6 +104,16 @@ pub fn check_stream_name(name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Where the pods find the key of signed listener URLs, if the SourceMount
+/// names one (`spec.listeners.urlSecretKeyRef`).
+pub fn url_secret_file(mount: &SourceMount) -> Option<std::path::PathBuf> {
+    let listeners = mount.spec.listeners.as_ref()?;
+    listeners
+        .url_secret_key_ref
+        .as_ref()
+        .map(|_| format!("{}/{}", names::URL_SECRET_DIR, names::URL_SECRET_FILE).into())
+}
+
 /// The SourceMount as the streamer's mount config.
 pub fn source_mount_config(mount: &SourceMount) -> Result<SourceMountConfig, Invalid> {
     let name = mount.name_any();
@@ -121,8 +132,17 @@ pub fn source_mount_config(mount: &SourceMount) -> Result<SourceMountConfig, Inv
         ),
         monitored: mount.spec.monitored,
         fallback: None,
-        // Config only for now: inputs' passwords would need Secrets.
-        inputs: Vec::new(),
+        inputs: mount
+            .spec
+            .inputs
+            .iter()
+            .map(|i| SourceInputConfig {
+                key: i.name.clone(),
+                password: None,
+                password_file: Some(format!("{}/{}", names::INPUTS_DIR, i.name).into()),
+                priority: i.priority,
+            })
+            .collect(),
     })
 }
 
@@ -176,6 +196,7 @@ pub fn stream_config(
     }
     c.max_listeners = spec.max_listeners;
     c.listener_auth = spec.listener_auth.clone().map(Box::new);
+    c.signed_urls = spec.signed_urls;
     c.title.clone_from(&spec.title);
     c.name.clone_from(&spec.name);
     c.description.clone_from(&spec.description);
@@ -191,6 +212,10 @@ pub fn stream_config(
     let alone = Config {
         source_mounts: vec![source_mount_config(mount)?],
         streams: vec![c.clone()],
+        listeners: streammachine_crds::config::ListenersConfig {
+            url_secret_file: url_secret_file(mount),
+            ..Default::default()
+        },
         ..Config::default()
     };
     if let Err(e) = alone.validate() {

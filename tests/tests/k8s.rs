@@ -631,6 +631,32 @@ fn t1_examples_serve_audio_titles_and_hls_and_take_edits_live() {
         out.stdout.len()
     );
 
+    // The studio input (its password from the Secret) takes over from the
+    // encoder on the mount's own path at once, and hands back when it leaves.
+    let token = admin_token(ns, "main");
+    let admin = addr(&master, 8002);
+    let on_air = || -> Option<(i64, usize)> {
+        let r = http_get(
+            admin,
+            "/api/source-mounts/main",
+            &[("Authorization", &format!("Bearer {token}"))],
+        );
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        let sources = v["sources"].as_array()?;
+        let active = sources.iter().find(|s| s["active"] == true)?;
+        Some((active["priority"].as_i64()?, sources.len()))
+    };
+    let studio = Encoder::start(addr(&master, 8001), "studio", "CHANGE-ME-TOO");
+    wait_for("the studio on air", Duration::from_secs(30), || {
+        (on_air() == Some((10, 2))).then_some(())
+    });
+    drop(studio);
+    wait_for(
+        "the automation back on air",
+        Duration::from_secs(30),
+        || (on_air() == Some((0, 1))).then_some(()),
+    );
+
     // 3: edits reach the pods live.
     let before = pod_uids(ns);
     kubectl_ok(&[
@@ -644,8 +670,6 @@ fn t1_examples_serve_audio_titles_and_hls_and_take_edits_live() {
         "-p",
         r#"{"spec":{"rewindSeconds":7200,"title":"Edited Title"}}"#,
     ]);
-    let token = admin_token(ns, "main");
-    let admin = addr(&master, 8002);
     wait_for(
         "the rewind edit on the master",
         Duration::from_secs(90),

@@ -14,6 +14,12 @@ pub fn master_config(mount: &SourceMount, streams: &[StreamConfig]) -> Result<Co
             dir: names::DUMPS_DIR.into(),
             interval_seconds: mount.spec.master.dump_interval_seconds,
         }),
+        // The master serves no listeners, but checks that a signedUrls
+        // stream has its key.
+        listeners: ListenersConfig {
+            url_secret_file: validate::url_secret_file(mount),
+            ..ListenersConfig::default()
+        },
         source_mounts: vec![mount_config],
         streams: streams.to_vec(),
         ..Config::default()
@@ -32,10 +38,22 @@ pub fn slave_config(mount: &SourceMount) -> Result<Config, BuildError> {
         master: Some(MasterConfig {
             url: names::master_url(&mount.name_any(), &namespace),
         }),
+        listeners: slave_listeners(mount),
         ..Config::default()
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The slaves' listener port: the SourceMount's `listeners` settings.
+fn slave_listeners(mount: &SourceMount) -> ListenersConfig {
+    let spec = mount.spec.listeners.clone().unwrap_or_default();
+    ListenersConfig {
+        max_listeners: spec.max_listeners,
+        deny: spec.deny,
+        url_secret_file: validate::url_secret_file(mount),
+        ..ListenersConfig::default()
+    }
 }
 
 pub(super) fn admin_config() -> AdminConfig {

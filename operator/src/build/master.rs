@@ -5,20 +5,40 @@ use super::*;
 pub(super) fn master_deployment(ctx: &Ctx<'_>) -> Deployment {
     let spec = &ctx.mount.spec;
     let mut volumes = common_volumes(ctx, names::MASTER_CONFIG_KEY);
-    volumes.push(Volume {
-        name: "source-password".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(spec.password.secret_key_ref.name.clone()),
-            items: Some(vec![KeyToPath {
-                key: spec.password.secret_key_ref.key.clone(),
-                path: names::SOURCE_PASSWORD_FILE.into(),
-                mode: None,
-            }]),
-            default_mode: Some(0o440),
-            optional: Some(false),
-        }),
-        ..Default::default()
-    });
+    volumes.push(secret_key_volume(
+        "source-password",
+        &spec.password.secret_key_ref,
+        names::SOURCE_PASSWORD_FILE,
+    ));
+    // The inputs' passwords, one file each (named like the input), from
+    // whichever Secrets they name.
+    if !spec.inputs.is_empty() {
+        let sources = spec
+            .inputs
+            .iter()
+            .map(|i| SecretProjection {
+                name: i.password.secret_key_ref.name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: i.password.secret_key_ref.key.clone(),
+                    path: i.name.clone(),
+                    mode: None,
+                }]),
+                optional: Some(false),
+            })
+            .map(|secret| VolumeProjection {
+                secret: Some(secret),
+                ..Default::default()
+            })
+            .collect();
+        volumes.push(Volume {
+            name: "input-passwords".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                default_mode: Some(0o440),
+            }),
+            ..Default::default()
+        });
+    }
     volumes.push(match &spec.master.dumps_claim_name {
         Some(claim) => Volume {
             name: "dumps".into(),
@@ -34,12 +54,15 @@ pub(super) fn master_deployment(ctx: &Ctx<'_>) -> Deployment {
             ..Default::default()
         },
     });
-    let mut mounts = common_mounts();
+    let mut mounts = common_mounts(ctx);
     mounts.push(volume_mount(
         "source-password",
         names::SOURCE_PASSWORD_DIR,
         true,
     ));
+    if !spec.inputs.is_empty() {
+        mounts.push(volume_mount("input-passwords", names::INPUTS_DIR, true));
+    }
     mounts.push(volume_mount("dumps", names::DUMPS_DIR, false));
     let container = Container {
         ports: Some(vec![

@@ -26,9 +26,9 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, ExecAction, HTTPGetAction, HostPathVolumeSource, KeyToPath, Lifecycle,
     LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    Secret, SecretProjection, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -37,9 +37,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
 use streammachine_crds::config::{
-    AdminConfig, Config, ConfigError, DumpsConfig, LinkConfig, MasterConfig, Mode, StreamConfig,
+    AdminConfig, Config, ConfigError, DumpsConfig, LinkConfig, ListenersConfig, MasterConfig, Mode,
+    StreamConfig,
 };
-use streammachine_crds::v1alpha1::{Handoff, ServiceType, SourceMount};
+use streammachine_crds::v1alpha1::{Handoff, SecretKeySelector, ServiceType, SourceMount};
 
 use crate::names::{self, Component};
 use crate::validate::{self, Invalid};
@@ -294,6 +295,78 @@ mod tests {
             slave.master.unwrap().url,
             "http://main-master.radio.svc:8002"
         );
+    }
+
+    /// Issue 12 on Kubernetes: inputs with their Secrets' passwords on the
+    /// master, the slaves' listener settings and the key of signed URLs.
+    #[test]
+    fn inputs_listener_settings_and_the_url_key_reach_the_pods() {
+        use streammachine_crds::v1alpha1::{InputSpec, ListenersSpec, SourcePassword};
+        let mut m = testdata::mount("main");
+        m.spec.inputs = vec![InputSpec {
+            name: "studio".into(),
+            password: SourcePassword {
+                secret_key_ref: SecretKeySelector {
+                    name: "studio-secret".into(),
+                    key: "pw".into(),
+                },
+            },
+            priority: 10,
+        }];
+        let mut stream = testdata::stream("hits", "main");
+        stream.spec.signed_urls = true;
+        let refused = validate::stream_config(&stream, Some(&m)).unwrap_err();
+        assert!(refused.message.contains("urlSecret"), "{}", refused.message);
+        m.spec.listeners = Some(ListenersSpec {
+            max_listeners: Some(500),
+            deny: vec!["198.51.100.0/24".into()],
+            url_secret_key_ref: Some(SecretKeySelector {
+                name: "paywall".into(),
+                key: "key".into(),
+            }),
+        });
+        let s = validate::stream_config(&stream, Some(&m)).unwrap();
+        let c = build(&m, &[s]);
+        let data = c.config_map.data.clone().unwrap();
+        let master = Config::from_yaml_str(&data[names::MASTER_CONFIG_KEY]).unwrap();
+        master.validate().unwrap();
+        let input = &master.source_mounts[0].inputs[0];
+        assert_eq!((input.key.as_str(), input.priority), ("studio", 10));
+        assert_eq!(
+            input.password_file.as_deref(),
+            Some(std::path::Path::new(
+                "/var/run/secrets/streammachine/inputs/studio"
+            ))
+        );
+        let slave = Config::from_yaml_str(&data[names::SLAVE_CONFIG_KEY]).unwrap();
+        slave.validate().unwrap();
+        assert_eq!(slave.listeners.max_listeners, Some(500));
+        assert_eq!(slave.listeners.deny, ["198.51.100.0/24"]);
+        let key_file = Some(std::path::PathBuf::from(
+            "/var/run/secrets/streammachine/url/secret",
+        ));
+        assert_eq!(slave.listeners.url_secret_file, key_file);
+        assert_eq!(master.listeners.url_secret_file, key_file);
+        // The master mounts the input's Secret key as a file named like it,
+        // and both mount the URL key.
+        let master_pod = serde_json::to_string(pod(&c.master_deployment)).unwrap();
+        for needle in [
+            "\"input-passwords\"",
+            "\"studio-secret\"",
+            "\"path\":\"studio\"",
+            "\"paywall\"",
+            names::INPUTS_DIR,
+            names::URL_SECRET_DIR,
+        ] {
+            assert!(master_pod.contains(needle), "{needle} in {master_pod}");
+        }
+        let slaves = match &c.slaves {
+            SlaveWorkload::Deployment(d) => serde_json::to_string(d),
+            SlaveWorkload::DaemonSet(d) => serde_json::to_string(d),
+        }
+        .unwrap();
+        assert!(slaves.contains("\"paywall\"") && slaves.contains(names::URL_SECRET_DIR));
+        assert!(!slaves.contains("studio-secret"), "inputs are the master's");
     }
 
     #[test]

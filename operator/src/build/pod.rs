@@ -74,7 +74,7 @@ pub(super) fn pod_template(ctx: &Ctx<'_>, component: Component, spec: PodSpec) -
 
 /// Config (one key of the ConfigMap, as `config.yaml`), link Secret, `/tmp`.
 pub(super) fn common_volumes(ctx: &Ctx<'_>, config_key: &str) -> Vec<Volume> {
-    vec![
+    [
         Volume {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -105,14 +105,49 @@ pub(super) fn common_volumes(ctx: &Ctx<'_>, config_key: &str) -> Vec<Volume> {
             ..Default::default()
         },
     ]
+    .into_iter()
+    .chain(url_secret(ctx).map(|k| secret_key_volume("url-secret", k, names::URL_SECRET_FILE)))
+    .collect()
 }
 
-pub(super) fn common_mounts() -> Vec<VolumeMount> {
-    vec![
+pub(super) fn common_mounts(ctx: &Ctx<'_>) -> Vec<VolumeMount> {
+    let mut mounts = vec![
         volume_mount("config", names::CONFIG_DIR, true),
         volume_mount("link", names::LINK_DIR, true),
         volume_mount("tmp", "/tmp", false),
-    ]
+    ];
+    if url_secret(ctx).is_some() {
+        mounts.push(volume_mount("url-secret", names::URL_SECRET_DIR, true));
+    }
+    mounts
+}
+
+/// The Secret key of signed listener URLs, if the SourceMount names one.
+fn url_secret<'a>(ctx: &Ctx<'a>) -> Option<&'a SecretKeySelector> {
+    ctx.mount
+        .spec
+        .listeners
+        .as_ref()?
+        .url_secret_key_ref
+        .as_ref()
+}
+
+/// A volume holding one key of a Secret as `path`.
+pub(super) fn secret_key_volume(name: &str, key: &SecretKeySelector, path: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(key.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: key.key.clone(),
+                path: path.into(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }
 }
 
 pub(super) fn volume_mount(name: &str, path: &str, read_only: bool) -> VolumeMount {

@@ -6,7 +6,7 @@ use super::*;
 pub(super) fn slave_workload(ctx: &Ctx<'_>) -> SlaveWorkload {
     let spec = &ctx.mount.spec.slaves;
     let grace = i64::from(spec.drain_seconds) + 10;
-    let mut mounts = common_mounts();
+    let mut mounts = common_mounts(ctx);
     let mut volumes = common_volumes(ctx, names::SLAVE_CONFIG_KEY);
     let drain_seconds = spec.drain_seconds.to_string();
     let handoff_wait = names::HANDOFF_WAIT_SECONDS.to_string();
