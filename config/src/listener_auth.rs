@@ -70,6 +70,20 @@ fn default_header_prefix() -> String {
 }
 
 impl ListenerAuthConfig {
+    /// Webhooks calling `listener_add` with every other setting at its default.
+    pub fn new(listener_add: String) -> Self {
+        ListenerAuthConfig {
+            listener_add,
+            listener_remove: None,
+            timeout_seconds: default_timeout(),
+            when_unreachable: WhenUnreachable::Deny,
+            auth_header: default_auth_header(),
+            timelimit_header: default_timelimit_header(),
+            headers: Vec::new(),
+            header_prefix: default_header_prefix(),
+        }
+    }
+
     /// Checks the settings; `Err((field, why))`.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let url_ok = |u: &str| {

@@ -210,6 +210,64 @@ pub struct SourceMountSpec {
     pub listeners: Option<ListenersSpec>,
 }
 
+/// Icecast's URL listener authentication of a Stream: the streamer's
+/// `listenerAuth` (a type of its own here: a CRD schema may not forbid
+/// unknown fields, which the config file does).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerAuthSpec {
+    /// Called (`POST action=listener_add&server=&port=&client=&mount=&user=
+    /// &pass=&ip=&agent=`) before a listener gets audio (an HLS session:
+    /// once); it may listen when the answer has `authHeader`.
+    pub listener_add: String,
+    /// Called (`action=listener_remove&…&duration=`) when it leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_remove: Option<String>,
+    /// How long a call may take (default 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+    /// `deny` (default: 503 while the service does not answer) or `allow`.
+    #[serde(default)]
+    pub when_unreachable: crate::config::WhenUnreachable,
+    /// The header (name and value) that lets a listener in (default
+    /// `icecast-auth-user: 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<String>,
+    /// The header giving how many seconds a listener may stay (default
+    /// `icecast-auth-timelimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timelimit_header: Option<String>,
+    /// Request headers passed on (as `headerPrefix` + name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Prefix of the forwarded headers' fields (default `ClientHeader.`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_prefix: Option<String>,
+}
+
+impl ListenerAuthSpec {
+    /// The streamer's config of it, with its defaults where unset.
+    pub fn to_config(&self) -> crate::config::ListenerAuthConfig {
+        let mut c = crate::config::ListenerAuthConfig::new(self.listener_add.clone());
+        c.listener_remove.clone_from(&self.listener_remove);
+        if let Some(t) = self.timeout_seconds {
+            c.timeout_seconds = t;
+        }
+        c.when_unreachable = self.when_unreachable;
+        if let Some(h) = &self.auth_header {
+            c.auth_header.clone_from(h);
+        }
+        if let Some(h) = &self.timelimit_header {
+            c.timelimit_header.clone_from(h);
+        }
+        c.headers.clone_from(&self.headers);
+        if let Some(p) = &self.header_prefix {
+            c.header_prefix.clone_from(p);
+        }
+        c
+    }
+}
+
 /// Another encoder input of a SourceMount.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -447,7 +505,7 @@ pub struct StreamSpec {
     /// raw, ICY, pump and HLS alike. Credentials for the webhook go in its
     /// URL (`https://user:pass@…`), which the streamer never logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listener_auth: Option<crate::config::ListenerAuthConfig>,
+    pub listener_auth: Option<ListenerAuthSpec>,
     /// Listeners need a signed, expiring URL (`?expires=<unix s>&sig=<hex
     /// HMAC-SHA256 of "<stream>:<expires>">`) made with the SourceMount's
     /// `listeners.urlSecretKeyRef`, on raw, ICY, pump and HLS alike.
@@ -655,6 +713,43 @@ mod tests {
     fn schema_of(crd: &CustomResourceDefinition) -> Value {
         let v = serde_json::to_value(crd).unwrap();
         v["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// What the API server refuses in a structural schema (found on a real
+    /// cluster): an object with both `properties` and `additionalProperties`
+    /// (from a `deny_unknown_fields` type).
+    #[test]
+    fn the_schemas_are_structural() {
+        fn walk(v: &Value, path: &str, bad: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if m.contains_key("properties") && m.contains_key("additionalProperties") {
+                        bad.push(path.to_string());
+                    }
+                    for (k, v) in m {
+                        walk(v, &format!("{path}.{k}"), bad);
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, v) in a.iter().enumerate() {
+                        walk(v, &format!("{path}[{i}]"), bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut bad = Vec::new();
+        for crd in crds().unwrap() {
+            walk(
+                &serde_json::to_value(&crd).unwrap(),
+                &crd.metadata.name.clone().unwrap_or_default(),
+                &mut bad,
+            );
+        }
+        assert!(
+            bad.is_empty(),
+            "properties with additionalProperties at {bad:?}"
+        );
     }
 
     /// The `Stream` spec is the streamer's `StreamConfig` as a Kubernetes

@@ -195,7 +195,7 @@ pub fn stream_config(
         c.max_buffer_bytes = b;
     }
     c.max_listeners = spec.max_listeners;
-    c.listener_auth = spec.listener_auth.clone().map(Box::new);
+    c.listener_auth = spec.listener_auth.as_ref().map(|a| Box::new(a.to_config()));
     c.signed_urls = spec.signed_urls;
     c.title.clone_from(&spec.title);
     c.name.clone_from(&spec.name);
