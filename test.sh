@@ -34,6 +34,17 @@ if [ "$want" != "$have" ]; then
   npm ci --prefix tests/web --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
+# aiosmtpd from PyPI: the real SMTP server of tests/tests/email_alerts.rs.
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "test.sh: installing aiosmtpd" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
+fi
+
 # Helm 3 (the chart checks), into .tools/ once; kubernetes-validate from PyPI.
 helm=$(tests/tools/helm.sh)
 if ! command -v kubernetes-validate >/dev/null 2>&1; then

@@ -9,10 +9,12 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
+mod email;
 mod listener_auth;
 mod mounts;
 mod validate;
 
+pub use email::{EmailConfig, SmtpTls};
 pub use listener_auth::{ListenerAuthConfig, WhenUnreachable};
 pub use mounts::{FallbackConfig, SourceInputConfig, SourceMountConfig};
 
@@ -452,6 +454,9 @@ pub struct AlertsConfig {
     /// PagerDuty Events API v2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pagerduty: Option<PagerDutyConfig>,
+    /// Email over SMTP: one message per raise and per clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailConfig>,
 }
 
 impl Default for AlertsConfig {
@@ -462,6 +467,7 @@ impl Default for AlertsConfig {
             stall_seconds: 30.0,
             webhook: None,
             pagerduty: None,
+            email: None,
         }
     }
 }
@@ -751,6 +757,9 @@ impl Config {
         }
         if let Some(p) = c.alerts.as_mut().and_then(|a| a.pagerduty.as_mut()) {
             hide(&mut p.routing_key);
+        }
+        if let Some(e) = c.alerts.as_mut().and_then(|a| a.email.as_mut()) {
+            hide(&mut e.password);
         }
         if let Some(r) = &mut c.redis {
             r.url = redact_url(&r.url);

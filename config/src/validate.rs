@@ -316,6 +316,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(Err((field, why))) = (self.alerts.as_ref())
+            .and_then(|a| a.email.as_ref())
+            .map(|e| e.check())
+        {
+            return Err(ConfigError::invalid(format!("alerts.email.{field}"), why));
+        }
         if let Some(a) = &self.analytics {
             if a.interval_seconds == 0 || a.session_idle_seconds == 0 {
                 return Err(ConfigError::invalid(

@@ -55,3 +55,16 @@ pub enum ServerError {
     #[error(transparent)]
     Config(streammachine_config::ConfigError),
 }
+
+/// An error with its sources, `outer: inner: innermost` (a client library's
+/// top-level message often says only "connection failed").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -21,6 +21,7 @@ pub mod icecast;
 mod redis;
 mod server;
 mod source;
+pub mod tls;
 pub mod webhook;
 
 pub use http::*;

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use streammachine_tests::icecast::Icecast;
@@ -112,82 +111,22 @@ fn a_relay_of_a_real_icecast_carries_audio_and_titles_and_reconnects() {
     let _ = ff.wait();
 }
 
-/// A private CA and a certificate for 127.0.0.1 it signed (openssl): the CA
+/// A private CA and a certificate for 127.0.0.1 it signed: the CA
 /// certificate (what our relay is told to trust), and the server's
 /// certificate + key in one file (what Icecast reads).
 fn private_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let p = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "openssl {args:?} failed");
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    let both = p("server-both.pem");
+    let ca = streammachine_tests::tls::private_ca(dir, "IP:127.0.0.1");
+    let both = dir.join("server-both.pem");
     let pem = [
-        std::fs::read(p("server.pem")).unwrap(),
-        std::fs::read(p("server.key")).unwrap(),
+        std::fs::read(&ca.cert).unwrap(),
+        std::fs::read(&ca.key).unwrap(),
     ]
     .concat();
     std::fs::write(&both, pem).unwrap();
     // Icecast reads it after dropping root.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&both, std::fs::Permissions::from_mode(0o644)).unwrap();
-    (p("ca.pem"), both)
+    (ca.ca, both)
 }
 
 #[test]

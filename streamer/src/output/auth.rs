@@ -405,7 +405,7 @@ impl Authenticator {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| AuthError::Http(error_chain(&e)))?;
+                .map_err(|e| AuthError::Http(crate::error::error_chain(&e)))?;
             let (parts, body) = resp.into_parts();
             // Read (and drop) the body so the connection goes back to the pool.
             let _ = Limited::new(body, MAX_BODY).collect().await;
@@ -516,17 +516,6 @@ fn split_userinfo(url: &str) -> (String, Option<String>) {
 
 fn redacted(url: &str) -> String {
     streammachine_config::redact_url(url)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -10,9 +10,12 @@
 //! link to the master).
 //!
 //! Delivered as the gauge `streammachine_alert_active{alert,subject}`, a log
-//! line, and — when configured — a generic JSON webhook and PagerDuty Events
-//! API v2 (trigger and resolve with a dedup key). Deliveries are queued and
-//! retried on their own task: they never hold up audio.
+//! line, and — when configured — a generic JSON webhook, PagerDuty Events
+//! API v2 (trigger and resolve with a dedup key) and email ([`email`]).
+//! Deliveries are queued and retried on their own task: they never hold up
+//! audio.
+
+pub mod email;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -310,7 +313,24 @@ async fn deliver(mut rx: mpsc::Receiver<Event>, config: AlertsConfig, mode: Stri
                     .map(|s| s.trim().to_string()),
                 _ => None,
             });
+    let mailer = config
+        .email
+        .as_ref()
+        .and_then(|c| match email::Mailer::new(c) {
+            Ok(m) => Some(std::sync::Arc::new(m)),
+            Err(e) => {
+                tracing::error!(error = %e, "alerts.email cannot be used; no email alerts");
+                None
+            }
+        });
     while let Some(e) = rx.recv().await {
+        if let Some(m) = &mailer {
+            tokio::spawn(send_email(
+                std::sync::Arc::clone(m),
+                e.clone(),
+                mode.clone(),
+            ));
+        }
         let mut posts = Vec::new();
         if let Some(w) = &config.webhook {
             posts.push((
@@ -360,6 +380,25 @@ async fn deliver(mut rx: mpsc::Receiver<Event>, config: AlertsConfig, mode: Stri
                 }
             });
         }
+    }
+}
+
+/// Sends the email about `e`, retrying with backoff: each failed attempt is
+/// logged (5 at most).
+async fn send_email(mailer: std::sync::Arc<email::Mailer>, e: Event, mode: String) {
+    let mut wait = crate::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(16));
+    for attempt in 1..=5u32 {
+        match mailer.send(&e, &mode).await {
+            Ok(()) => return,
+            Err(err) if attempt == 5 => {
+                tracing::error!(attempt, alert = e.alert, subject = %e.subject, error = %err, "email alert failed 5 times; giving up");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(attempt, alert = e.alert, subject = %e.subject, error = %err, "email alert failed; retrying");
+            }
+        }
+        tokio::time::sleep(wait.next_delay()).await;
     }
 }
 
