@@ -72,10 +72,16 @@ pub struct Args {
 /// Commands besides serving.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Runs the server under a small supervisor that, on SIGHUP, starts a new
-    /// process from the binary on disk (an upgrade) and hands every listener
-    /// and source to it without dropping a byte.
-    Run,
+    /// Runs the server under a small supervisor that, on SIGHUP (or a touch
+    /// of `--trigger-file`), starts a new process from the binary on disk (an
+    /// upgrade) and hands every listener and source to it without dropping a
+    /// byte.
+    Run {
+        /// Hand off also when this file's modification time changes (a deploy
+        /// tool touches it), checked twice a second.
+        #[arg(long, value_name = "PATH")]
+        trigger_file: Option<PathBuf>,
+    },
     /// Tells the server behind `--control-socket` to hand everything to the
     /// successor listening at `--to`, or (`--drain`) to stop taking listeners
     /// and wait until they are gone. For Kubernetes preStop hooks.
@@ -244,7 +250,7 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     crate::telemetry::init(args.log_format);
     match &args.command {
-        Some(Command::Run) => return crate::supervisor::run(),
+        Some(Command::Run { trigger_file }) => return crate::supervisor::run(trigger_file.clone()),
         Some(c @ (Command::Handoff { .. } | Command::Ready)) => return control_request(&args, c),
         None => {}
     }
@@ -325,7 +331,7 @@ fn control_request(args: &Args, command: &Command) -> ExitCode {
             return ExitCode::from(2);
         }
         Command::Ready => "READY\n".to_string(),
-        Command::Run => return ExitCode::from(2),
+        Command::Run { .. } => return ExitCode::from(2),
     };
     let result = (|| -> std::io::Result<String> {
         let mut s = std::os::unix::net::UnixStream::connect(path)?;

@@ -590,6 +590,69 @@ fn run_hands_off_to_a_new_process_on_sighup() {
     assert_eq!(sup.terminate(), Some(0));
 }
 
+/// Issue 13: `run --trigger-file` hands off when a deploy tool touches the
+/// file: exactly once per touch, the listener byte-exact across both.
+#[test]
+fn run_hands_off_once_per_touch_of_its_trigger_file() {
+    let dir = scratch_dir("run-trigger");
+    let trigger = dir.join("deploy.trigger");
+    std::fs::write(&trigger, b"").unwrap();
+    let mut args: Vec<String> = standalone_ports()
+        .iter()
+        .flat_map(|(flag, port)| [flag.to_string(), port.to_string()])
+        .collect();
+    args.extend([
+        "run".into(),
+        "--trigger-file".into(),
+        trigger.display().to_string(),
+    ]);
+    let mut sup = ServerProcess::try_start(
+        EXE,
+        config(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let (audio, feeder) = realtime_source(sup.source, "live", "pw", 9.0);
+    wait_buffered(&sup, "live", 2.0);
+    let (s, st, _, rest) = request(sup.listen, "GET", "/live", &[]);
+    assert_eq!(st, 200);
+    let listener = reader(s, rest);
+    let touch = || {
+        std::fs::File::options()
+            .write(true)
+            .open(&trigger)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+    };
+    let handoffs = |sup: &ServerProcess| {
+        sup.log_lines("supervisor: handed off to the new server")
+            .len()
+    };
+    for n in 1..=2 {
+        touch();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while handoffs(&sup) < n {
+            assert!(std::time::Instant::now() < deadline, "{:#?}", sup.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // No second handoff for the same touch (four checks of the file).
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            assert_eq!(handoffs(&sup), n, "one handoff per touch");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    feeder.join().unwrap();
+    let got = listener.join().unwrap();
+    let at = find(&audio, &got[..2048]).unwrap();
+    assert!(
+        audio[at..].starts_with(&got) && at + got.len() == audio.len(),
+        "the listener did not notice either handoff"
+    );
+    assert_eq!(sup.terminate(), Some(0));
+}
+
 #[test]
 fn a_slave_hands_its_listeners_to_a_synced_successor() {
     let dir = scratch_dir("handoff-slave");
