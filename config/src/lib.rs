@@ -9,11 +9,13 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
+mod elasticsearch;
 mod email;
 mod listener_auth;
 mod mounts;
 mod validate;
 
+pub use elasticsearch::ElasticsearchConfig;
 pub use email::{EmailConfig, SmtpTls};
 pub use listener_auth::{ListenerAuthConfig, WhenUnreachable};
 pub use mounts::{FallbackConfig, SourceInputConfig, SourceMountConfig};
@@ -418,10 +420,15 @@ fn default_dump_interval() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
-    /// File the events are appended to; without one they are logged on the
-    /// tracing target `streammachine::analytics`.
+    /// File the events are appended to; without one (and without
+    /// `elasticsearch`) they are logged on the tracing target
+    /// `streammachine::analytics`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// Elasticsearch/OpenSearch instead: batched `_bulk` requests into daily
+    /// indices, retried with backoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elasticsearch: Option<ElasticsearchConfig>,
     /// Seconds between `listen` events of a connected listener (default 30).
     pub interval_seconds: u32,
     /// An HLS session without a segment request for this long is rolled up (default 300).
@@ -432,6 +439,7 @@ impl Default for AnalyticsConfig {
     fn default() -> Self {
         AnalyticsConfig {
             file: None,
+            elasticsearch: None,
             interval_seconds: 30,
             session_idle_seconds: 300,
         }
@@ -759,6 +767,9 @@ impl Config {
             hide(&mut p.routing_key);
         }
         if let Some(e) = c.alerts.as_mut().and_then(|a| a.email.as_mut()) {
+            hide(&mut e.password);
+        }
+        if let Some(e) = c.analytics.as_mut().and_then(|a| a.elasticsearch.as_mut()) {
             hide(&mut e.password);
         }
         if let Some(r) = &mut c.redis {

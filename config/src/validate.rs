@@ -323,6 +323,20 @@ impl Config {
             return Err(ConfigError::invalid(format!("alerts.email.{field}"), why));
         }
         if let Some(a) = &self.analytics {
+            if let Some(es) = &a.elasticsearch {
+                if a.file.is_some() {
+                    return Err(ConfigError::invalid(
+                        "analytics.elasticsearch",
+                        "give file or elasticsearch, not both",
+                    ));
+                }
+                if let Err((field, why)) = es.check() {
+                    return Err(ConfigError::invalid(
+                        format!("analytics.elasticsearch.{field}"),
+                        why,
+                    ));
+                }
+            }
             if a.interval_seconds == 0 || a.session_idle_seconds == 0 {
                 return Err(ConfigError::invalid(
                     "analytics.intervalSeconds",

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub listeners_refused: IntCounterVec,
     /// Listener auth webhook answers, by stream and result.
     pub listener_auth: IntCounterVec,
+    /// Analytics events dropped, by reason.
+    pub analytics_dropped: IntCounterVec,
     /// Audio and metadata bytes written to listeners, by stream and output.
     pub listener_sent_bytes: IntCounterVec,
     /// 1 while a mount has an active source.
@@ -122,6 +124,12 @@ impl Metrics {
                 "streammachine_listeners_refused_total",
                 "Listener requests refused: 503 because a listener limit was reached (limit: stream = the stream's maxListeners, server = listeners.maxListeners), or 403 for an address in listeners.deny (limit: denied).",
                 &["stream", "limit"],
+            )?,
+            analytics_dropped: counter_vec(
+                r,
+                "streammachine_analytics_dropped_total",
+                "Analytics events dropped, by reason: queue_full (the writer could not keep up: a slow disk or an unreachable Elasticsearch), refused (Elasticsearch refused them for good, e.g. a mapping conflict), given_up (not taken after 8 tries).",
+                &["reason"],
             )?,
             listener_auth: counter_vec(
                 r,

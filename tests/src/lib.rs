@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use streamer::format::{Codec, Framer};
 
 pub mod browser;
+pub mod bulk;
 pub mod hls_check;
 mod http;
 pub mod icecast;

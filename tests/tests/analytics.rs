@@ -192,3 +192,94 @@ fn listens_and_sessions_are_reported() {
             > 1.0
     );
 }
+
+/// Issue 13: analytics into Elasticsearch with the `_bulk` API, against a
+/// strict stand-in (tests/src/bulk.rs; no Elasticsearch can run here):
+/// NDJSON into the day's index, batched, the first two requests answered
+/// 503 and retried (nothing lost), a stream's documents refused per item
+/// and dropped (counted), no protocol violation.
+#[test]
+fn events_reach_elasticsearch_in_bulk_retried_and_refusals_counted() {
+    let es = streammachine_tests::bulk::Bulk::start(2, |doc| doc["stream"] == "bad");
+    let server = ServerProcess::start(
+        EXE,
+        &format!(
+            "analytics: {{ intervalSeconds: 1, elasticsearch: {{ url: \"http://{}\", indexPrefix: radio-events, batchSize: 5, flushSeconds: 0.5 }} }}\nstreams:\n  - key: live\n    password: pw\n    burstSeconds: 1\n  - key: bad\n    password: pw\n    burstSeconds: 1\n",
+            es.addr
+        ),
+    );
+    let data = fixture("mp3/mp3-44100-128-s.mp3");
+    server.send_source("live", "pw", &data[..300_000]);
+    server.send_source("bad", "pw", &data[..300_000]);
+    // Six listeners come and go: 6 session_start and 6 session events on
+    // `live`, and one listener on `bad`.
+    for i in 0..6 {
+        let ua = format!("Player/{i}");
+        let (mut l, st, _, rest) = request(server.listen, "GET", "/live", &[("User-Agent", &ua)]);
+        assert_eq!(st, 200);
+        let _ = read_n(&mut l, rest, 4096, Duration::from_secs(5));
+    }
+    let (mut l, st, _, rest) = request(server.listen, "GET", "/bad", &[]);
+    assert_eq!(st, 200);
+    let _ = read_n(&mut l, rest, 4096, Duration::from_secs(5));
+    drop(l);
+    let day = {
+        let out = std::process::Command::new("date")
+            .args(["-u", "+%Y.%m.%d"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let index = format!("radio-events-{day}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = {
+            let seen = es.seen.lock().unwrap();
+            let docs = seen.indices.get(&index).cloned().unwrap_or_default();
+            let sessions = docs
+                .iter()
+                .filter(|d| d["type"] == "session" && d["stream"] == "live")
+                .count();
+            sessions == 6 && !seen.refused.is_empty()
+        };
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:#?}",
+            es.seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = es.seen.lock().unwrap();
+    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    assert_eq!(
+        seen.indices.len(),
+        1,
+        "one daily index: {:?}",
+        seen.indices.keys()
+    );
+    let docs = &seen.indices[&index];
+    let starts = docs
+        .iter()
+        .filter(|d| d["type"] == "session_start" && d["stream"] == "live")
+        .count();
+    assert_eq!(starts, 6, "nothing lost across the 503s");
+    assert!(docs.iter().all(|d| d["stream"] != "bad"));
+    assert!(
+        seen.requests >= 3,
+        "two refused, then taken: {}",
+        seen.requests
+    );
+    let refused = seen.refused.len() as f64;
+    drop(seen);
+    assert!(server.wait_metric(
+        "streammachine_analytics_dropped_total{reason=\"refused\"}",
+        refused,
+        Duration::from_secs(5)
+    ));
+    assert!(server
+        .wait_log("Elasticsearch refused events", Duration::from_secs(5))
+        .is_some());
+}

@@ -5,6 +5,7 @@
 //! sockets and writes its responses itself instead of going through a
 //! framework that hides the connection.
 
+pub mod client;
 pub mod pipe;
 pub mod request;
 pub mod response;

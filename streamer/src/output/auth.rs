@@ -19,8 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use serde::{Deserialize, Serialize};
 use streammachine_config::{ListenerAuthConfig, WhenUnreachable};
 
@@ -133,7 +131,7 @@ pub struct Asking<'a> {
     pub port: u16,
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::http::client::HttpsClient;
 
 struct HlsAllowance {
     ip: IpAddr,
@@ -163,26 +161,7 @@ const MAX_BODY: usize = 64 * 1024;
 impl Authenticator {
     /// A client for `http://` and `https://` services (the web PKI roots).
     pub fn new(metrics: &Metrics) -> Result<Authenticator, AuthError> {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AuthError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
+        let client = crate::http::client::https_client().map_err(AuthError::Tls)?;
         Ok(Authenticator {
             client,
             hls: Mutex::new(HashMap::new()),
@@ -387,7 +366,7 @@ impl Authenticator {
         body: String,
         timeout: Duration,
     ) -> Result<http::HeaderMap, AuthError> {
-        let (uri, basic) = split_userinfo(url);
+        let (uri, basic) = crate::http::client::split_userinfo(url);
         let uri: http::Uri = uri.parse().map_err(|_| AuthError::Url(redacted(url)))?;
         let mut req = http::Request::post(uri).header(
             http::header::CONTENT_TYPE,
@@ -490,30 +469,6 @@ fn plain_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The URL without its userinfo, and that userinfo as a Basic header.
-fn split_userinfo(url: &str) -> (String, Option<String>) {
-    use base64::Engine as _;
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), None);
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let cred = &rest[..at];
-            let decoded: String = form_urlencoded::parse(format!("x={cred}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            let b64 = base64::engine::general_purpose::STANDARD.encode(decoded);
-            (
-                format!("{scheme}://{}", &rest[at + 1..]),
-                Some(format!("Basic {b64}")),
-            )
-        }
-        None => (url.to_string(), None),
-    }
-}
-
 fn redacted(url: &str) -> String {
     streammachine_config::redact_url(url)
 }
@@ -536,10 +491,5 @@ mod tests {
         assert_eq!(host_only("radio.example:8000"), "radio.example");
         assert_eq!(host_only("[::1]:8000"), "::1");
         assert_eq!(host_only("radio.example"), "radio.example");
-        let (u, b) = split_userinfo("https://us%40r:p@auth.example/add?k=1");
-        assert_eq!(u, "https://auth.example/add?k=1");
-        // base64("us@r:p")
-        assert_eq!(b.as_deref(), Some("Basic dXNAcjpw"));
-        assert_eq!(split_userinfo("http://a/b").1, None);
     }
 }

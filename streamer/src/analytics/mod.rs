@@ -17,6 +17,8 @@
 //! segments served) and `streammachine_sessions_total` are kept whether or not
 //! events are written.
 
+mod elasticsearch;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -152,6 +154,7 @@ pub struct Analytics {
 #[derive(Debug)]
 enum Sink {
     File(PathBuf),
+    Elasticsearch(streammachine_config::ElasticsearchConfig, Metrics),
     Log,
 }
 
@@ -176,9 +179,10 @@ impl Analytics {
             dropped: AtomicU64::new(0),
             metrics: metrics.clone(),
         };
-        let sink = config.map(|c| match &c.file {
-            Some(f) => PathBufOrLog(Sink::File(f.clone())),
-            None => PathBufOrLog(Sink::Log),
+        let sink = config.map(|c| match (&c.file, &c.elasticsearch) {
+            (Some(f), _) => PathBufOrLog(Sink::File(f.clone())),
+            (None, Some(es)) => PathBufOrLog(Sink::Elasticsearch(es.clone(), metrics.clone())),
+            (None, None) => PathBufOrLog(Sink::Log),
         });
         (a, rx.zip(sink))
     }
@@ -192,6 +196,10 @@ impl Analytics {
         if let Some(tx) = &self.tx {
             if tx.try_send(event.to_string()).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .analytics_dropped
+                    .with_label_values(&["queue_full"])
+                    .inc();
             }
         }
     }
@@ -461,6 +469,7 @@ pub struct PathBufOrLog(Sink);
 /// Writes queued events as JSON lines until the queue closes.
 pub async fn run_writer(mut rx: mpsc::Receiver<String>, sink: PathBufOrLog) {
     match sink.0 {
+        Sink::Elasticsearch(cfg, metrics) => elasticsearch::run(rx, cfg, metrics).await,
         Sink::Log => {
             while let Some(line) = rx.recv().await {
                 tracing::info!(target: "streammachine::analytics", "{line}");
