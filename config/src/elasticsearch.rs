@@ -51,7 +51,7 @@ impl ElasticsearchConfig {
     /// Checks what the schema cannot; `Err((field, why))`.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let rest = (self.url.strip_prefix("http://")).or_else(|| self.url.strip_prefix("https://"));
-        if !rest.is_some_and(|r| !r.is_empty()) {
+        if rest.is_none_or(|r| r.is_empty()) {
             return Err(("url", "must be an http:// or https:// URL".into()));
         }
         if self
