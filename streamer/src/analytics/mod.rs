@@ -154,7 +154,7 @@ pub struct Analytics {
 #[derive(Debug)]
 enum Sink {
     File(PathBuf),
-    Elasticsearch(streammachine_config::ElasticsearchConfig, Metrics),
+    Elasticsearch(Box<(streammachine_config::ElasticsearchConfig, Metrics)>),
     Log,
 }
 
@@ -181,7 +181,9 @@ impl Analytics {
         };
         let sink = config.map(|c| match (&c.file, &c.elasticsearch) {
             (Some(f), _) => PathBufOrLog(Sink::File(f.clone())),
-            (None, Some(es)) => PathBufOrLog(Sink::Elasticsearch(es.clone(), metrics.clone())),
+            (None, Some(es)) => {
+                PathBufOrLog(Sink::Elasticsearch(Box::new((es.clone(), metrics.clone()))))
+            }
             (None, None) => PathBufOrLog(Sink::Log),
         });
         (a, rx.zip(sink))
@@ -469,7 +471,10 @@ pub struct PathBufOrLog(Sink);
 /// Writes queued events as JSON lines until the queue closes.
 pub async fn run_writer(mut rx: mpsc::Receiver<String>, sink: PathBufOrLog) {
     match sink.0 {
-        Sink::Elasticsearch(cfg, metrics) => elasticsearch::run(rx, cfg, metrics).await,
+        Sink::Elasticsearch(es) => {
+            let (cfg, metrics) = *es;
+            elasticsearch::run(rx, cfg, metrics).await
+        }
         Sink::Log => {
             while let Some(line) = rx.recv().await {
                 tracing::info!(target: "streammachine::analytics", "{line}");
