@@ -133,7 +133,7 @@ fn one(
         return violation(&mut s, "the body does not end with a newline".into());
     }
     let lines: Vec<&str> = text.split_terminator('\n').collect();
-    if lines.is_empty() || lines.len() % 2 != 0 {
+    if lines.is_empty() || !lines.len().is_multiple_of(2) {
         return violation(
             &mut s,
             format!("{} lines: expected action/document pairs", lines.len()),
