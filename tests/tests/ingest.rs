@@ -675,6 +675,39 @@ fn title_updates_need_the_source_password_and_reach_icy_listeners() {
         at <= first_part + 2000 && at + 20_000 >= first_part,
         "the new title at audio byte {at}, its audio from {first_part}"
     );
+    // Issue 13: the title history over the buffer, for players; starting
+    // its `behindLiveSeconds` back is "the start of this programme".
+    let h: serde_json::Value =
+        serde_json::from_slice(&http_get(server.listen, "/test/titles.json", &[]).body).unwrap();
+    let titles = h["titles"].as_array().unwrap();
+    let names: Vec<&str> = titles
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Björk - Army of Me", "Second Song"], "{h}");
+    let (b0, b1) = (
+        titles[0]["behindLiveSeconds"].as_f64().unwrap(),
+        titles[1]["behindLiveSeconds"].as_f64().unwrap(),
+    );
+    let total = h["bufferSeconds"].as_f64().unwrap();
+    assert!((b0 - total).abs() < 0.001 && 0.0 < b1 && b1 < b0, "{h}");
+    assert!(titles[0]["start"].as_str().unwrap() <= titles[1]["start"].as_str().unwrap());
+    let (mut s, st, _, rest) = request(
+        server.listen,
+        "GET",
+        &format!("/test?offset={b1}"),
+        &[("Icy-MetaData", "1")],
+    );
+    assert_eq!(st, 200);
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let wire = read_n(&mut s, rest, 4000, Duration::from_secs(10));
+    let (_, metas) = strip_icy(&wire, 2000);
+    assert_eq!(
+        metas.first().map(|m| m.1.as_str()),
+        Some("StreamTitle='Second Song';"),
+        "starts at the programme's start"
+    );
 }
 
 /// Issue 10 (7): however a source ends (it stalls, or the API drops it), the

@@ -277,6 +277,7 @@ fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answe
         .strip_prefix("sg/")
         .map(|_| name.trim_end_matches(".m3u8"))
         .or_else(|| name.split_once("/seg/").map(|(k, _)| k))
+        .or_else(|| name.strip_suffix("/titles.json"))
         .unwrap_or_else(|| {
             name.trim_end_matches(".m3u8")
                 .trim_end_matches(".pls")
@@ -339,6 +340,12 @@ fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answe
             sock.peer_addr().ok(),
             server.url_secret(),
         ));
+    }
+    if let Some(stream) = name
+        .strip_suffix("/titles.json")
+        .and_then(|k| server.stream(k))
+    {
+        return Answer::Short(super::titles::reply(&stream));
     }
     if let Some((key, seg)) = name.split_once("/seg/") {
         if let Some(stream) = server.stream(key) {

@@ -10,6 +10,7 @@ pub mod live;
 pub mod playlist;
 pub mod signed;
 pub mod start;
+pub mod titles;
 
 use std::sync::Arc;
 
