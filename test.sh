@@ -26,11 +26,17 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# hls.js for tests/tests/hls_browser.rs, the version tests/web/package-lock.json pins.
-want=$(node -p 'require("./tests/web/package-lock.json").packages["node_modules/hls.js"].version')
-have=$(node -p 'try { require("./tests/web/node_modules/hls.js/package.json").version } catch { "" }')
-if [ "$want" != "$have" ]; then
-  echo "test.sh: installing hls.js $want into tests/web" >&2
+# hls.js (tests/tests/hls_browser.rs), puppeteer-core and axe-core
+# (tests/tests/web_pages.rs): the versions tests/web/package-lock.json pins.
+stale=$(node -e '
+  const lock = require("./tests/web/package-lock.json").packages;
+  for (const name of Object.keys(require("./tests/web/package.json").dependencies)) {
+    let have = "";
+    try { have = require("./tests/web/node_modules/" + name + "/package.json").version } catch {}
+    if (have !== lock["node_modules/" + name].version) { console.log(name); }
+  }')
+if [ -n "$stale" ]; then
+  echo "test.sh: installing $(echo $stale) into tests/web" >&2
   npm ci --prefix tests/web --no-audit --no-fund --loglevel=error >/dev/null
 fi
 

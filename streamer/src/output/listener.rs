@@ -269,7 +269,14 @@ fn route(server: &Arc<dyn OutputHost>, req: &Request, sock: &TcpStream) -> Answe
     }
     let name = path.strip_prefix('/').unwrap_or(path);
     if name.is_empty() {
+        // A browser gets the status page; curl and scripts the plain list.
+        if super::pages::wants_html(req) {
+            return Answer::Short(super::pages::index());
+        }
         return Answer::Short(crate::status::index(server.as_ref()));
+    }
+    if let Some(stream) = name.strip_suffix("/player").and_then(|k| server.stream(k)) {
+        return Answer::Short(super::pages::player(stream.key()));
     }
     // Signed streams: the stream, its playlists and segments need a valid
     // signed URL (output/signed.rs).

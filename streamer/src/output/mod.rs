@@ -7,6 +7,7 @@ pub mod icy;
 pub mod listener;
 mod listening;
 pub mod live;
+pub mod pages;
 pub mod playlist;
 pub mod signed;
 pub mod start;
